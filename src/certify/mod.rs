@@ -1,0 +1,1 @@
+//! The sound checker: certified enclosures of margins, loss, homogeneity and KKT quantities.

@@ -1,0 +1,1 @@
+//! Checkpoints in safetensors format, written atomically.

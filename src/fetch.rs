@@ -1,0 +1,1 @@
+//! `margincert fetch`: download the official dataset files and verify their SHA-256.

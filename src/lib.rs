@@ -1,0 +1,18 @@
+//! margincert: train homogeneous networks fast in f32, and certify their margins soundly.
+//!
+//! The path data takes: [`data`] → [`model`] spec + [`model::Params`] → [`train`] (with the
+//! f32 kernels of [`nn`]) → [`checkpoint`] → [`certify`] → certificate. The certified path
+//! shares the model spec with the f32 path, never its arithmetic.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub mod certify;
+pub mod checkpoint;
+pub mod data;
+pub mod error;
+pub mod fetch;
+pub mod model;
+pub mod nn;
+pub mod train;
+
+pub use error::{Error, Result};

@@ -1,0 +1,1 @@
+//! Training: losses relative to a loss frame, SGD, the loss-based schedule, metrics.
