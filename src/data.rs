@@ -71,6 +71,19 @@ impl Dataset {
         &self.pixels[i * n..(i + 1) * n]
     }
 
+    /// SHA-256 (hex) of the dataset's content: the shape as three little-endian u64, the
+    /// class count as u64, then the labels, then the pixels. Certificates record it.
+    pub fn sha256(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for v in [self.shape.c, self.shape.h, self.shape.w, self.classes] {
+            h.update((v as u64).to_le_bytes());
+        }
+        h.update(&self.labels);
+        h.update(&self.pixels);
+        hex::encode(h.finalize())
+    }
+
     /// All pixels as f32 `p / 255` (the correctly rounded quotient).
     pub fn to_f32(&self) -> Vec<f32> {
         self.pixels.iter().map(|&p| p as f32 / 255.0).collect()
