@@ -1,0 +1,462 @@
+//! Dataset loaders, the embedded default, data sources and checksum verification, on real
+//! files where present (skipped with a printed reason otherwise) and on corrupted inputs.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use margincert::Error;
+use margincert::data::{self, DataKind, DataSource, Dataset};
+use margincert::fetch;
+
+/// The shared real-data folder: `$MARGINCERT_SHARED_DATA`, else `<crate>/../shared/data`,
+/// else `/work/shared/data`; `None` (with a printed reason) when none exists.
+fn shared_data(sub: &str) -> Option<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Ok(p) = std::env::var("MARGINCERT_SHARED_DATA") {
+        candidates.push(PathBuf::from(p));
+    }
+    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+    candidates.push(PathBuf::from("/work/shared/data"));
+    let found = candidates.iter().map(|c| c.join(sub)).find(|p| p.is_dir());
+    if found.is_none() {
+        eprintln!("skipping: no shared data folder {sub} in any of {candidates:?}");
+    }
+    found
+}
+
+/// Debian's Fashion-MNIST (`apt-get install dataset-fashion-mnist`).
+fn fashion_dir() -> Option<PathBuf> {
+    let p = PathBuf::from("/usr/share/datasets/fashion-mnist");
+    if p.is_dir() {
+        Some(p)
+    } else {
+        eprintln!(
+            "skipping: {} absent (apt-get install dataset-fashion-mnist)",
+            p.display()
+        );
+        None
+    }
+}
+
+fn gz(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    data::decode(Path::new("test"), bytes).unwrap()
+}
+
+/// A plain IDX images file.
+fn idx_images(n: u32, rows: u32, cols: u32, pixels: &[u8]) -> Vec<u8> {
+    let mut v = vec![0, 0, 8, 3];
+    for d in [n, rows, cols] {
+        v.extend_from_slice(&d.to_be_bytes());
+    }
+    v.extend_from_slice(pixels);
+    v
+}
+
+/// A plain IDX labels file.
+fn idx_labels(labels: &[u8]) -> Vec<u8> {
+    let mut v = vec![0, 0, 8, 1];
+    v.extend_from_slice(&(labels.len() as u32).to_be_bytes());
+    v.extend_from_slice(labels);
+    v
+}
+
+/// A small valid IDX pair: 5 images of 3 x 4, pixels i * 17 + j (mod 256).
+fn small_pair() -> (Vec<u8>, Vec<u8>) {
+    let pixels: Vec<u8> = (0..60u32).map(|i| (i * 37 % 256) as u8).collect();
+    (idx_images(5, 3, 4, &pixels), idx_labels(&[3, 1, 4, 1, 5]))
+}
+
+fn load_pair(images: &[u8], labels: &[u8]) -> margincert::Result<Dataset> {
+    data::idx_from_bytes("t", Path::new("img"), images, Path::new("lbl"), labels, 10)
+}
+
+fn format_msg(r: margincert::Result<Dataset>) -> (PathBuf, String) {
+    match r {
+        Err(Error::Format { path, msg }) => (path, msg),
+        other => panic!("expected a format error, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// IDX parsing.
+
+#[test]
+fn idx_small_pair_parses_plain_and_gzipped() {
+    let (im, lb) = small_pair();
+    let plain = load_pair(&im, &lb).unwrap();
+    assert_eq!(plain.len(), 5);
+    assert_eq!(plain.shape, margincert::model::Shape::new(1, 3, 4));
+    assert_eq!(plain.labels, vec![3, 1, 4, 1, 5]);
+    assert_eq!(plain.image(2), &im[16 + 24..16 + 36]);
+    assert_eq!(plain.classes, 10);
+    let zipped = load_pair(&gz(&im), &gz(&lb)).unwrap();
+    assert_eq!(plain, zipped);
+    // Mixed, and a multi-member gzip stream (two members concatenated).
+    let mut two = gz(&lb[..6]);
+    two.extend(gz(&lb[6..]));
+    assert_eq!(load_pair(&im, &two).unwrap(), plain);
+}
+
+#[test]
+fn idx_errors_name_the_problem() {
+    let (im, lb) = small_pair();
+
+    let (p, m) = format_msg(load_pair(&im[..im.len() - 1], &lb));
+    assert_eq!(p, Path::new("img"));
+    assert!(m.contains("truncated") && m.contains("59"), "{m}");
+
+    let (_, m) = format_msg(load_pair(&im[..10], &lb));
+    assert!(m.contains("truncated") && m.contains("header"), "{m}");
+
+    let (_, m) = format_msg(load_pair(&im[..2], &lb));
+    assert!(m.contains("truncated") && m.contains("magic"), "{m}");
+
+    let mut trailing = im.clone();
+    trailing.extend_from_slice(b"xyz");
+    let (_, m) = format_msg(load_pair(&trailing, &lb));
+    assert!(m.contains("3 trailing bytes"), "{m}");
+
+    let mut magic = im.clone();
+    magic[2] = 9;
+    let (_, m) = format_msg(load_pair(&magic, &lb));
+    assert!(m.contains("wrong magic number 0x00000903"), "{m}");
+
+    // Labels passed as images: magic 0x801 has one dimension, not three.
+    let (_, m) = format_msg(load_pair(&lb, &lb));
+    assert!(m.contains("wrong dimension count 1"), "{m}");
+    let (p, m) = format_msg(load_pair(&im, &im));
+    assert_eq!(p, Path::new("lbl"));
+    assert!(m.contains("wrong dimension count 3"), "{m}");
+
+    let (p, m) = format_msg(load_pair(&im, &idx_labels(&[3, 1, 4, 1])));
+    assert_eq!(p, Path::new("lbl"));
+    assert!(m.contains("4 labels for 5 images"), "{m}");
+
+    let (_, m) = format_msg(load_pair(&im, &idx_labels(&[3, 1, 10, 1, 5])));
+    assert!(m.contains("label 10 of item 2 out of range"), "{m}");
+
+    let (_, m) = format_msg(load_pair(&idx_images(0, 0, 4, &[]), &idx_labels(&[])));
+    assert!(m.contains("empty image size"), "{m}");
+
+    // Dimensions whose product overflows usize.
+    let huge = idx_images(u32::MAX, u32::MAX, u32::MAX, &[]);
+    let (_, m) = format_msg(load_pair(&huge, &lb));
+    assert!(m.contains("overflow") || m.contains("truncated"), "{m}");
+
+    // Garbage after a valid gzip magic.
+    let mut garbage = vec![0x1f, 0x8b];
+    garbage.extend_from_slice(b"definitely not deflate data");
+    let (_, m) = format_msg(load_pair(&garbage, &lb));
+    assert!(m.contains("invalid gzip data"), "{m}");
+
+    // A gzip stream cut short.
+    let z = gz(&im);
+    let (_, m) = format_msg(load_pair(&z[..z.len() / 2], &lb));
+    assert!(m.contains("invalid gzip data"), "{m}");
+}
+
+/// Every truncation and every single-bit flip of a small valid file, plain and gzipped, gives
+/// a dataset or an error, never a panic; and every truncation of the plain file is an error.
+#[test]
+fn idx_never_panics_on_truncations_and_bit_flips() {
+    let (im, lb) = small_pair();
+    for (which, file) in [(0, im.clone()), (1, lb.clone()), (0, gz(&im)), (1, gz(&lb))] {
+        let run = |bytes: &[u8]| {
+            if which == 0 {
+                load_pair(bytes, &lb)
+            } else {
+                load_pair(&im, bytes)
+            }
+        };
+        for cut in 0..file.len() {
+            let r = run(&file[..cut]);
+            assert!(r.is_err(), "truncation to {cut} bytes accepted");
+        }
+        for bit in 0..file.len() * 8 {
+            let mut f = file.clone();
+            f[bit / 8] ^= 1 << (bit % 8);
+            if let Ok(d) = run(&f) {
+                // Whatever got through still satisfies the invariant.
+                assert_eq!(d.pixels.len(), d.len() * d.shape.len());
+                assert!(d.labels.iter().all(|&l| l < 10));
+            }
+        }
+    }
+}
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        /// Arbitrary bytes, raw or behind an IDX header or gzip magic, never panic.
+        #[test]
+        fn idx_arbitrary_bytes_never_panic(
+            body in proptest::collection::vec(any::<u8>(), 0..200),
+            prefix in 0usize..4,
+        ) {
+            let bytes: Vec<u8> = match prefix {
+                0 => body.clone(),
+                1 => [&[0u8, 0, 8, 3][..], &body].concat(),
+                2 => [&[0u8, 0, 8, 1][..], &body].concat(),
+                _ => [&[0x1fu8, 0x8b][..], &body].concat(),
+            };
+            let (im, lb) = small_pair();
+            let _ = load_pair(&bytes, &lb);
+            let _ = load_pair(&im, &bytes);
+            let _ = data::cifar_from_bytes("c", &[(PathBuf::from("c"), bytes)]);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The embedded default.
+
+#[test]
+fn embedded_is_1000_plus_1000_mnist_images() {
+    let s = data::embedded().unwrap();
+    for (d, name) in [
+        (&s.train, "mnist-embedded-train"),
+        (&s.test, "mnist-embedded-test"),
+    ] {
+        assert_eq!(d.name, name);
+        assert_eq!(d.len(), data::EMBEDDED_LEN);
+        assert_eq!(d.shape, margincert::model::Shape::new(1, 28, 28));
+        assert_eq!(d.classes, 10);
+        let h = d.label_histogram();
+        assert_eq!(h.iter().sum::<usize>(), 1000);
+        assert!(h.iter().all(|&c| c > 50), "every digit present: {h:?}");
+        assert_eq!(d.pixels.iter().min(), Some(&0));
+        assert_eq!(d.pixels.iter().max(), Some(&255));
+    }
+    // The well-known first labels of MNIST: train 5 0 4 1 9, test 7 2 1 0 4.
+    assert_eq!(s.train.labels[..5], [5, 0, 4, 1, 9]);
+    assert_eq!(s.test.labels[..5], [7, 2, 1, 0, 4]);
+    assert_eq!("embedded".parse::<DataSource>().unwrap().load().unwrap(), s);
+}
+
+/// The README next to the embedded files states their SHA-256: it must match the files.
+#[test]
+fn embedded_readme_states_the_file_checksums() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/embedded");
+    let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    for (name, bytes) in data::embedded_files() {
+        assert_eq!(std::fs::read(dir.join(name)).unwrap(), *bytes);
+        let line = readme
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("README.md does not mention {name}"));
+        let sum = fetch::sha256_hex(bytes);
+        assert!(
+            line.contains(&sum),
+            "README line for {name} lacks {sum}: {line}"
+        );
+    }
+}
+
+/// The embedded files, decompressed, are the official files' headers with the count set to
+/// 1000, followed by the first 1000 images / labels byte for byte.
+#[test]
+fn embedded_is_a_prefix_of_official_mnist() {
+    let Some(dir) = shared_data("mnist") else {
+        return;
+    };
+    for (name, bytes) in data::embedded_files() {
+        let ours = gunzip(bytes);
+        let official = data::read_maybe_gz(&dir.join(name)).unwrap();
+        let header = if name.contains("images") { 16 } else { 8 };
+        assert_eq!(ours[..4], official[..4], "{name}: magic");
+        assert_eq!(ours[4..8], 1000u32.to_be_bytes(), "{name}: count");
+        assert_eq!(ours[8..header], official[8..header], "{name}: image size");
+        let n = ours.len() - header;
+        assert_eq!(n, if header == 16 { 1000 * 784 } else { 1000 }, "{name}");
+        assert!(
+            ours[header..] == official[header..header + n],
+            "{name}: data differs"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Directories and sources.
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) {
+    std::fs::write(dir.join(name), bytes).unwrap();
+}
+
+/// Plain files under the alternative MNIST names (`train-images.idx3-ubyte`), and plain
+/// content under a `.gz` name: gzip is recognized by content, not name.
+#[test]
+fn load_dir_accepts_plain_files_and_alternative_names() {
+    let t = tempfile::tempdir().unwrap();
+    let files = data::embedded_files();
+    write(t.path(), "train-images.idx3-ubyte", &gunzip(files[0].1));
+    write(t.path(), "train-labels.idx1-ubyte", &gunzip(files[1].1));
+    write(t.path(), "t10k-images-idx3-ubyte.gz", &gunzip(files[2].1)); // plain, named .gz
+    write(t.path(), "t10k-labels-idx1-ubyte", files[3].1); // gzipped, no .gz
+    let s = data::load_dir(DataKind::Mnist, t.path()).unwrap();
+    let e = data::embedded().unwrap();
+    assert_eq!(s.train.name, "mnist-train");
+    assert_eq!(s.test.name, "mnist-test");
+    assert_eq!(
+        (&s.train.pixels, &s.train.labels),
+        (&e.train.pixels, &e.train.labels)
+    );
+    assert_eq!(
+        (&s.test.pixels, &s.test.labels),
+        (&e.test.pixels, &e.test.labels)
+    );
+
+    // A bare directory is detected as MNIST; KIND:DIR forces the kind.
+    let src: DataSource = t.path().to_str().unwrap().parse().unwrap();
+    assert_eq!(
+        src,
+        DataSource::Dir {
+            kind: DataKind::Mnist,
+            dir: t.path().to_path_buf()
+        }
+    );
+    let fm: DataSource = format!("fashion-mnist:{}", t.path().display())
+        .parse()
+        .unwrap();
+    assert_eq!(fm.load().unwrap().train.name, "fashion-mnist-train");
+    // Display round-trips.
+    assert_eq!(fm.to_string().parse::<DataSource>().unwrap(), fm);
+    assert_eq!(DataSource::Embedded.to_string(), "embedded");
+}
+
+#[test]
+fn missing_files_list_what_was_looked_for() {
+    let t = tempfile::tempdir().unwrap();
+    let files = data::embedded_files();
+    write(t.path(), "train-images-idx3-ubyte.gz", files[0].1);
+    let err = data::load_dir(DataKind::Mnist, t.path()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(&err, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    );
+    assert!(msg.contains("train-labels-idx1-ubyte.gz"), "{msg}");
+    assert!(msg.contains("train-labels.idx1-ubyte"), "{msg}");
+
+    let empty = tempfile::tempdir().unwrap();
+    let err = data::load_dir(DataKind::Cifar10, empty.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("data_batch_1.bin.gz") && err.contains("cifar-10-batches-bin"),
+        "{err}"
+    );
+    let err = empty
+        .path()
+        .to_str()
+        .unwrap()
+        .parse::<DataSource>()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no dataset found"), "{err}");
+    let err = data::load_dir(DataKind::Mnist, &empty.path().join("nope")).unwrap_err();
+    assert!(err.to_string().contains("not a directory"), "{err}");
+}
+
+#[test]
+fn data_source_parsing() {
+    for (s, kind, dir) in [
+        ("mnist:/a/b", DataKind::Mnist, "/a/b"),
+        ("fashion-mnist:rel/dir", DataKind::FashionMnist, "rel/dir"),
+        ("cifar10:/x:y", DataKind::Cifar10, "/x:y"),
+        ("CIFAR-10:/c", DataKind::Cifar10, "/c"),
+    ] {
+        let src: DataSource = s.parse().unwrap();
+        assert_eq!(
+            src,
+            DataSource::Dir {
+                kind,
+                dir: dir.into()
+            },
+            "{s}"
+        );
+    }
+    assert_eq!(
+        "Embedded".parse::<DataSource>().unwrap(),
+        DataSource::Embedded
+    );
+    assert!(
+        "mnist:"
+            .parse::<DataSource>()
+            .unwrap_err()
+            .to_string()
+            .contains("missing directory")
+    );
+    assert!("".parse::<DataSource>().is_err());
+    assert!(
+        "svhn"
+            .parse::<DataKind>()
+            .unwrap_err()
+            .to_string()
+            .contains("unknown dataset kind")
+    );
+    for k in DataKind::ALL {
+        assert_eq!(k.to_string().parse::<DataKind>().unwrap(), k);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Real MNIST and Fashion-MNIST.
+
+const MNIST_TRAIN_HIST: [usize; 10] = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949];
+const MNIST_TEST_HIST: [usize; 10] = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009];
+
+#[test]
+fn real_mnist_counts_and_histograms() {
+    let Some(dir) = shared_data("mnist") else {
+        return;
+    };
+    let src: DataSource = dir.to_str().unwrap().parse().unwrap();
+    assert_eq!(
+        src,
+        DataSource::Dir {
+            kind: DataKind::Mnist,
+            dir: dir.clone()
+        }
+    );
+    let s = src.load().unwrap();
+    assert_eq!((s.train.len(), s.test.len()), (60000, 10000));
+    assert_eq!(s.train.label_histogram(), MNIST_TRAIN_HIST);
+    assert_eq!(s.test.label_histogram(), MNIST_TEST_HIST);
+    for d in [&s.train, &s.test] {
+        assert_eq!(d.shape, margincert::model::Shape::new(1, 28, 28));
+        assert_eq!(
+            (d.pixels.iter().min(), d.pixels.iter().max()),
+            (Some(&0), Some(&255))
+        );
+    }
+    let e = data::embedded().unwrap();
+    assert_eq!(s.train.take(1000).pixels, e.train.pixels);
+    assert_eq!(s.test.take(1000).labels, e.test.labels);
+}
+
+#[test]
+fn real_fashion_mnist_counts() {
+    let Some(dir) = fashion_dir() else { return };
+    let src: DataSource = dir.to_str().unwrap().parse().unwrap();
+    assert_eq!(
+        src,
+        DataSource::Dir {
+            kind: DataKind::FashionMnist,
+            dir: dir.clone()
+        }
+    );
+    let s = src.load().unwrap();
+    assert_eq!(s.train.name, "fashion-mnist-train");
+    assert_eq!((s.train.len(), s.test.len()), (60000, 10000));
+    assert_eq!(s.train.label_histogram(), [6000; 10]);
+    assert_eq!(s.test.label_histogram(), [1000; 10]);
+    assert_eq!(s.train.pixels.iter().max(), Some(&255));
+}
