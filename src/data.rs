@@ -543,19 +543,41 @@ impl DataKind {
         }
     }
 
+    /// Canonical names (without `.gz`) of the standard files of this kind, in the order
+    /// train images, train labels, test images, test labels (IDX) or data_batch_1 ..
+    /// data_batch_5, test_batch (CIFAR-10).
+    pub fn file_names(self) -> &'static [&'static str] {
+        match self {
+            DataKind::Mnist | DataKind::FashionMnist => &[
+                "train-images-idx3-ubyte",
+                "train-labels-idx1-ubyte",
+                "t10k-images-idx3-ubyte",
+                "t10k-labels-idx1-ubyte",
+            ],
+            DataKind::Cifar10 => &[
+                "data_batch_1.bin",
+                "data_batch_2.bin",
+                "data_batch_3.bin",
+                "data_batch_4.bin",
+                "data_batch_5.bin",
+                "test_batch.bin",
+            ],
+        }
+    }
+
     /// Guesses the kind of the dataset in `dir` from the files present: CIFAR-10 batches
     /// (in `dir` or `dir/cifar-10-batches-bin`), else IDX files, which are Fashion-MNIST when
     /// the decompressed test labels are Fashion-MNIST's official ones or the directory's
     /// path mentions "fashion", MNIST otherwise.
     pub fn detect(dir: &Path) -> Result<DataKind> {
-        if find_first(&cifar_dirs(dir), &cifar_names("data_batch_1")).is_some() {
+        if find_file(DataKind::Cifar10, dir, "data_batch_1.bin").is_ok() {
             return Ok(DataKind::Cifar10);
         }
-        if find_first(&[dir.to_path_buf()], &idx_names("train", "images", 3)).is_some() {
+        if find_file(DataKind::Mnist, dir, "train-images-idx3-ubyte").is_ok() {
             let fashion_path = dir.to_string_lossy().to_lowercase().contains("fashion");
-            let fashion_labels = find_first(&[dir.to_path_buf()], &idx_names("t10k", "labels", 1))
-                .and_then(|p| read_maybe_gz(&p).ok())
-                .is_some_and(|b| {
+            let fashion_labels = find_file(DataKind::Mnist, dir, "t10k-labels-idx1-ubyte")
+                .and_then(|p| read_maybe_gz(&p))
+                .is_ok_and(|b| {
                     crate::fetch::sha256_hex(&b) == crate::fetch::FASHION_T10K_LABELS_SHA256
                 });
             return Ok(if fashion_path || fashion_labels {
@@ -600,57 +622,52 @@ impl FromStr for DataKind {
     }
 }
 
-/// Candidate names of an IDX file: `{split}-{what}-idx{d}-ubyte` and `{split}-{what}.idx{d}-ubyte`,
-/// each plain or `.gz`.
-fn idx_names(split: &str, what: &str, d: u8) -> Vec<String> {
-    let mut v = Vec::new();
-    for stem in [
-        format!("{split}-{what}-idx{d}-ubyte"),
-        format!("{split}-{what}.idx{d}-ubyte"),
-    ] {
-        v.push(format!("{stem}.gz"));
-        v.push(stem);
-    }
-    v
-}
-
-fn cifar_names(stem: &str) -> Vec<String> {
-    vec![format!("{stem}.bin.gz"), format!("{stem}.bin")]
-}
-
-fn cifar_dirs(dir: &Path) -> Vec<PathBuf> {
-    vec![dir.to_path_buf(), dir.join("cifar-10-batches-bin")]
-}
-
-fn find_first(dirs: &[PathBuf], names: &[String]) -> Option<PathBuf> {
-    dirs.iter()
-        .flat_map(|d| names.iter().map(move |n| d.join(n)))
-        .find(|p| p.is_file())
-}
-
-fn find_required(dirs: &[PathBuf], names: &[String], what: &str) -> Result<PathBuf> {
-    find_first(dirs, names).ok_or_else(|| {
-        let looked: Vec<String> = dirs
-            .iter()
-            .flat_map(|d| names.iter().map(move |n| d.join(n).display().to_string()))
-            .collect();
-        Error::Io {
-            path: dirs[0].clone(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("no {what} file; looked for {}", looked.join(", ")),
-            ),
+/// Finds the standard file `name` (one of [`DataKind::file_names`]) of `kind` in `dir`.
+///
+/// Looks for `name.gz`, then `name`; IDX files also under the spelling with a dot
+/// (`train-images.idx3-ubyte[.gz]`), CIFAR-10 batches also in `dir/cifar-10-batches-bin/`.
+/// Whether a file is gzipped is decided by its content when it is read, not by its name.
+/// A missing file is an [`Error::Io`] of kind `NotFound` listing every path looked at.
+pub fn find_file(kind: DataKind, dir: &Path, name: &str) -> Result<PathBuf> {
+    let mut dirs = vec![dir.to_path_buf()];
+    let mut stems = vec![name.to_string()];
+    match kind {
+        DataKind::Mnist | DataKind::FashionMnist => {
+            let dotted = name.replacen("-idx", ".idx", 1);
+            if dotted != name {
+                stems.push(dotted);
+            }
         }
+        DataKind::Cifar10 => dirs.push(dir.join("cifar-10-batches-bin")),
+    }
+    let candidates: Vec<PathBuf> = dirs
+        .iter()
+        .flat_map(|d| {
+            stems
+                .iter()
+                .flat_map(move |s| [d.join(format!("{s}.gz")), d.join(s)])
+        })
+        .collect();
+    if let Some(p) = candidates.iter().find(|p| p.is_file()) {
+        return Ok(p.clone());
+    }
+    let looked: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+    Err(Error::Io {
+        path: dir.to_path_buf(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("no {kind} file {name}; looked for {}", looked.join(", ")),
+        ),
     })
 }
 
-/// Loads the standard train/test files of `kind` from `dir`.
+/// Loads the standard train/test files of `kind` from `dir` (located by [`find_file`]).
 ///
 /// IDX: `train-images-idx3-ubyte`, `train-labels-idx1-ubyte`, `t10k-images-idx3-ubyte`,
-/// `t10k-labels-idx1-ubyte` (also spelled `train-images.idx3-ubyte` etc.), each plain or `.gz`.
-/// CIFAR-10: `data_batch_1.bin` ... `data_batch_5.bin` (train, 50000) and `test_batch.bin`
-/// (10000), plain or `.gz`, in `dir` or `dir/cifar-10-batches-bin`; `batches.meta.txt`, when
-/// present, must list 10 class names. Datasets are named `{kind}-train` and `{kind}-test`.
+/// `t10k-labels-idx1-ubyte`, 10 classes. CIFAR-10: `data_batch_1.bin` ... `data_batch_5.bin`
+/// concatenated (train) and `test_batch.bin` (test); `batches.meta.txt`, when present next to
+/// `data_batch_1`, must list 10 class names. Datasets are named `{kind}-train` and
+/// `{kind}-test`.
 pub fn load_dir(kind: DataKind, dir: &Path) -> Result<Split> {
     if !dir.is_dir() {
         return Err(Error::Io {
@@ -658,45 +675,18 @@ pub fn load_dir(kind: DataKind, dir: &Path) -> Result<Split> {
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory"),
         });
     }
+    let files: Vec<PathBuf> = kind
+        .file_names()
+        .iter()
+        .map(|n| find_file(kind, dir, n))
+        .collect::<Result<_>>()?;
     match kind {
-        DataKind::Mnist | DataKind::FashionMnist => {
-            let dirs = [dir.to_path_buf()];
-            let load = |split: &str, part: &str| -> Result<Dataset> {
-                let images = find_required(
-                    &dirs,
-                    &idx_names(split, "images", 3),
-                    &format!("{kind} {split} images"),
-                )?;
-                let labels = find_required(
-                    &dirs,
-                    &idx_names(split, "labels", 1),
-                    &format!("{kind} {split} labels"),
-                )?;
-                load_idx(&format!("{kind}-{part}"), &images, &labels, CLASSES)
-            };
-            Ok(Split {
-                train: load("train", "train")?,
-                test: load("t10k", "test")?,
-            })
-        }
+        DataKind::Mnist | DataKind::FashionMnist => Ok(Split {
+            train: load_idx(&format!("{kind}-train"), &files[0], &files[1], CLASSES)?,
+            test: load_idx(&format!("{kind}-test"), &files[2], &files[3], CLASSES)?,
+        }),
         DataKind::Cifar10 => {
-            let dirs = cifar_dirs(dir);
-            // All batches come from the directory holding data_batch_1.
-            let first =
-                find_required(&dirs, &cifar_names("data_batch_1"), "CIFAR-10 data_batch_1")?;
-            let base = [first.parent().unwrap_or(dir).to_path_buf()];
-            let mut train_files = vec![first];
-            for b in 2..=5 {
-                let stem = format!("data_batch_{b}");
-                train_files.push(find_required(
-                    &base,
-                    &cifar_names(&stem),
-                    &format!("CIFAR-10 {stem}"),
-                )?);
-            }
-            let test_file =
-                find_required(&base, &cifar_names("test_batch"), "CIFAR-10 test_batch")?;
-            let meta = base[0].join("batches.meta.txt");
+            let meta = files[0].with_file_name("batches.meta.txt");
             if meta.is_file() {
                 let names = read_class_names(&meta)?;
                 if names.len() != CLASSES {
@@ -707,13 +697,14 @@ pub fn load_dir(kind: DataKind, dir: &Path) -> Result<Split> {
                 }
             }
             Ok(Split {
-                train: load_cifar("cifar10-train", &train_files)?,
-                test: load_cifar("cifar10-test", &[test_file])?,
+                train: load_cifar("cifar10-train", &files[..5])?,
+                test: load_cifar("cifar10-test", &files[5..])?,
             })
         }
     }
 }
 
+// ---------------------------------------------------------------------------------------------
 // ---------------------------------------------------------------------------------------------
 // The embedded default.
 

@@ -460,3 +460,308 @@ fn real_fashion_mnist_counts() {
     assert_eq!(s.test.label_histogram(), [1000; 10]);
     assert_eq!(s.train.pixels.iter().max(), Some(&255));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Real CIFAR-10.
+
+#[test]
+fn real_cifar10_counts_histograms_and_statistics() {
+    let Some(dir) = shared_data("cifar-10") else {
+        return;
+    };
+    let src: DataSource = dir.to_str().unwrap().parse().unwrap();
+    assert_eq!(
+        src,
+        DataSource::Dir {
+            kind: DataKind::Cifar10,
+            dir: dir.clone()
+        }
+    );
+    let s = src.load().unwrap();
+    assert_eq!((s.train.len(), s.test.len()), (50000, 10000));
+    assert_eq!(s.train.shape, margincert::model::Shape::new(3, 32, 32));
+    assert_eq!(s.train.label_histogram(), [5000; 10]);
+    assert_eq!(s.test.label_histogram(), [1000; 10]);
+    // data_batch_1 comes first.
+    assert_eq!(
+        s.train.take(10000).label_histogram(),
+        [1005, 974, 1032, 1016, 999, 937, 1030, 1001, 1025, 981]
+    );
+    assert_eq!((s.train.labels[0], s.test.labels[0]), (6, 3));
+    // Per-channel means (and train std) of p / 255: the published CIFAR-10 figures, which
+    // only come out when the planes are R, G, B in CHW order.
+    let stats = |d: &Dataset| {
+        let mut sum = [0f64; 3];
+        let mut sq = [0f64; 3];
+        for img in d.pixels.chunks_exact(3072) {
+            for c in 0..3 {
+                for &p in &img[c * 1024..(c + 1) * 1024] {
+                    let x = p as f64 / 255.0;
+                    sum[c] += x;
+                    sq[c] += x * x;
+                }
+            }
+        }
+        let n = d.len() as f64 * 1024.0;
+        let mean = sum.map(|s| s / n);
+        let std = [0, 1, 2].map(|c| (sq[c] / n - mean[c] * mean[c]).sqrt());
+        (mean, std)
+    };
+    let (mean, std) = stats(&s.train);
+    for (got, want) in mean.iter().zip([0.4914, 0.4822, 0.4465]) {
+        assert!((got - want).abs() < 6e-5, "train mean {mean:?}");
+    }
+    for (got, want) in std.iter().zip([0.2470, 0.2435, 0.2616]) {
+        assert!((got - want).abs() < 6e-5, "train std {std:?}");
+    }
+    let (mean, _) = stats(&s.test);
+    for (got, want) in mean.iter().zip([0.4942, 0.4851, 0.4504]) {
+        assert!((got - want).abs() < 6e-5, "test mean {mean:?}");
+    }
+    for d in [&s.train, &s.test] {
+        assert_eq!(
+            (d.pixels.iter().min(), d.pixels.iter().max()),
+            (Some(&0), Some(&255))
+        );
+    }
+    let b = s.test.binary(3, 5).unwrap();
+    assert_eq!(
+        (b.len(), b.classes, b.label_histogram()),
+        (2000, 2, vec![1000, 1000])
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checksums and installation (no network).
+
+/// Runs `verify_dir` and checks each reported checksum against an in-memory hash of the
+/// decompressed file; returns the report.
+fn check_verify_dir(kind: DataKind, dir: &Path, extra: usize) -> Vec<(String, String)> {
+    let got = fetch::verify_dir(kind, dir).unwrap();
+    let expected = fetch::expected_sha256(kind);
+    assert_eq!(got.len(), expected.len() + extra);
+    for ((path, sha), (name, want)) in got.iter().zip(expected) {
+        assert!(path.contains(name), "{path} vs {name}");
+        assert_eq!(sha, want);
+        // Independently: hash the decompressed bytes in memory.
+        assert_eq!(
+            &fetch::sha256_hex(&data::read_maybe_gz(Path::new(path)).unwrap()),
+            want
+        );
+    }
+    got
+}
+
+#[test]
+fn verify_dir_real_mnist() {
+    let Some(dir) = shared_data("mnist") else {
+        return;
+    };
+    check_verify_dir(DataKind::Mnist, &dir, 0);
+    // The MNIST files are not Fashion-MNIST's.
+    assert!(matches!(
+        fetch::verify_dir(DataKind::FashionMnist, &dir),
+        Err(Error::Checksum { .. })
+    ));
+}
+
+#[test]
+fn verify_dir_real_fashion_mnist() {
+    let Some(dir) = fashion_dir() else { return };
+    check_verify_dir(DataKind::FashionMnist, &dir, 0);
+}
+
+#[test]
+fn verify_dir_real_cifar10() {
+    let Some(dir) = shared_data("cifar-10") else {
+        return;
+    };
+    let got = check_verify_dir(DataKind::Cifar10, &dir, 1);
+    assert!(got[6].0.ends_with("batches.meta.txt"));
+    assert_eq!(got[6].1, fetch::CIFAR10_META_SHA256);
+    let meta = std::fs::read(dir.join("batches.meta.txt")).unwrap();
+    assert_eq!(fetch::sha256_hex(&meta), fetch::CIFAR10_META_SHA256);
+    let names = data::read_class_names(&dir.join("batches.meta.txt")).unwrap();
+    assert_eq!(names, DataKind::Cifar10.class_names());
+}
+
+/// A copy of MNIST with one flipped byte in the (plain) training labels fails with
+/// `Error::Checksum`; recompressing (another gzip mtime) does not change the verdict.
+#[test]
+fn verify_dir_detects_one_flipped_byte() {
+    let Some(dir) = shared_data("mnist") else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    for name in ["train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"] {
+        std::fs::copy(dir.join(name), t.path().join(name)).unwrap();
+    }
+    let t10k = std::fs::read(dir.join("t10k-labels-idx1-ubyte.gz")).unwrap();
+    let mut other_mtime = t10k.clone();
+    other_mtime[4] ^= 0x55; // gzip header MTIME: same content
+    write(t.path(), "t10k-labels-idx1-ubyte.gz", &other_mtime);
+    let mut labels = data::read_maybe_gz(&dir.join("train-labels-idx1-ubyte.gz")).unwrap();
+    write(t.path(), "train-labels-idx1-ubyte", &labels);
+    assert_eq!(
+        fetch::verify_dir(DataKind::Mnist, t.path()).unwrap().len(),
+        4
+    );
+
+    labels[30000] ^= 0x01;
+    write(t.path(), "train-labels-idx1-ubyte", &labels);
+    match fetch::verify_dir(DataKind::Mnist, t.path()) {
+        Err(Error::Checksum {
+            what,
+            expected,
+            got,
+        }) => {
+            assert!(what.ends_with("train-labels-idx1-ubyte"), "{what}");
+            assert_eq!(expected, fetch::MNIST_SHA256[1].1);
+            assert_eq!(got, fetch::sha256_hex(&labels));
+        }
+        other => panic!("expected a checksum error, got {other:?}"),
+    }
+    // A flipped byte inside the deflate data: the gzip CRC or the checksum catches it.
+    let mut bad = t10k.clone();
+    bad[t10k.len() / 2] ^= 0x01;
+    assert!(
+        fetch::verify_file(
+            &{
+                let p = t.path().join("bad.gz");
+                std::fs::write(&p, &bad).unwrap();
+                p
+            },
+            fetch::MNIST_SHA256[3].1
+        )
+        .is_err()
+    );
+}
+
+fn dir_entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn install_verifies_then_renames_and_leaves_nothing_on_mismatch() {
+    let t = tempfile::tempdir().unwrap();
+    let content = b"some decompressed content".to_vec();
+    let zipped = gz(&content);
+    let sha = fetch::sha256_hex(&content);
+
+    let wrong = fetch::sha256_hex(b"other");
+    let err = fetch::install(&zipped[..], t.path(), "f.gz", &wrong).unwrap_err();
+    assert!(
+        matches!(&err, Error::Checksum { expected, got, .. } if *expected == wrong && *got == sha),
+        "{err:?}"
+    );
+    assert!(
+        dir_entries(t.path()).is_empty(),
+        "{:?}",
+        dir_entries(t.path())
+    );
+
+    // The right checksum of the decompressed content: installed under its name, nothing else.
+    let p = fetch::install(&zipped[..], t.path(), "f.gz", &sha).unwrap();
+    assert_eq!(p, t.path().join("f.gz"));
+    assert_eq!(std::fs::read(&p).unwrap(), zipped);
+    assert_eq!(dir_entries(t.path()), ["f.gz"]);
+    // A later mismatch leaves the verified file as it was.
+    assert!(fetch::install(&b"junk"[..], t.path(), "f.gz", &sha).is_err());
+    assert_eq!(std::fs::read(&p).unwrap(), zipped);
+    assert_eq!(dir_entries(t.path()), ["f.gz"]);
+    // Garbage behind a gzip magic is a format error, and leaves nothing either.
+    let err = fetch::install(&[0x1f, 0x8b, 1, 2, 3][..], t.path(), "g.gz", &sha).unwrap_err();
+    assert!(err.to_string().contains("invalid gzip data"), "{err}");
+    assert_eq!(dir_entries(t.path()), ["f.gz"]);
+}
+
+fn tar_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, bytes) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, path, *bytes).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn cifar_archive_with_wrong_or_missing_batches_fails() {
+    let t = tempfile::tempdir().unwrap();
+    let fake = vec![1u8; 3073];
+    let archive = gz(&tar_of(&[
+        ("cifar-10-batches-bin/readme.html", b"<html>"),
+        ("cifar-10-batches-bin/data_batch_1.bin", &fake),
+    ]));
+    match fetch::install_cifar_archive(&archive[..], "a.tar.gz", t.path()) {
+        Err(Error::Checksum { what, .. }) => assert!(what.ends_with("data_batch_1.bin")),
+        other => panic!("expected a checksum error, got {other:?}"),
+    }
+    assert!(dir_entries(t.path()).is_empty());
+
+    let archive = tar_of(&[("other/data_batch_1.bin", &fake)]);
+    let err = fetch::install_cifar_archive(&archive[..], "a.tar", t.path()).unwrap_err();
+    let m = err.to_string();
+    assert!(
+        m.starts_with("a.tar: archive lacks cifar-10-batches-bin/data_batch_1.bin"),
+        "{m}"
+    );
+    assert!(m.contains("test_batch.bin"), "{m}");
+    assert!(dir_entries(t.path()).is_empty());
+
+    let err = fetch::install_cifar_archive(&[0x1f, 0x8b, 0, 0][..], "z", t.path()).unwrap_err();
+    assert!(matches!(err, Error::Format { .. }), "{err:?}");
+}
+
+/// The official archive layout rebuilt from the shared batches (a plain tar) installs and
+/// verifies, and loads to the same data as the gzipped originals.
+#[test]
+fn cifar_archive_from_real_batches_installs() {
+    let Some(dir) = shared_data("cifar-10") else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let mut bins = Vec::new();
+    for (name, _) in fetch::CIFAR10_SHA256 {
+        bins.push((
+            name,
+            data::read_maybe_gz(&dir.join(format!("{name}.gz"))).unwrap(),
+        ));
+    }
+    let meta = std::fs::read(dir.join("batches.meta.txt")).unwrap();
+    let mut entries: Vec<(String, &[u8])> = vec![
+        ("cifar-10-batches-bin/readme.html".into(), b"<html>"),
+        ("cifar-10-batches-bin/batches.meta.txt".into(), &meta),
+    ];
+    for (name, b) in &bins {
+        entries.push((format!("cifar-10-batches-bin/{name}"), b));
+    }
+    let refs: Vec<(&str, &[u8])> = entries.iter().map(|(n, b)| (n.as_str(), *b)).collect();
+    let archive = tar_of(&refs);
+    drop(bins);
+    let installed = fetch::install_cifar_archive(&archive[..], "real.tar", t.path()).unwrap();
+    assert_eq!(installed.len(), 7);
+    let mut want: Vec<String> = fetch::CIFAR10_SHA256
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
+    want.push("batches.meta.txt".into());
+    want.sort();
+    assert_eq!(dir_entries(t.path()), want);
+    assert_eq!(
+        fetch::verify_dir(DataKind::Cifar10, t.path())
+            .unwrap()
+            .len(),
+        7
+    );
+    let ours = data::load_dir(DataKind::Cifar10, t.path()).unwrap();
+    let theirs = data::load_dir(DataKind::Cifar10, &dir).unwrap();
+    assert_eq!(ours, theirs);
+}
