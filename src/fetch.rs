@@ -343,6 +343,18 @@ fn progress_bar(progress: bool, msg: String) -> ProgressBar {
 /// mismatch is [`Error::Checksum`] and leaves no file. With `progress`, shows a progress bar
 /// and notes on standard error.
 pub fn fetch(kind: DataKind, dir: &Path, progress: bool) -> Result<()> {
+    let urls: &[&str] = match kind {
+        DataKind::Mnist => &MNIST_URLS,
+        DataKind::FashionMnist => &FASHION_MNIST_URLS,
+        DataKind::Cifar10 => &[CIFAR10_URL],
+    };
+    fetch_from(kind, dir, progress, urls)
+}
+
+/// [`fetch`] from other locations: for MNIST and Fashion-MNIST, `urls` are mirrors (base
+/// URLs ending in `/`, each serving `{name}.gz`), tried in order for each file; for CIFAR-10,
+/// URLs of the binary-version archive, tried in order. The checksums are the same constants.
+pub fn fetch_from(kind: DataKind, dir: &Path, progress: bool, urls: &[&str]) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let note = |m: String| {
         if progress {
@@ -356,14 +368,43 @@ pub fn fetch(kind: DataKind, dir: &Path, progress: bool) -> Result<()> {
         ));
         return Ok(());
     }
+    if urls.is_empty() {
+        return Err(Error::Invalid(format!(
+            "fetch {kind}: no URL to fetch from"
+        )));
+    }
     let agent = agent();
+    // Tries each URL in turn; returns the first success, else the first checksum mismatch
+    // (more telling than a network failure), else the last error.
+    let first_success = |label: &str, each: &dyn Fn(&str) -> Result<Vec<PathBuf>>| {
+        let mut errors = Vec::new();
+        for url in urls {
+            let url = if matches!(kind, DataKind::Cifar10) {
+                url.to_string()
+            } else {
+                format!("{url}{label}")
+            };
+            match each(&url) {
+                Ok(paths) => {
+                    for p in &paths {
+                        note(format!("{}: from {url}, verified", p.display()));
+                    }
+                    return Ok(());
+                }
+                Err(e) => {
+                    note(format!("{url}: {e}"));
+                    errors.push(e);
+                }
+            }
+        }
+        let i = errors
+            .iter()
+            .position(|e| matches!(e, Error::Checksum { .. }))
+            .unwrap_or(errors.len() - 1);
+        Err(errors.swap_remove(i))
+    };
     match kind {
         DataKind::Mnist | DataKind::FashionMnist => {
-            let mirrors: &[&str] = if kind == DataKind::Mnist {
-                &MNIST_URLS
-            } else {
-                &FASHION_MNIST_URLS
-            };
             for (name, sha) in expected_sha256(kind) {
                 if let Ok(p) = data::find_file(kind, dir, name)
                     && verify_file(&p, sha).is_ok()
@@ -372,46 +413,25 @@ pub fn fetch(kind: DataKind, dir: &Path, progress: bool) -> Result<()> {
                     continue;
                 }
                 let file = format!("{name}.gz");
-                let mut errors = Vec::new();
-                for base in mirrors {
-                    let url = format!("{base}{file}");
+                first_success(&file, &|url| {
                     let bar = progress_bar(progress, file.clone());
-                    let r = open_url(&agent, &url, &bar)
-                        .and_then(|body| install(body, dir, &file, sha));
+                    let r =
+                        open_url(&agent, url, &bar).and_then(|body| install(body, dir, &file, sha));
                     bar.finish_and_clear();
-                    match r {
-                        Ok(p) => {
-                            note(format!("{}: downloaded from {url}, verified", p.display()));
-                            errors.clear();
-                            break;
-                        }
-                        Err(e) => {
-                            note(format!("{url}: {e}"));
-                            errors.push(e);
-                        }
-                    }
-                }
-                if !errors.is_empty() {
-                    // Prefer reporting a checksum mismatch over a network failure.
-                    let i = errors
-                        .iter()
-                        .position(|e| matches!(e, Error::Checksum { .. }))
-                        .unwrap_or(errors.len() - 1);
-                    return Err(errors.swap_remove(i));
-                }
+                    r.map(|p| vec![p])
+                })?;
             }
         }
         DataKind::Cifar10 => {
-            let bar = progress_bar(progress, "cifar-10-binary.tar.gz".into());
-            let body = open_url(&agent, CIFAR10_URL, &bar);
-            let tmp = body.and_then(|b| write_temp(b, dir));
-            bar.finish_and_clear();
-            let tmp = tmp?;
-            note(format!("{CIFAR10_URL}: downloaded, extracting"));
-            let archive = std::fs::File::open(tmp.path()).map_err(|e| Error::io(tmp.path(), e))?;
-            for p in install_cifar_archive(archive, CIFAR10_URL, dir)? {
-                note(format!("{}: verified", p.display()));
-            }
+            first_success("", &|url| {
+                let bar = progress_bar(progress, "cifar-10-binary.tar.gz".into());
+                let tmp = open_url(&agent, url, &bar).and_then(|b| write_temp(b, dir));
+                bar.finish_and_clear();
+                let tmp = tmp?;
+                let archive =
+                    std::fs::File::open(tmp.path()).map_err(|e| Error::io(tmp.path(), e))?;
+                install_cifar_archive(archive, url, dir)
+            })?;
         }
     }
     verify_dir(kind, dir).map(|_| ())

@@ -765,3 +765,214 @@ fn cifar_archive_from_real_batches_installs() {
     let theirs = data::load_dir(DataKind::Cifar10, &dir).unwrap();
     assert_eq!(ours, theirs);
 }
+
+// ---------------------------------------------------------------------------------------------
+// fetch end to end, against a loopback HTTP server on 127.0.0.1 (no outside network).
+
+/// Serves `files` (URL path -> body) over HTTP/1.1 on 127.0.0.1, 404 for anything else;
+/// returns the base URL and a counter of requests served.
+fn serve(
+    files: std::collections::HashMap<String, Vec<u8>>,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader};
+    use std::sync::atomic::Ordering;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            loop {
+                let mut line = String::new();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) if line == "\r\n" => break,
+                    Ok(_) => {}
+                }
+            }
+            c.fetch_add(1, Ordering::SeqCst);
+            let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
+            let (status, body) = match files.get(&path) {
+                Some(b) => ("200 OK", b.as_slice()),
+                None => ("404 Not Found", &b"not here"[..]),
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(body);
+        }
+    });
+    (base, count)
+}
+
+#[test]
+fn fetch_mnist_from_loopback_mirrors() {
+    use std::sync::atomic::Ordering;
+    let Some(dir) = shared_data("mnist") else {
+        return;
+    };
+    let mut files = std::collections::HashMap::new();
+    for (name, _) in fetch::MNIST_SHA256 {
+        let f = format!("{name}.gz");
+        files.insert(format!("/good/{f}"), std::fs::read(dir.join(&f)).unwrap());
+    }
+    // The first mirror serves a corrupted (then recompressed) training-label file, and
+    // nothing else.
+    let mut labels = data::read_maybe_gz(&dir.join("train-labels-idx1-ubyte.gz")).unwrap();
+    labels[100] ^= 0x80;
+    files.insert("/bad/train-labels-idx1-ubyte.gz".into(), gz(&labels));
+    let (base, count) = serve(files);
+    let bad = format!("{base}/bad/");
+    let good = format!("{base}/good/");
+
+    // Only the bad mirror: the checksum mismatch is reported and leaves no file.
+    let t = tempfile::tempdir().unwrap();
+    let err = fetch::fetch_from(DataKind::Mnist, t.path(), false, &[&bad]).unwrap_err();
+    assert!(
+        matches!(err, Error::Io { .. }),
+        "404 for train-images first: {err:?}"
+    );
+    assert!(dir_entries(t.path()).is_empty());
+    std::fs::copy(
+        dir.join("train-images-idx3-ubyte.gz"),
+        t.path().join("train-images-idx3-ubyte.gz"),
+    )
+    .unwrap();
+    match fetch::fetch_from(DataKind::Mnist, t.path(), false, &[&bad]) {
+        Err(Error::Checksum { what, got, .. }) => {
+            assert!(what.ends_with("train-labels-idx1-ubyte.gz"), "{what}");
+            assert_eq!(got, fetch::sha256_hex(&labels));
+        }
+        other => panic!("expected a checksum error, got {other:?}"),
+    }
+    assert_eq!(dir_entries(t.path()), ["train-images-idx3-ubyte.gz"]);
+
+    // Bad mirror first, good second: every file ends up verified, nothing else left.
+    let t = tempfile::tempdir().unwrap();
+    fetch::fetch_from(DataKind::Mnist, t.path(), false, &[&bad, &good]).unwrap();
+    let mut want: Vec<String> = fetch::MNIST_SHA256
+        .iter()
+        .map(|(n, _)| format!("{n}.gz"))
+        .collect();
+    want.sort();
+    assert_eq!(dir_entries(t.path()), want);
+    check_verify_dir(DataKind::Mnist, t.path(), 0);
+    for w in &want {
+        assert_eq!(
+            std::fs::read(t.path().join(w)).unwrap(),
+            std::fs::read(dir.join(w)).unwrap()
+        );
+    }
+    // Already complete: no request at all.
+    let before = count.load(Ordering::SeqCst);
+    fetch::fetch_from(DataKind::Mnist, t.path(), false, &[&bad, &good]).unwrap();
+    assert_eq!(count.load(Ordering::SeqCst), before);
+}
+
+#[test]
+fn fetch_cifar_archive_with_wrong_content_leaves_nothing() {
+    let fake = vec![0u8; 3073];
+    let archive = gz(&tar_of(&[("cifar-10-batches-bin/data_batch_1.bin", &fake)]));
+    let mut files = std::collections::HashMap::new();
+    files.insert("/cifar-10-binary.tar.gz".to_string(), archive);
+    let (base, _) = serve(files);
+    let t = tempfile::tempdir().unwrap();
+    let urls = [
+        format!("{base}/missing.tar.gz"),
+        format!("{base}/cifar-10-binary.tar.gz"),
+    ];
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    match fetch::fetch_from(DataKind::Cifar10, t.path(), false, &urls) {
+        Err(Error::Checksum { what, .. }) => assert!(what.ends_with("data_batch_1.bin")),
+        other => panic!("expected a checksum error, got {other:?}"),
+    }
+    assert!(
+        dir_entries(t.path()).is_empty(),
+        "{:?}",
+        dir_entries(t.path())
+    );
+}
+
+/// A bare directory of Fashion-MNIST files whose path does not say "fashion" is still
+/// detected, from its test labels' checksum.
+#[test]
+fn detect_fashion_mnist_by_content() {
+    let Some(dir) = fashion_dir() else { return };
+    let t = tempfile::tempdir().unwrap();
+    assert!(
+        !t.path()
+            .to_string_lossy()
+            .to_lowercase()
+            .contains("fashion")
+    );
+    for (name, _) in fetch::FASHION_MNIST_SHA256 {
+        let f = format!("{name}.gz");
+        std::os::unix::fs::symlink(dir.join(&f), t.path().join(&f)).unwrap();
+    }
+    assert_eq!(DataKind::detect(t.path()).unwrap(), DataKind::FashionMnist);
+    let m = tempfile::tempdir().unwrap();
+    for (name, bytes) in data::embedded_files() {
+        write(m.path(), name, bytes);
+    }
+    assert_eq!(DataKind::detect(m.path()).unwrap(), DataKind::Mnist);
+}
+
+/// Small fake CIFAR-10 batches in `cifar-10-batches-bin/`, plain: found, concatenated in
+/// batch order; `batches.meta.txt` must hold 10 names (empty lines skipped).
+#[test]
+fn cifar_dir_layout_and_meta() {
+    let t = tempfile::tempdir().unwrap();
+    let sub = t.path().join("cifar-10-batches-bin");
+    std::fs::create_dir(&sub).unwrap();
+    for (b, (name, _)) in fetch::CIFAR10_SHA256.iter().enumerate() {
+        // Batch b: b + 1 records with label b, pixels all b.
+        let rec = [vec![b as u8], vec![b as u8; 3072]].concat();
+        write(&sub, name, &rec.repeat(b + 1));
+    }
+    let s: DataSource = t.path().to_str().unwrap().parse().unwrap();
+    assert_eq!(
+        s,
+        DataSource::Dir {
+            kind: DataKind::Cifar10,
+            dir: t.path().to_path_buf()
+        }
+    );
+    let split = s.load().unwrap();
+    assert_eq!(
+        split.train.labels,
+        [0, 1, 1, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 4]
+    );
+    assert_eq!(split.test.labels, [5; 6]);
+    assert!(split.train.image(14).iter().all(|&p| p == 4));
+    assert_eq!(split.train.name, "cifar10-train");
+
+    let names = DataKind::Cifar10.class_names();
+    write(
+        &sub,
+        "batches.meta.txt",
+        format!("{}\n\n", names.join("\n")).as_bytes(),
+    );
+    assert_eq!(data::load_dir(DataKind::Cifar10, t.path()).unwrap(), split);
+    write(&sub, "batches.meta.txt", names[..9].join("\n").as_bytes());
+    let err = data::load_dir(DataKind::Cifar10, t.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("batches.meta.txt: 9 class names, expected 10"),
+        "{err}"
+    );
+    // The fake batches do not verify.
+    std::fs::remove_file(sub.join("batches.meta.txt")).unwrap();
+    assert!(matches!(
+        fetch::verify_dir(DataKind::Cifar10, t.path()),
+        Err(Error::Checksum { .. })
+    ));
+}
