@@ -228,10 +228,23 @@ pub fn is_gzip(bytes: &[u8]) -> bool {
     bytes.starts_with(&[0x1f, 0x8b])
 }
 
+/// Largest decompressed size accepted from one gzip file (2 GiB; the largest official file,
+/// MNIST's training images, is 47 MB): a guard against decompression bombs.
+pub const MAX_DECOMPRESSED: usize = 2 << 30;
+
 /// Appends the content of `bytes` to `out`: gunzipped when `bytes` start with the gzip magic
-/// (all members of a multi-member stream), copied otherwise. `path` only names the source in
-/// errors. Returns the number of bytes appended.
+/// (all members of a multi-member stream, at most [`MAX_DECOMPRESSED`] bytes), copied
+/// otherwise. `path` only names the source in errors. Returns the number of bytes appended.
 pub fn decode_into(path: &Path, bytes: &[u8], out: &mut Vec<u8>) -> Result<usize> {
+    decode_into_limited(path, bytes, out, MAX_DECOMPRESSED)
+}
+
+fn decode_into_limited(
+    path: &Path,
+    bytes: &[u8],
+    out: &mut Vec<u8>,
+    limit: usize,
+) -> Result<usize> {
     if !is_gzip(bytes) {
         out.extend_from_slice(bytes);
         return Ok(bytes.len());
@@ -240,13 +253,22 @@ pub fn decode_into(path: &Path, bytes: &[u8], out: &mut Vec<u8>) -> Result<usize
     // forged trailer cannot make us reserve much.
     if let Some(t) = bytes.len().checked_sub(4).and_then(|s| bytes.get(s..)) {
         let hint = u32::from_le_bytes([t[0], t[1], t[2], t[3]]) as usize;
-        out.reserve(hint.min(256 << 20));
+        out.reserve(hint.min(256 << 20).min(limit));
     }
     let start = out.len();
     flate2::read::MultiGzDecoder::new(bytes)
+        .take(limit as u64 + 1)
         .read_to_end(out)
         .map_err(|e| Error::format(path, format!("invalid gzip data: {e}")))?;
-    Ok(out.len() - start)
+    let n = out.len() - start;
+    if n > limit {
+        out.truncate(start);
+        return Err(Error::format(
+            path,
+            format!("gzip data decompresses to more than {limit} bytes"),
+        ));
+    }
+    Ok(n)
 }
 
 /// The content of `bytes`, gunzipped when they start with the gzip magic.
@@ -874,6 +896,23 @@ mod tests {
                 .to_string()
                 .contains("class 3 out of range")
         );
+    }
+
+    #[test]
+    fn decompression_is_capped() {
+        let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut z, &[0u8; 10_000]).unwrap();
+        let z = z.finish().unwrap();
+        let mut out = vec![7];
+        assert_eq!(
+            decode_into_limited(Path::new("z"), &z, &mut out, 10_000).unwrap(),
+            10_000
+        );
+        assert_eq!(out.len(), 10_001);
+        let mut out = vec![7];
+        let e = decode_into_limited(Path::new("z"), &z, &mut out, 9_999).unwrap_err();
+        assert!(e.to_string().contains("more than 9999 bytes"), "{e}");
+        assert_eq!(out, [7]);
     }
 
     #[test]
