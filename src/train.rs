@@ -1,1 +1,0 @@
-//! Training: losses relative to a loss frame, SGD, the loss-based schedule, metrics.
