@@ -32,6 +32,9 @@ pub struct TrainInfo {
     pub state: TrainState,
     /// The data source the run trained on (as given on the command line).
     pub data: String,
+    /// The run used only the first this-many training examples.
+    #[serde(default)]
+    pub train_subset: Option<usize>,
     /// Binary task classes `(positive, negative)`, if any.
     #[serde(default)]
     pub binary: Option<(u8, u8)>,

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use margincert::checkpoint::Checkpoint;
+use margincert::certify::certificate::{Certificate, CertifyOptions, certify};
+use margincert::certify::verify::verify;
+use margincert::checkpoint::{Checkpoint, write_atomic};
 use margincert::data::{DataSource, Dataset, Split};
 use margincert::error::{Error, Result};
 use margincert::model::{ModelSpec, Params, presets};
@@ -40,8 +42,110 @@ enum Command {
     /// Show a model spec (preset, spec file or checkpoint): layers, shapes, parameter count,
     /// and the structural homogeneity degree with its reasons.
     Inspect(InspectArgs),
+    /// Certify a checkpoint on a dataset: enclosures of every margin, a lower bound on
+    /// q_min, bounds on the norms, the normalized and smoothed margins, the summed loss (far
+    /// below f64 range) and the homogeneity degree, all about the exact real-number network
+    /// that the stored f32 weights define, on the exact inputs p/255. Writes the certificate
+    /// as JSON and prints a summary.
+    Certify(CertifyArgs),
+    /// Recompute every claim of a certificate from the checkpoint and the data and confirm
+    /// or refute each one; exits non-zero if any claim is refuted.
+    Verify(VerifyArgs),
     /// Download a dataset's official files and verify their SHA-256.
     Fetch(FetchArgs),
+}
+
+#[derive(Args, Debug)]
+struct CertifyArgs {
+    /// The checkpoint (.safetensors).
+    checkpoint: PathBuf,
+    /// Data source and selection; by default the ones the checkpoint was trained on.
+    #[command(flatten)]
+    data: OptDataArgs,
+    /// Which split to certify on.
+    #[arg(long, value_enum, default_value = "train")]
+    split: SplitName,
+    /// The loss to certify; by default the checkpoint's training loss.
+    #[arg(long, value_enum)]
+    loss: Option<LossKind>,
+    /// MPFR precision (bits) of the norm and loss bounds.
+    #[arg(long, default_value_t = 128)]
+    precision: u32,
+    /// Examples used by the numeric homogeneity witness.
+    #[arg(long, default_value_t = 16)]
+    witness_examples: usize,
+    /// Where to write the certificate (default: CHECKPOINT with extension .cert.json).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print the certificate JSON on standard output instead of the summary.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct VerifyArgs {
+    /// The certificate (JSON).
+    certificate: PathBuf,
+    /// The checkpoint it is about.
+    checkpoint: PathBuf,
+    /// Data source and selection; by default the checkpoint's.
+    #[command(flatten)]
+    data: OptDataArgs,
+    /// Which split the certificate is about.
+    #[arg(long, value_enum, default_value = "train")]
+    split: SplitName,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum SplitName {
+    Train,
+    Test,
+}
+
+/// Data selection whose defaults come from a checkpoint's training record.
+#[derive(Args, Debug, Clone)]
+struct OptDataArgs {
+    /// Data source (see `train --help`); default: the checkpoint's.
+    #[arg(long)]
+    data: Option<String>,
+    /// Binary task POS,NEG; default: the checkpoint's.
+    #[arg(long, value_parser = parse_pair)]
+    binary: Option<(u8, u8)>,
+    /// Use only the first N examples of the split.
+    #[arg(long)]
+    subset: Option<usize>,
+}
+
+impl OptDataArgs {
+    /// Resolves the dataset for `ckpt`, falling back to its training record.
+    fn load(&self, ckpt: &Checkpoint, split: SplitName) -> Result<Dataset> {
+        let info = ckpt.train.as_ref();
+        let data = self
+            .data
+            .clone()
+            .or_else(|| info.map(|i| i.data.clone()))
+            .ok_or_else(|| {
+                Error::Invalid(
+                    "the checkpoint does not say what it was trained on: give --data".into(),
+                )
+            })?;
+        let binary = self.binary.or(info.and_then(|i| i.binary));
+        let args = DataArgs {
+            data,
+            binary,
+            train_subset: info.and_then(|i| i.train_subset),
+            test_subset: None,
+        };
+        let split_data = args.load()?;
+        let d = match split {
+            SplitName::Train => split_data.train,
+            SplitName::Test => split_data.test,
+        };
+        Ok(match self.subset {
+            Some(n) => d.take(n),
+            None => d,
+        })
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -296,6 +400,7 @@ fn train_cmd(a: &TrainArgs, nthreads: usize) -> Result<()> {
         &RunOptions {
             out: a.out.clone(),
             data: a.data.data.clone(),
+            train_subset: a.data.train_subset,
             binary: a.data.binary,
             threads: nthreads,
             print_epochs: !a.quiet,
@@ -337,7 +442,79 @@ fn demo_cmd(a: &DemoArgs, nthreads: usize) -> Result<()> {
         resume: None,
         quiet: false,
     };
-    train_cmd(&args, nthreads)
+    train_cmd(&args, nthreads)?;
+    certify_cmd(&CertifyArgs {
+        checkpoint: a.out.join("last.safetensors"),
+        data: OptDataArgs {
+            data: None,
+            binary: None,
+            subset: None,
+        },
+        split: SplitName::Train,
+        loss: None,
+        precision: 128,
+        witness_examples: 16,
+        out: None,
+        json: false,
+    })
+}
+
+fn certify_cmd(a: &CertifyArgs) -> Result<()> {
+    let (ckpt, digest) = Checkpoint::load_with_digest(&a.checkpoint)?;
+    let data = a.data.load(&ckpt, a.split)?;
+    let loss = a
+        .loss
+        .or(ckpt.train.as_ref().map(|t| t.config.loss))
+        .unwrap_or_default();
+    let opts = CertifyOptions {
+        loss,
+        witness_examples: a.witness_examples,
+        precision: a.precision,
+    };
+    eprintln!(
+        "certifying {} on {} ({} examples)...",
+        a.checkpoint.display(),
+        data.name,
+        data.len()
+    );
+    let started = std::time::Instant::now();
+    let mut cert = certify(&ckpt.spec, &ckpt.params, &data, &opts)?;
+    cert.checkpoint_sha256 = Some(digest);
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| a.checkpoint.with_extension("cert.json"));
+    write_atomic(&out, cert.to_json().as_bytes())?;
+    if a.json {
+        println!("{}", cert.to_json());
+    } else {
+        println!("{}", cert.summary());
+    }
+    eprintln!(
+        "certificate written to {} ({:.1} s)",
+        out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn verify_cmd(a: &VerifyArgs) -> Result<bool> {
+    let text = std::fs::read_to_string(&a.certificate).map_err(|e| Error::io(&a.certificate, e))?;
+    let cert = Certificate::from_json(&text)?;
+    let (ckpt, digest) = Checkpoint::load_with_digest(&a.checkpoint)?;
+    if let Some(want) = &cert.checkpoint_sha256 {
+        if *want != digest {
+            return Err(Error::Checksum {
+                what: format!("checkpoint {}", a.checkpoint.display()),
+                expected: want.clone(),
+                got: digest,
+            });
+        }
+    }
+    let data = a.data.load(&ckpt, a.split)?;
+    let report = verify(&cert, &ckpt.spec, &ckpt.params, &data)?;
+    println!("{}", report.summary());
+    Ok(report.ok())
 }
 
 fn inspect_cmd(a: &InspectArgs) -> Result<()> {
@@ -398,6 +575,14 @@ fn main() -> ExitCode {
         Command::Demo(a) => demo_cmd(a, n),
         Command::Train(a) => train_cmd(a, n),
         Command::Inspect(a) => inspect_cmd(a),
+        Command::Certify(a) => certify_cmd(a),
+        Command::Verify(a) => verify_cmd(a).and_then(|ok| {
+            if ok {
+                Ok(())
+            } else {
+                Err(Error::Certify("the certificate was refuted".into()))
+            }
+        }),
         Command::Fetch(a) => fetch_cmd(a),
     });
     match result {

@@ -15,18 +15,7 @@ use super::margin::margin_of;
 use super::norms::FloatBounds;
 use crate::error::{Error, Result};
 
-/// The loss function.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum LossKind {
-    /// `Σ_n e^{−q_n}`.
-    Exponential,
-    /// `Σ_n log(1 + e^{−q_n})`.
-    Logistic,
-    /// `Σ_n log(1 + Σ_{j≠y_n} e^{−s_nj})` (for a one-output model: logistic).
-    #[default]
-    CrossEntropy,
-}
+pub use crate::train::LossKind;
 
 /// `e^{−x}` for an f64 `x`, rounded in direction `r` (`−x` is exact).
 fn exp_neg(prec: u32, x: f64, r: Round) -> Float {

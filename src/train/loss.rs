@@ -12,10 +12,12 @@
 use serde::{Deserialize, Serialize};
 
 /// The training loss.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum LossKind {
-    /// Softmax cross-entropy, `log(1 + Σ_{j≠y} e^{-(z_y - z_j)})` (multi-class).
+    /// Softmax cross-entropy, `log(1 + Σ_{j≠y} e^{-(z_y - z_j)})` (multi-class; for a
+    /// one-output model the certifier reads it as the logistic loss).
+    #[default]
     CrossEntropy,
     /// Logistic, `log(1 + e^{-q})`, `q = y z` (binary, one output).
     Logistic,

@@ -21,6 +21,8 @@ pub struct RunOptions {
     pub out: PathBuf,
     /// Data source description recorded in checkpoints.
     pub data: String,
+    /// Training subset size recorded in checkpoints.
+    pub train_subset: Option<usize>,
     /// Binary task classes recorded in checkpoints.
     pub binary: Option<(u8, u8)>,
     /// Rayon threads (recorded; resuming reproduces a run exactly with the same count).
@@ -61,6 +63,7 @@ fn checkpoint(
             config: trainer.config().clone(),
             state: trainer.state().clone(),
             data: opts.data.clone(),
+            train_subset: opts.train_subset,
             binary: opts.binary,
             metrics: metrics.cloned(),
             threads: opts.threads,
