@@ -426,6 +426,25 @@ fn conv_same_with_even_kernel_pads_asymmetrically() {
 }
 
 #[test]
+fn conv_padding_wider_than_the_kernel() {
+    // Explicit(3) with a 2x2 kernel: the corner windows read only padding.
+    for (stride, bias) in [(1, true), (2, false)] {
+        let s = spec(
+            &format!("conv wide pad s{stride}"),
+            Shape::new(2, 4, 5),
+            vec![
+                conv(3, 2, 1, Padding::Same, true),
+                Layer::LeakyRelu { slope: 0.3 },
+                conv(2, 2, stride, Padding::Explicit(3), bias),
+                Layer::Flatten,
+                dense(2, false),
+            ],
+        );
+        check(&s, 250 + stride as u64);
+    }
+}
+
+#[test]
 fn maxpool_and_avgpool() {
     let mut seed = 300;
     for max in [true, false] {

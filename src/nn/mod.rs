@@ -91,17 +91,16 @@ pub struct Network {
 }
 
 /// Reusable buffers for training steps: the activations of the last
-/// [`Network::forward_train`] (kept for [`Network::backward`]), max-pool winners, conv
-/// weights in kernel order, and scratch. Grows on demand; a workspace may be reused across
+/// [`Network::forward_train`] (kept for [`Network::backward`]), conv weights in kernel
+/// order, and scratch. Grows on demand; a workspace may be reused across
 /// batch sizes but belongs to one network.
 ///
 /// Invariant: after a successful `forward_train` with batch `b`, `batch == Some(b)`,
 /// `acts[i]` holds at least `b * sizes[i]` valid scalars for every layer input `i` and
-/// the output, and `argmax[i]` is filled for every max-pool layer `i`.
+/// the output.
 #[derive(Clone, Debug, Default)]
 pub struct Workspace {
     acts: Vec<Vec<f32>>,
-    argmax: Vec<Vec<u32>>,
     /// Conv weights in internal order, per layer (empty for other layers).
     wint: Vec<Vec<f32>>,
     /// Conv weight gradients in internal order (scratch).
@@ -127,18 +126,11 @@ impl Workspace {
     fn reserve(&mut self, net: &Network, batch: usize) {
         let n = net.steps.len();
         self.acts.resize_with(n + 1, Vec::new);
-        self.argmax.resize_with(n, Vec::new);
         self.wint.resize_with(n, Vec::new);
         for (i, a) in self.acts.iter_mut().enumerate() {
             ops::grow(a, batch * net.sizes[i]);
         }
-        for (i, s) in net.steps.iter().enumerate() {
-            if let Step::MaxPool { .. } = s {
-                let need = batch * net.sizes[i + 1];
-                if self.argmax[i].len() < need {
-                    self.argmax[i].resize(need, 0);
-                }
-            }
+        for s in &net.steps {
             if let Step::Conv { g, .. } = s {
                 ops::grow(&mut self.cols, g.cols_len(batch));
             }
@@ -282,7 +274,7 @@ impl Network {
         let mut next = Vec::new();
         for i in 0..n {
             ops::grow(&mut next, batch * self.sizes[i + 1]);
-            self.step_forward(i, params, &cur, batch, &mut next, None, &mut ws);
+            self.step_forward(i, params, &cur, batch, &mut next, &mut ws);
             std::mem::swap(&mut cur, &mut next);
         }
         cur.truncate(batch * self.outputs);
@@ -310,7 +302,6 @@ impl Network {
         input: &[f32],
         batch: usize,
         output: &mut [f32],
-        argmax: Option<&mut [u32]>,
         ws: &mut Workspace,
     ) {
         let (ni, no) = (batch * self.sizes[i], batch * self.sizes[i + 1]);
@@ -335,9 +326,7 @@ impl Network {
                 ops::weight_to_internal(g, &l.weight, wi);
                 ops::conv_forward(g, wi, l.bias.as_deref(), input, batch, output, &mut ws.cols);
             }
-            Step::MaxPool { win, c } => {
-                ops::maxpool_forward(win, *c, input, batch, output, argmax);
-            }
+            Step::MaxPool { win, c } => ops::maxpool_forward(win, *c, input, batch, output),
             Step::AvgPool { win, c } => ops::avgpool_forward(win, *c, input, batch, output),
             Step::Flatten { hw, c } => ops::hwc_to_chw(*hw, *c, input, batch, output),
             Step::Leaky { slope } => ops::leaky_forward(*slope, input, output),
@@ -364,12 +353,9 @@ impl Network {
         for i in 0..self.steps.len() {
             let mut input = std::mem::take(&mut ws.acts[i]);
             let mut output = std::mem::take(&mut ws.acts[i + 1]);
-            let mut am = std::mem::take(&mut ws.argmax[i]);
-            let argmax = matches!(self.steps[i], Step::MaxPool { .. }).then_some(&mut am[..]);
-            self.step_forward(i, params, &input, batch, &mut output, argmax, ws);
+            self.step_forward(i, params, &input, batch, &mut output, ws);
             std::mem::swap(&mut ws.acts[i], &mut input);
             std::mem::swap(&mut ws.acts[i + 1], &mut output);
-            ws.argmax[i] = am;
         }
         ws.batch = Some(batch);
         ws.sizes = self.sizes.clone();
@@ -461,16 +447,10 @@ impl Network {
                     );
                     ops::weight_from_internal(g, dwi, &mut gl.weight);
                 }
-                Step::MaxPool { .. } => {
+                Step::MaxPool { win, c } => {
                     if let Some(dx) = dx {
-                        ops::maxpool_backward(
-                            self.sizes[i],
-                            self.sizes[i + 1],
-                            &ws.argmax[i],
-                            dy,
-                            batch,
-                            dx,
-                        );
+                        let output = &ws.acts[i + 1][..no];
+                        ops::maxpool_backward(win, *c, input, output, dy, batch, dx);
                     }
                 }
                 Step::AvgPool { win, c } => {
