@@ -67,6 +67,16 @@ fn read_idx(path: &str) -> Option<(Vec<usize>, Vec<u8>)> {
     (body.len() == dims.iter().product::<usize>()).then_some((dims, body))
 }
 
+/// CPU time of the whole process (all threads) in seconds, from /proc/self/stat (utime +
+/// stime, at the usual 100 ticks per second); `None` where unavailable.
+fn cpu_seconds() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
 /// SplitMix64.
 struct Rng(u64);
 impl Rng {
@@ -203,6 +213,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(())
     };
     let mut rates = Vec::new();
+    let (mut cpu_total, mut wall_total, mut imgs_total) = (0.0f64, 0.0f64, 0usize);
     for _ in 0..a.runs.max(1) {
         let t0 = Instant::now();
         let mut s = 0;
@@ -210,13 +221,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             step(&mut xb, &mut yb)?;
             s += 1;
         }
+        let c0 = cpu_seconds();
         let t0 = Instant::now();
         let mut steps = 0usize;
         while steps == 0 || t0.elapsed().as_secs_f64() < a.seconds {
             step(&mut xb, &mut yb)?;
             steps += 1;
         }
-        rates.push((steps * bsz) as f64 / t0.elapsed().as_secs_f64());
+        let wall = t0.elapsed().as_secs_f64();
+        if let (Some(c0), Some(c1)) = (c0, cpu_seconds()) {
+            cpu_total += c1 - c0;
+        }
+        wall_total += wall;
+        imgs_total += steps * bsz;
+        rates.push((steps * bsz) as f64 / wall);
     }
     let mut sorted = rates.clone();
     sorted.sort_by(f64::total_cmp);
@@ -229,6 +247,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "min": (sorted[0] * 10.0).round() / 10.0,
             "max": (sorted[sorted.len() - 1] * 10.0).round() / 10.0,
             "runs": rates.len(), "data": data,
+            // Cores this process kept busy, and its CPU time per image: with other load on
+            // the machine, cpu_ms_per_image is a steadier efficiency figure than images/s.
+            "own_cores": ((cpu_total / wall_total) * 100.0).round() / 100.0,
+            "cpu_ms_per_image": ((cpu_total / imgs_total as f64) * 1e3 * 1e4).round() / 1e4,
             "loss_last": if train { Some(last_loss) } else { None },
         })
     );

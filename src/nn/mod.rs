@@ -41,6 +41,7 @@ mod sgemm;
 use crate::error::{Error, Result};
 use crate::model::{Layer, ModelSpec, Params, Window};
 use ops::ConvGeom;
+use std::sync::Mutex;
 
 /// One compiled layer.
 #[derive(Clone, Debug)]
@@ -73,12 +74,20 @@ enum Step {
     },
 }
 
+/// Activation buffers reused by [`Network::forward`].
+#[derive(Debug, Default)]
+struct InferBuffers {
+    cur: Vec<f32>,
+    next: Vec<f32>,
+    ws: Workspace,
+}
+
 /// A network compiled from a [`ModelSpec`]: the kernel plan and every buffer size.
 ///
 /// Invariant: `spec` is valid, `steps[i]` is layer `i` of `spec`, `sizes[i]` is the number
 /// of scalars per example entering layer `i` (`sizes[len]` = `outputs`), and
 /// `weight_shapes[j]` / `bias_lens[j]` describe weight layer `j` in `spec` order.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Network {
     spec: ModelSpec,
     steps: Vec<Step>,
@@ -88,6 +97,23 @@ pub struct Network {
     /// Channels of the input when it must be transposed to channels-last, else `None`.
     input_transpose: Option<(usize, usize)>,
     outputs: usize,
+    /// Buffers of [`Network::forward`], reused between calls (contents never carried over:
+    /// every kernel overwrites its output).
+    cache: Mutex<InferBuffers>,
+}
+
+impl Clone for Network {
+    fn clone(&self) -> Self {
+        Self {
+            spec: self.spec.clone(),
+            steps: self.steps.clone(),
+            sizes: self.sizes.clone(),
+            weights: self.weights.clone(),
+            input_transpose: self.input_transpose,
+            outputs: self.outputs,
+            cache: Mutex::new(InferBuffers::default()),
+        }
+    }
 }
 
 /// Reusable buffers for training steps: the activations of the last
@@ -200,6 +226,7 @@ impl Network {
             sizes,
             weights,
             input_transpose,
+            cache: Mutex::new(InferBuffers::default()),
         })
     }
 
@@ -263,34 +290,34 @@ impl Network {
 
     /// Inference: logits `[batch, outputs]` row-major for `x = [batch, C*H*W]`.
     ///
+    /// Runs the same kernels as [`Network::forward_train`] (bit-identical logits) but keeps
+    /// only two activation buffers, cached in the network between calls (a call made while
+    /// another thread holds the cache uses fresh buffers).
+    ///
     /// Errors: [`Error::Shape`] when `x.len() != batch * C*H*W` or `params` does not fit.
     pub fn forward(&self, params: &Params, x: &[f32], batch: usize) -> Result<Vec<f32>> {
         self.check_params(params, "parameters")?;
         self.check_input(x, batch)?;
-        let mut ws = Workspace::default();
+        let mut guard = self.cache.try_lock().ok();
+        let mut fresh = InferBuffers::default();
+        let bufs = match guard.as_deref_mut() {
+            Some(b) => b,
+            None => &mut fresh,
+        };
+        let InferBuffers { cur, next, ws } = bufs;
         let n = self.steps.len();
         ws.wint.resize_with(n, Vec::new);
-        let mut cur = self.load_input(x, batch);
-        let mut next = Vec::new();
-        for i in 0..n {
-            ops::grow(&mut next, batch * self.sizes[i + 1]);
-            self.step_forward(i, params, &cur, batch, &mut next, &mut ws);
-            std::mem::swap(&mut cur, &mut next);
-        }
-        cur.truncate(batch * self.outputs);
-        Ok(cur)
-    }
-
-    /// The input in internal (channels-last) layout.
-    fn load_input(&self, x: &[f32], batch: usize) -> Vec<f32> {
+        ops::grow(cur, x.len());
         match self.input_transpose {
-            Some((hw, c)) => {
-                let mut v = vec![0.0; x.len()];
-                ops::chw_to_hwc(hw, c, x, batch, &mut v);
-                v
-            }
-            None => x.to_vec(),
+            Some((hw, c)) => ops::chw_to_hwc(hw, c, x, batch, cur),
+            None => cur[..x.len()].copy_from_slice(x),
         }
+        for i in 0..n {
+            ops::grow(next, batch * self.sizes[i + 1]);
+            self.step_forward(i, params, cur, batch, next, ws);
+            std::mem::swap(cur, next);
+        }
+        Ok(cur[..batch * self.outputs].to_vec())
     }
 
     /// Runs layer `i` forward from `input` into `output`.

@@ -18,7 +18,7 @@ use crate::model::Window;
 
 /// Scalars of the im2col buffer per conv chunk (a chunk is a fixed number of examples,
 /// chosen from the layer shape only, never from the batch or the thread count).
-const CHUNK_FLOATS: usize = 1 << 20;
+const CHUNK_FLOATS: usize = 1 << 18;
 
 /// Geometry of a conv layer in the internal layout.
 #[derive(Clone, Copy, Debug)]
