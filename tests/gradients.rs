@@ -715,3 +715,34 @@ fn bad_shapes_are_errors() {
     bs.layers.truncate(6);
     assert!(Network::new(&bs).is_err());
 }
+
+#[test]
+fn paper_cnn_backward_is_bitwise_deterministic_with_threads() {
+    // Big enough that every matrix product runs multi-threaded inside `gemm`.
+    let s = margincert::model::presets::mnist_cnn();
+    let net = Network::new(&s).unwrap();
+    let p = Params::he_normal(&s, 11).unwrap();
+    let batch = 6;
+    let x = data(batch * s.input.len(), 12);
+    let dl = data(batch * net.outputs(), 13);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut ws = Workspace::new(&net, batch);
+            let logits = net.forward_train(&p, &x, batch, &mut ws).unwrap().to_vec();
+            let mut g = p.zeros_like();
+            net.backward(&p, &mut ws, &dl, &mut g).unwrap();
+            let mut bits: Vec<u32> = logits.iter().map(|v| v.to_bits()).collect();
+            bits.extend(g.values().map(|v| v.to_bits()));
+            bits
+        })
+    };
+    for threads in [2, 3] {
+        let first = run(threads);
+        assert_eq!(first, run(threads), "{threads} threads");
+        assert_eq!(first, run(threads), "{threads} threads");
+    }
+}
