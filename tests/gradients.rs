@@ -454,20 +454,30 @@ fn maxpool_and_avgpool() {
             } else {
                 Layer::AvgPool { size, stride }
             };
-            let s = spec(
-                &format!("pool max={max} {size}/{stride:?}"),
-                Shape::new(2, 8, 7),
-                vec![
-                    conv(3, 3, 1, Padding::Same, false),
-                    pool,
-                    Layer::Relu,
-                    conv(2, 2, 1, Padding::Valid, false),
-                    Layer::Flatten,
-                    dense(3, false),
-                ],
-            );
-            check(&s, seed);
-            seed += 1;
+            // Pool then activation, and activation then pool (which the network runs
+            // reordered for max-pools).
+            for act in [Layer::Relu, Layer::LeakyRelu { slope: 0.2 }] {
+                for act_first in [false, true] {
+                    let mut layers = vec![conv(3, 3, 1, Padding::Same, false)];
+                    if act_first {
+                        layers.extend([act.clone(), pool.clone()]);
+                    } else {
+                        layers.extend([pool.clone(), act.clone()]);
+                    }
+                    layers.extend([
+                        conv(2, 2, 1, Padding::Valid, false),
+                        Layer::Flatten,
+                        dense(3, false),
+                    ]);
+                    let s = spec(
+                        &format!("pool max={max} {size}/{stride:?} {act:?} first={act_first}"),
+                        Shape::new(2, 8, 7),
+                        layers,
+                    );
+                    check(&s, seed);
+                    seed += 1;
+                }
+            }
         }
     }
 }

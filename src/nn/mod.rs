@@ -25,6 +25,11 @@
 //! - ReLU: derivative 0 at 0. LeakyReLU: derivative `slope` at 0 (the left derivative, as
 //!   for ReLU). Max-pool: the whole gradient of a window goes to the FIRST maximum in window
 //!   order (top row first, left to right); other tied inputs get none.
+//! - A ReLU or LeakyReLU (slope >= 0) followed by a max-pool is run as the max-pool then
+//!   the activation, which gives the same values and the same gradients: `f(max x) = max f(x)`
+//!   for non-decreasing `f`; for slope > 0 the winner is the same input; for ReLU, when the
+//!   window's maximum is positive the winner is the same, and when it is <= 0 both orders
+//!   give the window a zero gradient (ReLU'(x) = 0 for x <= 0).
 //! - Determinism: with the same inputs and the same rayon thread count, every result is
 //!   bit-identical run to run. Parallel work is split over examples with disjoint outputs;
 //!   reductions over the batch (weight and bias gradients) run inside one matrix product
@@ -216,6 +221,17 @@ impl Network {
             };
             steps.push(step);
             sizes.push(p.output.len());
+        }
+        // An activation with slope >= 0 followed by a max-pool runs after the pool instead:
+        // a non-decreasing function commutes with max, so the values are identical, and so
+        // are the gradients (see the module docs), on a quarter of the data for 2x2 pools.
+        for i in 0..steps.len().saturating_sub(1) {
+            if let (Step::Leaky { slope }, Step::MaxPool { .. }) = (&steps[i], &steps[i + 1])
+                && *slope >= 0.0
+            {
+                steps.swap(i, i + 1);
+                sizes[i + 1] = sizes[i + 2];
+            }
         }
         let i = spec.input;
         let input_transpose = (i.c > 1 && i.h * i.w > 1).then_some((i.h * i.w, i.c));
