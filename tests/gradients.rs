@@ -426,6 +426,25 @@ fn conv_same_with_even_kernel_pads_asymmetrically() {
 }
 
 #[test]
+fn conv_padding_wider_than_the_kernel() {
+    // Explicit(3) with a 2x2 kernel: the corner windows read only padding.
+    for (stride, bias) in [(1, true), (2, false)] {
+        let s = spec(
+            &format!("conv wide pad s{stride}"),
+            Shape::new(2, 4, 5),
+            vec![
+                conv(3, 2, 1, Padding::Same, true),
+                Layer::LeakyRelu { slope: 0.3 },
+                conv(2, 2, stride, Padding::Explicit(3), bias),
+                Layer::Flatten,
+                dense(2, false),
+            ],
+        );
+        check(&s, 250 + stride as u64);
+    }
+}
+
+#[test]
 fn maxpool_and_avgpool() {
     let mut seed = 300;
     for max in [true, false] {
@@ -435,20 +454,30 @@ fn maxpool_and_avgpool() {
             } else {
                 Layer::AvgPool { size, stride }
             };
-            let s = spec(
-                &format!("pool max={max} {size}/{stride:?}"),
-                Shape::new(2, 8, 7),
-                vec![
-                    conv(3, 3, 1, Padding::Same, false),
-                    pool,
-                    Layer::Relu,
-                    conv(2, 2, 1, Padding::Valid, false),
-                    Layer::Flatten,
-                    dense(3, false),
-                ],
-            );
-            check(&s, seed);
-            seed += 1;
+            // Pool then activation, and activation then pool (which the network runs
+            // reordered for max-pools).
+            for act in [Layer::Relu, Layer::LeakyRelu { slope: 0.2 }] {
+                for act_first in [false, true] {
+                    let mut layers = vec![conv(3, 3, 1, Padding::Same, false)];
+                    if act_first {
+                        layers.extend([act.clone(), pool.clone()]);
+                    } else {
+                        layers.extend([pool.clone(), act.clone()]);
+                    }
+                    layers.extend([
+                        conv(2, 2, 1, Padding::Valid, false),
+                        Layer::Flatten,
+                        dense(3, false),
+                    ]);
+                    let s = spec(
+                        &format!("pool max={max} {size}/{stride:?} {act:?} first={act_first}"),
+                        Shape::new(2, 8, 7),
+                        layers,
+                    );
+                    check(&s, seed);
+                    seed += 1;
+                }
+            }
         }
     }
 }
@@ -695,4 +724,35 @@ fn bad_shapes_are_errors() {
     let mut bs = s.clone();
     bs.layers.truncate(6);
     assert!(Network::new(&bs).is_err());
+}
+
+#[test]
+fn paper_cnn_backward_is_bitwise_deterministic_with_threads() {
+    // Big enough that every matrix product runs multi-threaded inside `gemm`.
+    let s = margincert::model::presets::mnist_cnn();
+    let net = Network::new(&s).unwrap();
+    let p = Params::he_normal(&s, 11).unwrap();
+    let batch = 6;
+    let x = data(batch * s.input.len(), 12);
+    let dl = data(batch * net.outputs(), 13);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut ws = Workspace::new(&net, batch);
+            let logits = net.forward_train(&p, &x, batch, &mut ws).unwrap().to_vec();
+            let mut g = p.zeros_like();
+            net.backward(&p, &mut ws, &dl, &mut g).unwrap();
+            let mut bits: Vec<u32> = logits.iter().map(|v| v.to_bits()).collect();
+            bits.extend(g.values().map(|v| v.to_bits()));
+            bits
+        })
+    };
+    for threads in [2, 3] {
+        let first = run(threads);
+        assert_eq!(first, run(threads), "{threads} threads");
+        assert_eq!(first, run(threads), "{threads} threads");
+    }
 }

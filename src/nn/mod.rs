@@ -25,6 +25,11 @@
 //! - ReLU: derivative 0 at 0. LeakyReLU: derivative `slope` at 0 (the left derivative, as
 //!   for ReLU). Max-pool: the whole gradient of a window goes to the FIRST maximum in window
 //!   order (top row first, left to right); other tied inputs get none.
+//! - A ReLU or LeakyReLU (slope >= 0) followed by a max-pool is run as the max-pool then
+//!   the activation, which gives the same values and the same gradients: `f(max x) = max f(x)`
+//!   for non-decreasing `f`; for slope > 0 the winner is the same input; for ReLU, when the
+//!   window's maximum is positive the winner is the same, and when it is <= 0 both orders
+//!   give the window a zero gradient (ReLU'(x) = 0 for x <= 0).
 //! - Determinism: with the same inputs and the same rayon thread count, every result is
 //!   bit-identical run to run. Parallel work is split over examples with disjoint outputs;
 //!   reductions over the batch (weight and bias gradients) run inside one matrix product
@@ -41,6 +46,7 @@ mod sgemm;
 use crate::error::{Error, Result};
 use crate::model::{Layer, ModelSpec, Params, Window};
 use ops::ConvGeom;
+use std::sync::Mutex;
 
 /// One compiled layer.
 #[derive(Clone, Debug)]
@@ -73,12 +79,20 @@ enum Step {
     },
 }
 
+/// Activation buffers reused by [`Network::forward`].
+#[derive(Debug, Default)]
+struct InferBuffers {
+    cur: Vec<f32>,
+    next: Vec<f32>,
+    ws: Workspace,
+}
+
 /// A network compiled from a [`ModelSpec`]: the kernel plan and every buffer size.
 ///
 /// Invariant: `spec` is valid, `steps[i]` is layer `i` of `spec`, `sizes[i]` is the number
 /// of scalars per example entering layer `i` (`sizes[len]` = `outputs`), and
 /// `weight_shapes[j]` / `bias_lens[j]` describe weight layer `j` in `spec` order.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Network {
     spec: ModelSpec,
     steps: Vec<Step>,
@@ -88,20 +102,36 @@ pub struct Network {
     /// Channels of the input when it must be transposed to channels-last, else `None`.
     input_transpose: Option<(usize, usize)>,
     outputs: usize,
+    /// Buffers of [`Network::forward`], reused between calls (contents never carried over:
+    /// every kernel overwrites its output).
+    cache: Mutex<InferBuffers>,
+}
+
+impl Clone for Network {
+    fn clone(&self) -> Self {
+        Self {
+            spec: self.spec.clone(),
+            steps: self.steps.clone(),
+            sizes: self.sizes.clone(),
+            weights: self.weights.clone(),
+            input_transpose: self.input_transpose,
+            outputs: self.outputs,
+            cache: Mutex::new(InferBuffers::default()),
+        }
+    }
 }
 
 /// Reusable buffers for training steps: the activations of the last
-/// [`Network::forward_train`] (kept for [`Network::backward`]), max-pool winners, conv
-/// weights in kernel order, and scratch. Grows on demand; a workspace may be reused across
+/// [`Network::forward_train`] (kept for [`Network::backward`]), conv weights in kernel
+/// order, and scratch. Grows on demand; a workspace may be reused across
 /// batch sizes but belongs to one network.
 ///
 /// Invariant: after a successful `forward_train` with batch `b`, `batch == Some(b)`,
 /// `acts[i]` holds at least `b * sizes[i]` valid scalars for every layer input `i` and
-/// the output, and `argmax[i]` is filled for every max-pool layer `i`.
+/// the output.
 #[derive(Clone, Debug, Default)]
 pub struct Workspace {
     acts: Vec<Vec<f32>>,
-    argmax: Vec<Vec<u32>>,
     /// Conv weights in internal order, per layer (empty for other layers).
     wint: Vec<Vec<f32>>,
     /// Conv weight gradients in internal order (scratch).
@@ -127,18 +157,11 @@ impl Workspace {
     fn reserve(&mut self, net: &Network, batch: usize) {
         let n = net.steps.len();
         self.acts.resize_with(n + 1, Vec::new);
-        self.argmax.resize_with(n, Vec::new);
         self.wint.resize_with(n, Vec::new);
         for (i, a) in self.acts.iter_mut().enumerate() {
             ops::grow(a, batch * net.sizes[i]);
         }
-        for (i, s) in net.steps.iter().enumerate() {
-            if let Step::MaxPool { .. } = s {
-                let need = batch * net.sizes[i + 1];
-                if self.argmax[i].len() < need {
-                    self.argmax[i].resize(need, 0);
-                }
-            }
+        for s in &net.steps {
             if let Step::Conv { g, .. } = s {
                 ops::grow(&mut self.cols, g.cols_len(batch));
             }
@@ -199,6 +222,17 @@ impl Network {
             steps.push(step);
             sizes.push(p.output.len());
         }
+        // An activation with slope >= 0 followed by a max-pool runs after the pool instead:
+        // a non-decreasing function commutes with max, so the values are identical, and so
+        // are the gradients (see the module docs), on a quarter of the data for 2x2 pools.
+        for i in 0..steps.len().saturating_sub(1) {
+            if let (Step::Leaky { slope }, Step::MaxPool { .. }) = (&steps[i], &steps[i + 1])
+                && *slope >= 0.0
+            {
+                steps.swap(i, i + 1);
+                sizes[i + 1] = sizes[i + 2];
+            }
+        }
         let i = spec.input;
         let input_transpose = (i.c > 1 && i.h * i.w > 1).then_some((i.h * i.w, i.c));
         Ok(Self {
@@ -208,6 +242,7 @@ impl Network {
             sizes,
             weights,
             input_transpose,
+            cache: Mutex::new(InferBuffers::default()),
         })
     }
 
@@ -271,34 +306,34 @@ impl Network {
 
     /// Inference: logits `[batch, outputs]` row-major for `x = [batch, C*H*W]`.
     ///
+    /// Runs the same kernels as [`Network::forward_train`] (bit-identical logits) but keeps
+    /// only two activation buffers, cached in the network between calls (a call made while
+    /// another thread holds the cache uses fresh buffers).
+    ///
     /// Errors: [`Error::Shape`] when `x.len() != batch * C*H*W` or `params` does not fit.
     pub fn forward(&self, params: &Params, x: &[f32], batch: usize) -> Result<Vec<f32>> {
         self.check_params(params, "parameters")?;
         self.check_input(x, batch)?;
-        let mut ws = Workspace::default();
+        let mut guard = self.cache.try_lock().ok();
+        let mut fresh = InferBuffers::default();
+        let bufs = match guard.as_deref_mut() {
+            Some(b) => b,
+            None => &mut fresh,
+        };
+        let InferBuffers { cur, next, ws } = bufs;
         let n = self.steps.len();
         ws.wint.resize_with(n, Vec::new);
-        let mut cur = self.load_input(x, batch);
-        let mut next = Vec::new();
-        for i in 0..n {
-            ops::grow(&mut next, batch * self.sizes[i + 1]);
-            self.step_forward(i, params, &cur, batch, &mut next, None, &mut ws);
-            std::mem::swap(&mut cur, &mut next);
-        }
-        cur.truncate(batch * self.outputs);
-        Ok(cur)
-    }
-
-    /// The input in internal (channels-last) layout.
-    fn load_input(&self, x: &[f32], batch: usize) -> Vec<f32> {
+        ops::grow(cur, x.len());
         match self.input_transpose {
-            Some((hw, c)) => {
-                let mut v = vec![0.0; x.len()];
-                ops::chw_to_hwc(hw, c, x, batch, &mut v);
-                v
-            }
-            None => x.to_vec(),
+            Some((hw, c)) => ops::chw_to_hwc(hw, c, x, batch, cur),
+            None => cur[..x.len()].copy_from_slice(x),
         }
+        for i in 0..n {
+            ops::grow(next, batch * self.sizes[i + 1]);
+            self.step_forward(i, params, cur, batch, next, ws);
+            std::mem::swap(cur, next);
+        }
+        Ok(cur[..batch * self.outputs].to_vec())
     }
 
     /// Runs layer `i` forward from `input` into `output`.
@@ -310,7 +345,6 @@ impl Network {
         input: &[f32],
         batch: usize,
         output: &mut [f32],
-        argmax: Option<&mut [u32]>,
         ws: &mut Workspace,
     ) {
         let (ni, no) = (batch * self.sizes[i], batch * self.sizes[i + 1]);
@@ -335,9 +369,7 @@ impl Network {
                 ops::weight_to_internal(g, &l.weight, wi);
                 ops::conv_forward(g, wi, l.bias.as_deref(), input, batch, output, &mut ws.cols);
             }
-            Step::MaxPool { win, c } => {
-                ops::maxpool_forward(win, *c, input, batch, output, argmax);
-            }
+            Step::MaxPool { win, c } => ops::maxpool_forward(win, *c, input, batch, output),
             Step::AvgPool { win, c } => ops::avgpool_forward(win, *c, input, batch, output),
             Step::Flatten { hw, c } => ops::hwc_to_chw(*hw, *c, input, batch, output),
             Step::Leaky { slope } => ops::leaky_forward(*slope, input, output),
@@ -364,12 +396,9 @@ impl Network {
         for i in 0..self.steps.len() {
             let mut input = std::mem::take(&mut ws.acts[i]);
             let mut output = std::mem::take(&mut ws.acts[i + 1]);
-            let mut am = std::mem::take(&mut ws.argmax[i]);
-            let argmax = matches!(self.steps[i], Step::MaxPool { .. }).then_some(&mut am[..]);
-            self.step_forward(i, params, &input, batch, &mut output, argmax, ws);
+            self.step_forward(i, params, &input, batch, &mut output, ws);
             std::mem::swap(&mut ws.acts[i], &mut input);
             std::mem::swap(&mut ws.acts[i + 1], &mut output);
-            ws.argmax[i] = am;
         }
         ws.batch = Some(batch);
         ws.sizes = self.sizes.clone();
@@ -461,16 +490,10 @@ impl Network {
                     );
                     ops::weight_from_internal(g, dwi, &mut gl.weight);
                 }
-                Step::MaxPool { .. } => {
+                Step::MaxPool { win, c } => {
                     if let Some(dx) = dx {
-                        ops::maxpool_backward(
-                            self.sizes[i],
-                            self.sizes[i + 1],
-                            &ws.argmax[i],
-                            dy,
-                            batch,
-                            dx,
-                        );
+                        let output = &ws.acts[i + 1][..no];
+                        ops::maxpool_backward(win, *c, input, output, dy, batch, dx);
                     }
                 }
                 Step::AvgPool { win, c } => {

@@ -18,7 +18,7 @@ use crate::model::Window;
 
 /// Scalars of the im2col buffer per conv chunk (a chunk is a fixed number of examples,
 /// chosen from the layer shape only, never from the batch or the thread count).
-const CHUNK_FLOATS: usize = 1 << 20;
+const CHUNK_FLOATS: usize = 1 << 18;
 
 /// Geometry of a conv layer in the internal layout.
 #[derive(Clone, Copy, Debug)]
@@ -89,31 +89,44 @@ pub(crate) fn weight_from_internal(g: &ConvGeom, wi: &[f32], out: &mut [f32]) {
     }
 }
 
+/// The kernel columns `kx` in `[lo, hi)` of output column `ox` that fall inside the input
+/// (the rest read zero padding). Input column of `kx` is `ox * stride + kx - pad_left`.
+#[inline]
+fn kx_range(win: &Window, ox: usize) -> (usize, usize) {
+    let start = ox * win.stride;
+    let lo = win.pad_left.saturating_sub(start).min(win.k);
+    let hi = (win.in_w + win.pad_left).saturating_sub(start).min(win.k);
+    (lo, hi.max(lo))
+}
+
 /// im2col of `nb` examples: row `b * opix + oy * out_w + ox`, column `(ky * k + kx) * cin + ci`.
+/// In channels-last layout the valid part of each kernel row is one contiguous input run.
 fn im2col(g: &ConvGeom, input: &[f32], nb: usize, cols: &mut [f32]) {
     let (win, cin, kd) = (g.win, g.cin, g.kdim());
     let per = g.opix() * kd;
     let in_len = g.in_len();
+    let krow = win.k * cin;
     cols[..nb * per]
         .par_chunks_mut(per)
         .zip(input[..nb * in_len].par_chunks(in_len))
         .for_each(|(c, x)| {
             for oy in 0..win.out_h {
                 for ox in 0..win.out_w {
+                    let (lo, hi) = kx_range(&win, ox);
                     let row = &mut c[(oy * win.out_w + ox) * kd..][..kd];
                     for ky in 0..win.k {
-                        let seg = &mut row[ky * win.k * cin..][..win.k * cin];
+                        let seg = &mut row[ky * krow..][..krow];
                         let Some(iy) = win.in_row(oy, ky) else {
                             seg.fill(0.0);
                             continue;
                         };
-                        for kx in 0..win.k {
-                            let dst = &mut seg[kx * cin..][..cin];
-                            match win.in_col(ox, kx) {
-                                Some(ix) => {
-                                    dst.copy_from_slice(&x[(iy * win.in_w + ix) * cin..][..cin])
-                                }
-                                None => dst.fill(0.0),
+                        seg[..lo * cin].fill(0.0);
+                        seg[hi * cin..].fill(0.0);
+                        if hi > lo {
+                            let ix = ox * win.stride + lo - win.pad_left;
+                            let src = &x[(iy * win.in_w + ix) * cin..][..(hi - lo) * cin];
+                            for (d, s) in seg[lo * cin..hi * cin].iter_mut().zip(src) {
+                                *d = *s;
                             }
                         }
                     }
@@ -128,6 +141,7 @@ fn col2im(g: &ConvGeom, dcols: &[f32], nb: usize, dinput: &mut [f32]) {
     let (win, cin, kd) = (g.win, g.cin, g.kdim());
     let per = g.opix() * kd;
     let in_len = g.in_len();
+    let krow = win.k * cin;
     dinput[..nb * in_len]
         .par_chunks_mut(in_len)
         .zip(dcols[..nb * per].par_chunks(per))
@@ -135,19 +149,20 @@ fn col2im(g: &ConvGeom, dcols: &[f32], nb: usize, dinput: &mut [f32]) {
             dx.fill(0.0);
             for oy in 0..win.out_h {
                 for ox in 0..win.out_w {
+                    let (lo, hi) = kx_range(&win, ox);
+                    if hi == lo {
+                        continue;
+                    }
                     let row = &c[(oy * win.out_w + ox) * kd..][..kd];
+                    let ix = ox * win.stride + lo - win.pad_left;
                     for ky in 0..win.k {
                         let Some(iy) = win.in_row(oy, ky) else {
                             continue;
                         };
-                        for kx in 0..win.k {
-                            if let Some(ix) = win.in_col(ox, kx) {
-                                let d = &mut dx[(iy * win.in_w + ix) * cin..][..cin];
-                                let s = &row[(ky * win.k + kx) * cin..][..cin];
-                                for (a, b) in d.iter_mut().zip(s) {
-                                    *a += b;
-                                }
-                            }
+                        let d = &mut dx[(iy * win.in_w + ix) * cin..][..(hi - lo) * cin];
+                        let s = &row[ky * krow + lo * cin..ky * krow + hi * cin];
+                        for (a, b) in d.iter_mut().zip(s) {
+                            *a += b;
                         }
                     }
                 }
@@ -338,88 +353,80 @@ pub(crate) fn dense_backward(
     }
 }
 
-/// Max-pool forward (channels-last). `argmax`, when given, receives for every output the
-/// index inside its example of the input that won: the FIRST maximum in window order
-/// (row by row, left to right), because later values replace the running maximum only
-/// when strictly greater.
+/// Max-pool forward (channels-last): `y = max` over each window, taken in window order
+/// (row by row, left to right) with a strict `>`, so the value kept is the FIRST maximum.
 pub(crate) fn maxpool_forward(
     win: &Window,
     c: usize,
     input: &[f32],
     batch: usize,
     output: &mut [f32],
-    argmax: Option<&mut [u32]>,
 ) {
     let in_len = win.in_h * win.in_w * c;
     let out_len = win.out_h * win.out_w * c;
-    let one = |x: &[f32], y: &mut [f32], mut am: Option<&mut [u32]>| {
-        for oy in 0..win.out_h {
-            for ox in 0..win.out_w {
-                let o = (oy * win.out_w + ox) * c;
-                let first = (oy * win.stride * win.in_w + ox * win.stride) * c;
-                y[o..o + c].copy_from_slice(&x[first..first + c]);
-                if let Some(a) = am.as_deref_mut() {
-                    for ch in 0..c {
-                        a[o + ch] = (first + ch) as u32;
-                    }
-                }
-                for ky in 0..win.k {
-                    for kx in 0..win.k {
-                        if ky == 0 && kx == 0 {
-                            continue;
-                        }
-                        let i = ((oy * win.stride + ky) * win.in_w + ox * win.stride + kx) * c;
-                        let xs = &x[i..i + c];
-                        match am.as_deref_mut() {
-                            Some(a) => {
-                                for ch in 0..c {
-                                    if xs[ch] > y[o + ch] {
-                                        y[o + ch] = xs[ch];
-                                        a[o + ch] = (i + ch) as u32;
-                                    }
-                                }
-                            }
-                            None => {
-                                for (yv, &xv) in y[o..o + c].iter_mut().zip(xs) {
-                                    if xv > *yv {
-                                        *yv = xv;
-                                    }
-                                }
+    input[..batch * in_len]
+        .par_chunks(in_len)
+        .zip(output[..batch * out_len].par_chunks_mut(out_len))
+        .for_each(|(x, y)| {
+            for oy in 0..win.out_h {
+                for ox in 0..win.out_w {
+                    let o = &mut y[(oy * win.out_w + ox) * c..][..c];
+                    let first = (oy * win.stride * win.in_w + ox * win.stride) * c;
+                    o.copy_from_slice(&x[first..first + c]);
+                    for ky in 0..win.k {
+                        for kx in 0..win.k {
+                            let i = ((oy * win.stride + ky) * win.in_w + ox * win.stride + kx) * c;
+                            for (yv, &xv) in o.iter_mut().zip(&x[i..i + c]) {
+                                *yv = if xv > *yv { xv } else { *yv };
                             }
                         }
                     }
                 }
             }
-        }
-    };
-    let xs = input[..batch * in_len].par_chunks(in_len);
-    let ys = output[..batch * out_len].par_chunks_mut(out_len);
-    match argmax {
-        Some(a) => xs
-            .zip(ys)
-            .zip(a[..batch * out_len].par_chunks_mut(out_len))
-            .for_each(|((x, y), a)| one(x, y, Some(a))),
-        None => xs.zip(ys).for_each(|(x, y)| one(x, y, None)),
-    }
+        });
 }
 
-/// Max-pool backward: each output gradient goes to the input recorded in `argmax`.
+/// Max-pool backward: each output gradient goes to the FIRST input of its window (in
+/// window order) equal to the window's maximum, i.e. the input the forward pass kept.
+/// (A window whose first value is NaN passes no gradient.)
 pub(crate) fn maxpool_backward(
-    in_len: usize,
-    out_len: usize,
-    argmax: &[u32],
+    win: &Window,
+    c: usize,
+    input: &[f32],
+    output: &[f32],
     dout: &[f32],
     batch: usize,
     dinput: &mut [f32],
 ) {
+    let in_len = win.in_h * win.in_w * c;
+    let out_len = win.out_h * win.out_w * c;
     dinput[..batch * in_len]
         .par_chunks_mut(in_len)
+        .zip(input[..batch * in_len].par_chunks(in_len))
+        .zip(output[..batch * out_len].par_chunks(out_len))
         .zip(dout[..batch * out_len].par_chunks(out_len))
-        .zip(argmax[..batch * out_len].par_chunks(out_len))
-        .for_each(|((dx, dy), a)| {
+        .for_each(|(((dx, x), y), dy)| {
             dx.fill(0.0);
-            for (&i, &d) in a.iter().zip(dy) {
-                dx[i as usize] += d;
+            let mut done = vec![false; c];
+            for oy in 0..win.out_h {
+                for ox in 0..win.out_w {
+                    let o = (oy * win.out_w + ox) * c;
+                    let (ys, gs) = (&y[o..o + c], &dy[o..o + c]);
+                    done.fill(false);
+                    for ky in 0..win.k {
+                        for kx in 0..win.k {
+                            let i = ((oy * win.stride + ky) * win.in_w + ox * win.stride + kx) * c;
+                            // Branch-free so that it vectorises: `hit` is true for the
+                            // first input of the window equal to the maximum.
+                            let (xs, ds) = (&x[i..i + c], &mut dx[i..i + c]);
+                            for ch in 0..c {
+                                let hit = (xs[ch] == ys[ch]) & !done[ch];
+                                ds[ch] += if hit { gs[ch] } else { 0.0 };
+                                done[ch] |= hit;
+                            }
+                        }
+                    }
+                }
             }
         });
 }
@@ -552,8 +559,14 @@ pub(crate) fn leaky_backward(slope: f32, input: &[f32], dout: &[f32], dinput: &m
         .zip(input.par_chunks(ELEM_BLOCK))
         .zip(dout.par_chunks(ELEM_BLOCK))
         .for_each(|((dx, x), dy)| {
-            for ((a, &xv), &g) in dx.iter_mut().zip(x).zip(dy) {
-                *a = if xv > 0.0 { g } else { slope * g };
+            if slope == 0.0 {
+                for ((a, &xv), &g) in dx.iter_mut().zip(x).zip(dy) {
+                    *a = if xv > 0.0 { g } else { 0.0 };
+                }
+            } else {
+                for ((a, &xv), &g) in dx.iter_mut().zip(x).zip(dy) {
+                    *a = if xv > 0.0 { g } else { slope * g };
+                }
             }
         });
 }
