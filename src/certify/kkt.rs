@@ -61,6 +61,10 @@ pub struct KktOptions {
     pub batch: usize,
     /// Also compute the non-negative-least-squares multipliers.
     pub nnls: bool,
+    /// Weight `τ ≥ 0` of the complementary-slackness term in the NNLS objective
+    /// `‖θ̃ − Σ λ_c h_c‖² + τ Σ_c (λ_c (q_c(θ̃) − 1))²` (0: plain NNLS on `ε` alone, which may
+    /// put weight on inactive constraints and give a large `δ`).
+    pub nnls_delta_weight: f64,
     /// Memory budget in bytes for the midpoint gradients NNLS stores (f64 each); the NNLS
     /// is restricted to the highest-weight constraints that fit.
     pub nnls_memory_bytes: usize,
@@ -75,6 +79,7 @@ impl Default for KktOptions {
             euler_samples: 8,
             batch: 32,
             nnls: true,
+            nnls_delta_weight: 1.0,
             nnls_memory_bytes: 1 << 30,
         }
     }
@@ -542,10 +547,15 @@ pub fn certify_kkt(
              (the data must be separated with a certified positive margin)"
         )));
     }
-    if !(opts.cutoff > 0.0 && opts.cutoff <= 1.0) || opts.max_active == 0 || opts.batch == 0 {
+    if !(opts.cutoff > 0.0 && opts.cutoff <= 1.0)
+        || opts.max_active == 0
+        || opts.batch == 0
+        || !(opts.nnls_delta_weight >= 0.0 && opts.nnls_delta_weight.is_finite())
+    {
         return Err(Error::Invalid(format!(
-            "KKT options: cutoff must be in (0, 1] (got {}), max_active and batch at least 1",
-            opts.cutoff
+            "KKT options: cutoff must be in (0, 1] (got {}), max_active and batch at least 1, \
+             nnls_delta_weight finite and >= 0 (got {})",
+            opts.cutoff, opts.nnls_delta_weight
         )));
     }
     let net = CertifiedNet::new(spec, params)?;
@@ -648,8 +658,10 @@ pub fn certify_kkt(
         let mut cols: Vec<(usize, Vec<f64>)> = out.kept;
         cols.sort_by_key(|c| c.0);
         let m = cols.len();
-        // minimise ‖t − G μ‖ with t = a^{2−L} θ (midpoint estimate).
+        // ‖θ̃ − a^{L−1} G μ‖² + τ Σ (μ_c s_c)² = a^{2(L−1)} (‖t − G μ‖² + Σ μ_c² τ s_c² /
+        // a^{2(L−1)}) with t = a^{2−L} θ and slack s_c = q_c/q_lo − 1 (midpoint estimates).
         let t_scale = a.mid().powi(2 - l as i32);
+        let a2 = a.mid().powi(2 * (l as i32 - 1));
         let t: Vec<f64> = theta.iter().map(|&x| x * t_scale).collect();
         let mut gram = vec![0.0; m * m];
         let pairs: Vec<(usize, usize)> = (0..m).flat_map(|i| (i..m).map(move |j| (i, j))).collect();
@@ -660,6 +672,10 @@ pub fn certify_kkt(
         for (&(i, j), &g) in pairs.iter().zip(&vals_g) {
             gram[i * m + j] = g;
             gram[j * m + i] = g;
+        }
+        for (i, c) in cols.iter().enumerate() {
+            let slack = (active_vals[c.0].2 / q_lo - 1.0).max(0.0);
+            gram[i * m + i] += opts.nnls_delta_weight * slack * slack / a2;
         }
         let rhs: Vec<f64> = cols
             .par_iter()
