@@ -49,8 +49,8 @@ fn ref_forward(spec: &ModelSpec, params: &Params, img: &[u8]) -> Vec<Vec<Rationa
                 (0..out)
                     .map(|o| {
                         let mut s = Rational::new();
-                        for k in 0..n {
-                            s += rat32(l.weight[o * n + k]) * &x[k];
+                        for (wv, xk) in l.weight[o * n..(o + 1) * n].iter().zip(x) {
+                            s += rat32(*wv) * xk;
                         }
                         if let Some(b) = &l.bias {
                             s += rat32(b[o]);
