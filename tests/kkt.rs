@@ -7,8 +7,10 @@
 
 use margincert::Error;
 use margincert::certify::backward::{Backward, Constraint, dot_with_params};
-use margincert::certify::enclosure::{BallVec, forward_enclosures};
-use margincert::certify::kkt::{KktLoss, KktOptions, certify_kkt, constraints, euler_check};
+use margincert::certify::enclosure::{BallVec, forward_enclosures, logit_enclosures};
+use margincert::certify::kkt::{
+    KktLoss, KktOptions, certify_kkt, certify_kkt_with_logits, constraints, euler_check,
+};
 use margincert::data::Dataset;
 use margincert::model::{Layer, LayerParams, ModelSpec, Padding, Params, Shape};
 use proptest::prelude::*;
@@ -1064,6 +1066,35 @@ fn certificate_serializes() {
     // bounds must survive the JSON round trip bit for bit (serde_json float_roundtrip).
     assert_eq!(back, cert);
     assert!(json.contains("epsilon_upper") && json.contains("delta_upper"));
+    // reusing the margin certificate's logit enclosure gives the same certificate.
+    let spec = linear_spec();
+    let params = linear_params([1.0, -0.5]);
+    let logits = logit_enclosures(&spec, &params, &data.pixels, data.len()).unwrap();
+    let again = certify_kkt_with_logits(
+        &spec,
+        &params,
+        &data,
+        &KktOptions::default(),
+        0.5,
+        Some(&logits),
+    )
+    .unwrap();
+    assert_eq!(again, cert);
+    let short = BallVec {
+        mid: logits.mid[..2].to_vec(),
+        rad: logits.rad[..2].to_vec(),
+    };
+    assert!(matches!(
+        certify_kkt_with_logits(
+            &spec,
+            &params,
+            &data,
+            &KktOptions::default(),
+            0.5,
+            Some(&short)
+        ),
+        Err(Error::Shape(_))
+    ));
 }
 
 /// Timing of one certified backward pass on the paper's CNN (3.3M parameters).
@@ -1096,4 +1127,144 @@ fn paper_cnn_backward_timing() {
         4.0 * q
     );
     assert!(lo <= 4.0 * q + 1e-6 * q.abs() && 4.0 * q - 1e-6 * q.abs() <= hi);
+}
+
+/// Gradient descent on the exponential loss of a linear model converges in direction to the
+/// hard-margin SVM (Soudry et al. 2018); the certified KKT bounds must reflect it: along
+/// the trajectory β rises towards 1 and the paper multipliers' certified ε falls, and the
+/// NNLS ε at the end is far below the one at the start.
+#[test]
+fn gd_trajectory_on_linear_svm_drives_eps_down() {
+    // v1 = (1, 0) inactive, v2 = (0, -1), v3 = (1, 1); SVM w* = (2, -1).
+    let data = Dataset::new(
+        "svm3",
+        Shape::flat(2),
+        vec![255, 0, 0, 255, 255, 255],
+        vec![1, 0, 1],
+        2,
+    )
+    .unwrap();
+    let vs = [[1.0f64, 0.0], [0.0, -1.0], [1.0, 1.0]];
+    let spec = linear_spec();
+    let opts = KktOptions {
+        loss: KktLoss::Exponential,
+        ..KktOptions::default()
+    };
+    let mut w = [0.3f64, 0.1];
+    let mut history = Vec::new();
+    for step in 1..=20_000 {
+        // normalised GD: step 0.1 / Loss on Σ e^{-v·w}.
+        let es: Vec<f64> = vs
+            .iter()
+            .map(|v| (-(v[0] * w[0] + v[1] * w[1])).exp())
+            .collect();
+        let loss: f64 = es.iter().sum();
+        let g = [
+            -es.iter().zip(&vs).map(|(e, v)| e * v[0]).sum::<f64>(),
+            -es.iter().zip(&vs).map(|(e, v)| e * v[1]).sum::<f64>(),
+        ];
+        w[0] -= 0.1 * g[0] / loss;
+        w[1] -= 0.1 * g[1] / loss;
+        if [200, 2_000, 20_000].contains(&step) {
+            let params = linear_params([w[0] as f32, w[1] as f32]);
+            // exact margins of the f32 weights: v·w with v in {0, ±1}.
+            let wf = [w[0] as f32 as f64, w[1] as f32 as f64];
+            let q_min = vs
+                .iter()
+                .map(|v| v[0] * wf[0] + v[1] * wf[1])
+                .fold(f64::INFINITY, f64::min);
+            let q_lo = q_min.next_down();
+            let cert = certify_kkt(&spec, &params, &data, &opts, q_lo).unwrap();
+            history.push((
+                step,
+                cert.beta_estimate,
+                cert.paper.epsilon_upper,
+                cert.nnls.unwrap().epsilon_upper,
+            ));
+        }
+    }
+    eprintln!("(step, beta, eps_paper, eps_nnls): {history:?}");
+    for pair in history.windows(2) {
+        assert!(pair[1].1 > pair[0].1, "beta must rise: {history:?}");
+        assert!(pair[1].2 < pair[0].2, "paper eps must fall: {history:?}");
+    }
+    assert!(history[2].3 < history[0].3 * 0.1, "{history:?}");
+}
+
+/// End-to-end timing of `certify_kkt` on the paper's CNN (3.2M parameters) with 40
+/// random images labelled by the certified logits (so the data are separated), all 256
+/// active constraints and NNLS.
+/// Run: `cargo test --release --test kkt paper_cnn_kkt -- --ignored --nocapture`.
+#[test]
+#[ignore = "slow (about a minute in release); run with --release -- --ignored"]
+fn paper_cnn_kkt_end_to_end() {
+    let spec = margincert::model::presets::mnist_cnn();
+    let params = Params::he_normal(&spec, 2).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let n = 40;
+    let pixels: Vec<u8> = (0..784 * n).map(|_| rng.random()).collect();
+    let logits = logit_enclosures(&spec, &params, &pixels, n).unwrap();
+    let mut px = Vec::new();
+    let mut labels = Vec::new();
+    for e in 0..n {
+        let (m, r) = (
+            &logits.mid[e * 10..(e + 1) * 10],
+            &logits.rad[e * 10..(e + 1) * 10],
+        );
+        let y = (0..10).max_by(|&a, &b| m[a].total_cmp(&m[b])).unwrap();
+        // keep only examples whose label is certified: lo(Φ_y − Φ_j) > 0 for all j.
+        let ok = (0..10).filter(|&j| j != y).all(|j| {
+            Constraint::Pair {
+                example: 0,
+                label: y,
+                other: j,
+            }
+            .value_enclosure(m, r)
+            .unwrap()
+            .0 > 0.0
+        });
+        if ok {
+            px.extend_from_slice(&pixels[e * 784..(e + 1) * 784]);
+            labels.push(y as u8);
+        }
+    }
+    let data = Dataset::new("rand", spec.input, px, labels, 10).unwrap();
+    let lg = logit_enclosures(&spec, &params, &data.pixels, data.len()).unwrap();
+    let q_lo = constraints(&data, 10)
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let e = c.example();
+            c.value_enclosure(&lg.mid[e * 10..(e + 1) * 10], &lg.rad[e * 10..(e + 1) * 10])
+                .unwrap()
+                .0
+        })
+        .fold(f64::INFINITY, f64::min);
+    let t = std::time::Instant::now();
+    let cert = certify_kkt(&spec, &params, &data, &KktOptions::default(), q_lo).unwrap();
+    let el = t.elapsed();
+    let nn = cert.nnls.as_ref().unwrap();
+    eprintln!(
+        "paper CNN KKT: {} examples, {} constraints, {} active, nnls over {}: {el:?}; beta {:.6}, \
+         eps_paper <= {:.6e} (est {:.6e}, identity est {:.6e}), delta_paper <= {:.6e}; \
+         eps_nnls <= {:.6e} (est {:.6e}), delta_nnls <= {:.6e}; kinks {:?}; euler ok {}",
+        data.len(),
+        cert.constraints,
+        cert.active,
+        cert.nnls_considered,
+        cert.beta_estimate,
+        cert.paper.epsilon_upper,
+        cert.paper.epsilon_estimate,
+        cert.epsilon_identity_estimate,
+        cert.paper.delta_upper,
+        nn.epsilon_upper,
+        nn.epsilon_estimate,
+        nn.delta_upper,
+        cert.kinks,
+        cert.euler.all_overlap
+    );
+    assert!(cert.euler.all_overlap);
+    assert!(cert.q_lo_verified);
+    assert!(cert.paper.epsilon_upper >= cert.paper.epsilon_estimate);
+    assert!(nn.epsilon_upper >= nn.epsilon_estimate);
 }

@@ -440,9 +440,26 @@ fn margins(
     net: &CertifiedNet,
     data: &Dataset,
     cons: &[Constraint],
+    logits: Option<&BallVec>,
 ) -> Result<Vec<(f64, f64, f64)>> {
     let k = net.outputs();
-    let logits = net.logits(&data.pixels, data.len())?;
+    let owned;
+    let logits = match logits {
+        Some(l) => {
+            if l.mid.len() != data.len() * k || l.rad.len() != data.len() * k {
+                return Err(Error::Shape(format!(
+                    "logit enclosure of {} values for {} examples x {k} outputs",
+                    l.mid.len(),
+                    data.len()
+                )));
+            }
+            l
+        }
+        None => {
+            owned = net.logits(&data.pixels, data.len())?;
+            &owned
+        }
+    };
     cons.iter()
         .map(|c| {
             let e = c.example();
@@ -489,7 +506,7 @@ pub fn euler_check(
             )));
         }
     }
-    let vals = margins(&net, data, cons)?;
+    let vals = margins(&net, data, cons, None)?;
     let out = run_pass(&net, &bw, params, data, &items, 32)?;
     euler_samples(l, &items, &vals, &out.euler)
 }
@@ -539,6 +556,20 @@ pub fn certify_kkt(
     opts: &KktOptions,
     q_lo: f64,
 ) -> Result<KktCertificate> {
+    certify_kkt_with_logits(spec, params, data, opts, q_lo, None)
+}
+
+/// [`certify_kkt`] reusing a certified logit enclosure of the whole dataset (`[N, outputs]`,
+/// batch-major, as returned by [`super::enclosure::logit_enclosures`] on `data.pixels`), so
+/// the margin certificate's forward pass is not repeated. `None` computes it.
+pub fn certify_kkt_with_logits(
+    spec: &ModelSpec,
+    params: &Params,
+    data: &Dataset,
+    opts: &KktOptions,
+    q_lo: f64,
+    logits: Option<&BallVec>,
+) -> Result<KktCertificate> {
     let l = degree(spec)?;
     check_data(spec, data)?;
     if !(q_lo.is_finite() && q_lo > 0.0) {
@@ -561,7 +592,7 @@ pub fn certify_kkt(
     let net = CertifiedNet::new(spec, params)?;
     let bw = Backward::new(spec, params)?;
     let cons = constraints(data, net.outputs())?;
-    let vals = margins(&net, data, &cons)?;
+    let vals = margins(&net, data, &cons, logits)?;
     let q_min_lower = vals.iter().fold(f64::INFINITY, |a, v| a.min(v.0));
     let q_min_upper = vals.iter().fold(f64::INFINITY, |a, v| a.min(v.1));
     if q_lo > q_min_upper {
