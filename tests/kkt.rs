@@ -1246,7 +1246,7 @@ fn paper_cnn_kkt_end_to_end() {
     let nn = cert.nnls.as_ref().unwrap();
     eprintln!(
         "paper CNN KKT: {} examples, {} constraints, {} active, nnls over {}: {el:?}; beta {:.6}, \
-         eps_paper <= {:.6e} (est {:.6e}, identity est {:.6e}), delta_paper <= {:.6e}; \
+         eps_paper <= {:.6e} (est {:.6e}, identity est {:?}), delta_paper <= {:.6e}; \
          eps_nnls <= {:.6e} (est {:.6e}), delta_nnls <= {:.6e}; kinks {:?}; euler ok {}",
         data.len(),
         cert.constraints,

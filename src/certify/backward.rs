@@ -175,7 +175,9 @@ impl Constraint {
 pub struct KinkStats {
     /// ReLU / LeakyReLU units whose pre-activation enclosure contains 0.
     pub ambiguous_units: usize,
-    /// Max-pool windows with more than one candidate for the maximum.
+    /// Max-pool windows with more than one candidate for the maximum (this includes ties
+    /// among exact zeros after a ReLU, which are harmless when the ReLU below is certainly
+    /// inactive: its derivative 0 then kills the interval adjoint).
     pub ambiguous_pools: usize,
 }
 

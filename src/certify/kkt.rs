@@ -179,8 +179,9 @@ pub struct KktCertificate {
     /// Estimate of `β = ⟨θ/ρ, −∇Loss⟩ / ‖∇Loss‖` (over the active set).
     pub beta_estimate: f64,
     /// Estimate `sqrt(2(1−β)) / γ̄^{1/L}`, `γ̄ = q_min/ρ^L`: the paper's identity for the
-    /// paper multipliers' `ε` (consistency check, not a bound).
-    pub epsilon_identity_estimate: f64,
+    /// paper multipliers' `ε` (consistency check, not a bound); `None` when the midpoint
+    /// estimate of `q_min` is not positive.
+    pub epsilon_identity_estimate: Option<f64>,
     /// Bounds for the paper's multipliers.
     pub paper: MultiplierBounds,
     /// Bounds for the NNLS multipliers, when computed.
@@ -657,7 +658,8 @@ pub fn certify_kkt_with_logits(
             "the paper multiplier scale {kappa} is not a positive finite f64"
         )));
     }
-    let eps_identity = (2.0 * (1.0 - beta).max(0.0)).sqrt() * rho / q_min_est.powf(1.0 / lf);
+    let eps_identity = Some((2.0 * (1.0 - beta).max(0.0)).sqrt() * rho / q_min_est.powf(1.0 / lf))
+        .filter(|v| v.is_finite());
 
     // a = q_lo^{-1/L}, enclosed.
     let q_iv = pt(q_lo)?;
