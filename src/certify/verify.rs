@@ -1,0 +1,330 @@
+//! Verification of a certificate: recompute every certified quantity from the spec,
+//! parameters and data, and check each claim against the recomputed enclosure
+//! (proofs/verify.md).
+//!
+//! A claimed lower bound `c` is *confirmed* when `c ≤` the recomputed lower bound (then
+//! `c ≤ truth`), *refuted* when `c >` the recomputed upper bound (then `c > truth`: the
+//! claim is false), otherwise *unconfirmed*. Upper bounds symmetrically. The certificate
+//! verifies when every claim is confirmed.
+
+use rug::float::Round;
+use serde::{Deserialize, Serialize};
+
+use super::bounds::{Decision, Enclosure};
+use super::certificate::{Certificate, certify_full, check_inputs};
+use super::loss::parse_decimal;
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::model::{ModelSpec, Params};
+
+/// Outcome of one claim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// The claim follows from the recomputed bounds.
+    Confirmed,
+    /// The claim contradicts the recomputed bounds: it is false.
+    Refuted,
+    /// Neither (the claim is tighter than the recomputation can confirm).
+    Unconfirmed,
+}
+
+/// One checked claim.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Check {
+    /// What was checked, e.g. `margin.q_min`.
+    pub claim: String,
+    /// Outcome.
+    pub status: Status,
+    /// Explanation with the numbers.
+    pub detail: String,
+}
+
+/// The result of [`verify`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    /// Every claim checked.
+    pub checks: Vec<Check>,
+}
+
+impl VerifyReport {
+    /// True when every claim is confirmed.
+    pub fn ok(&self) -> bool {
+        self.checks.iter().all(|c| c.status == Status::Confirmed)
+    }
+    /// The claims that are not confirmed.
+    pub fn failures(&self) -> Vec<&Check> {
+        self.checks
+            .iter()
+            .filter(|c| c.status != Status::Confirmed)
+            .collect()
+    }
+    /// A readable summary.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "{} claims checked: {}\n",
+            self.checks.len(),
+            if self.ok() {
+                "all confirmed"
+            } else {
+                "VERIFICATION FAILED"
+            }
+        );
+        for c in &self.checks {
+            s.push_str(&format!("  [{:?}] {}: {}\n", c.status, c.claim, c.detail));
+        }
+        s
+    }
+}
+
+/// Status of a claimed enclosure against a recomputed one.
+pub fn check_enclosure(claim: &str, claimed: &Enclosure, truth: &Enclosure) -> Check {
+    let status = if claimed.lo > truth.hi || claimed.hi < truth.lo || claimed.lo > claimed.hi {
+        Status::Refuted
+    } else if claimed.lo <= truth.lo && claimed.hi >= truth.hi {
+        Status::Confirmed
+    } else {
+        Status::Unconfirmed
+    };
+    let detail = match status {
+        Status::Confirmed => format!("claimed {claimed} contains recomputed {truth}"),
+        Status::Refuted => {
+            format!("claimed {claimed} is FALSE: the true value lies in the recomputed {truth}")
+        }
+        Status::Unconfirmed => {
+            format!("claimed {claimed} is tighter than the recomputed {truth}: not confirmed")
+        }
+    };
+    Check {
+        claim: claim.into(),
+        status,
+        detail,
+    }
+}
+
+fn check_opt(claim: &str, claimed: Option<&Enclosure>, truth: Option<&Enclosure>) -> Check {
+    match (claimed, truth) {
+        (Some(c), Some(t)) => check_enclosure(claim, c, t),
+        (None, _) => Check {
+            claim: claim.into(),
+            status: Status::Confirmed,
+            detail: "not claimed".into(),
+        },
+        (Some(c), None) => Check {
+            claim: claim.into(),
+            status: Status::Refuted,
+            detail: format!("claimed {c}, but the quantity is not certifiable for this model"),
+        },
+    }
+}
+
+fn check_decision(claim: &str, claimed: Decision, truth: Decision) -> Check {
+    let status = match (claimed, truth) {
+        (Decision::Undecided, _) => Status::Confirmed,
+        (c, t) if c == t => Status::Confirmed,
+        (_, Decision::Undecided) => Status::Unconfirmed,
+        _ => Status::Refuted,
+    };
+    Check {
+        claim: claim.into(),
+        status,
+        detail: format!("claimed {claimed:?}, recomputed {truth:?}"),
+    }
+}
+
+/// Recomputes every quantity of `cert` and checks each claim. Errors (not a report) when
+/// the inputs do not match the certificate: a different dataset checksum or spec, bad
+/// parameters, shapes that do not fit.
+pub fn verify(
+    cert: &Certificate,
+    spec: &ModelSpec,
+    params: &Params,
+    data: &Dataset,
+) -> Result<VerifyReport> {
+    check_inputs(spec, params, data)?;
+    let sha = data.sha256();
+    if sha != cert.dataset.sha256 {
+        return Err(Error::Checksum {
+            what: format!("dataset {}", data.name),
+            expected: cert.dataset.sha256.clone(),
+            got: sha,
+        });
+    }
+    if *spec != cert.spec {
+        return Err(Error::Certify(
+            "the certificate is about a different model spec".into(),
+        ));
+    }
+    let (re, re_loss) = certify_full(spec, params, data, &cert.options)?;
+    let mut checks = Vec::new();
+    let mut push = |c: Check| checks.push(c);
+
+    push(Check {
+        claim: "dataset.size".into(),
+        status: if cert.dataset.size == re.dataset.size {
+            Status::Confirmed
+        } else {
+            Status::Refuted
+        },
+        detail: format!("claimed {}, actual {}", cert.dataset.size, re.dataset.size),
+    });
+    push(check_enclosure(
+        "margin.q_min",
+        &cert.margin.q_min,
+        &re.margin.q_min,
+    ));
+    // Support: every example that may attain q_min must be listed.
+    let missing: Vec<usize> = re
+        .margin
+        .support
+        .iter()
+        .filter(|i| cert.margin.support.binary_search(i).is_err())
+        .copied()
+        .collect();
+    push(Check {
+        claim: "margin.support".into(),
+        status: if missing.is_empty() {
+            Status::Confirmed
+        } else {
+            Status::Refuted
+        },
+        detail: if missing.is_empty() {
+            format!("all {} possible minimisers listed", re.margin.support.len())
+        } else {
+            format!(
+                "examples {:?} may attain q_min but are not listed",
+                &missing[..missing.len().min(8)]
+            )
+        },
+    });
+    for (name, claimed, truth) in [
+        (
+            "margin.certified_positive",
+            cert.margin.certified_positive,
+            re.margin.certified_positive,
+        ),
+        (
+            "margin.certified_nonpositive",
+            cert.margin.certified_nonpositive,
+            re.margin.certified_nonpositive,
+        ),
+    ] {
+        push(Check {
+            claim: name.into(),
+            status: if claimed <= truth {
+                Status::Confirmed
+            } else {
+                Status::Unconfirmed
+            },
+            detail: format!("claimed {claimed}, recomputed {truth}"),
+        });
+    }
+    push(check_enclosure("norms.rho", &cert.norms.rho, &re.norms.rho));
+    push(check_enclosure(
+        "norms.product",
+        &cert.norms.product,
+        &re.norms.product,
+    ));
+    if cert.norms.layers.len() != re.norms.layers.len() {
+        push(Check {
+            claim: "norms.layers".into(),
+            status: Status::Refuted,
+            detail: format!(
+                "{} layer norms claimed, the model has {}",
+                cert.norms.layers.len(),
+                re.norms.layers.len()
+            ),
+        });
+    }
+    for (i, (c, t)) in cert.norms.layers.iter().zip(&re.norms.layers).enumerate() {
+        push(check_enclosure(&format!("norms.layers[{i}]"), c, t));
+    }
+    push(check_opt(
+        "norms.rho_pow_l",
+        cert.norms.rho_pow_l.as_ref(),
+        re.norms.rho_pow_l.as_ref(),
+    ));
+    push(Check {
+        claim: "homogeneity.degree".into(),
+        status: if cert.homogeneity.degree == re.homogeneity.degree {
+            Status::Confirmed
+        } else {
+            Status::Refuted
+        },
+        detail: format!(
+            "claimed {:?}, structural {:?}",
+            cert.homogeneity.degree, re.homogeneity.degree
+        ),
+    });
+    let witness_ok = cert.homogeneity.witness.iter().all(|w| {
+        re.homogeneity
+            .witness
+            .iter()
+            .any(|r| r.c == w.c && (r.consistent || !w.consistent))
+    });
+    push(Check {
+        claim: "homogeneity.witness".into(),
+        status: if witness_ok {
+            Status::Confirmed
+        } else {
+            Status::Refuted
+        },
+        detail: "recomputed witness agrees".into(),
+    });
+    let (cn, rn) = (cert.normalized.as_ref(), re.normalized.as_ref());
+    push(check_opt(
+        "normalized.by_rho",
+        cn.map(|n| &n.by_rho),
+        rn.map(|n| &n.by_rho),
+    ));
+    push(check_opt(
+        "normalized.by_layer_product",
+        cn.map(|n| &n.by_layer_product),
+        rn.map(|n| &n.by_layer_product),
+    ));
+    push(check_opt(
+        "normalized.smoothed",
+        cn.map(|n| &n.smoothed),
+        rn.map(|n| &n.smoothed),
+    ));
+
+    // Loss: compare the decimal claims with the recomputed MPFR bounds (binary floats of
+    // `prec` bits). A claimed lower bound c is parsed rounded UP to c' ≥ c, so c' ≤ lo
+    // implies c ≤ lo ≤ truth; an honest claim (lo rounded down to decimal) always passes,
+    // since the smallest prec-bit float ≥ c is ≤ lo. Symmetrically for the upper bound.
+    let prec = re_loss.lo.prec();
+    let loss_check = (|| -> Result<Check> {
+        let c_lo_up = parse_decimal(&cert.loss.lower, prec, Round::Up)?;
+        let c_lo_down = parse_decimal(&cert.loss.lower, prec, Round::Down)?;
+        let c_hi_down = parse_decimal(&cert.loss.upper, prec, Round::Down)?;
+        let c_hi_up = parse_decimal(&cert.loss.upper, prec, Round::Up)?;
+        let status =
+            if cert.loss.kind != re.loss.kind || c_lo_down > re_loss.hi || c_hi_up < re_loss.lo {
+                Status::Refuted
+            } else if c_lo_up <= re_loss.lo && c_hi_down >= re_loss.hi {
+                Status::Confirmed
+            } else {
+                Status::Unconfirmed
+            };
+        Ok(Check {
+            claim: "loss".into(),
+            status,
+            detail: format!(
+                "claimed [{}, {}], recomputed [{}, {}]",
+                cert.loss.lower, cert.loss.upper, re.loss.lower, re.loss.upper
+            ),
+        })
+    })()?;
+    push(loss_check);
+    push(check_enclosure(
+        "loss.log10",
+        &cert.loss.log10,
+        &re.loss.log10,
+    ));
+    push(check_decision(
+        "loss.below_threshold",
+        cert.loss.below_threshold,
+        re.loss.below_threshold,
+    ));
+    Ok(VerifyReport { checks })
+}
