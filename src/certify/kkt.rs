@@ -45,6 +45,17 @@ pub enum KktLoss {
     CrossEntropy,
 }
 
+impl From<crate::certify::loss::LossKind> for KktLoss {
+    fn from(l: crate::certify::loss::LossKind) -> Self {
+        use crate::certify::loss::LossKind;
+        match l {
+            LossKind::Exponential => KktLoss::Exponential,
+            LossKind::Logistic => KktLoss::Logistic,
+            LossKind::CrossEntropy => KktLoss::CrossEntropy,
+        }
+    }
+}
+
 /// Options of [`certify_kkt`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct KktOptions {
