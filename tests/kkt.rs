@@ -1066,6 +1066,12 @@ fn certificate_serializes() {
     // bounds must survive the JSON round trip bit for bit (serde_json float_roundtrip).
     assert_eq!(back, cert);
     assert!(json.contains("epsilon_upper") && json.contains("delta_upper"));
+    let text = cert.summary();
+    assert!(
+        text.contains(&format!("{:.6e}", cert.paper.epsilon_upper)),
+        "{text}"
+    );
+    assert!(text.contains("3 of 3 samples consistent"), "{text}");
     // reusing the margin certificate's logit enclosure gives the same certificate.
     let spec = linear_spec();
     let params = linear_params([1.0, -0.5]);

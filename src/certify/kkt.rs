@@ -207,6 +207,76 @@ pub struct KktCertificate {
     pub multipliers: Vec<ActiveMultiplier>,
 }
 
+impl KktCertificate {
+    /// A human-readable summary (one quantity per line), bounds labelled as bounds and
+    /// estimates as estimates.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "KKT of (P) at theta~ = theta / q_lo^(1/L), L = {}, q_lo = {:e} ({}; certified              q_min in [{:e}, {:e}])",
+            self.degree,
+            self.q_lo,
+            if self.q_lo_verified {
+                "verified here"
+            } else {
+                "caller's bound"
+            },
+            self.q_min_lower,
+            self.q_min_upper
+        );
+        let _ = writeln!(
+            s,
+            "  active constraints: {} of {} (relative weight cutoff {:e}, cap {}; dropped weight              fraction ~ {:.3e})",
+            self.active,
+            self.constraints,
+            self.cutoff,
+            self.max_active,
+            self.dropped_weight_fraction_estimate
+        );
+        let _ = writeln!(
+            s,
+            "  paper multipliers: epsilon <= {:.6e}, delta <= {:.6e} (estimates: beta ~ {:.9},              epsilon ~ {:.6e}, identity sqrt(2(1-beta))/gamma^(1/L) ~ {})",
+            self.paper.epsilon_upper,
+            self.paper.delta_upper,
+            self.beta_estimate,
+            self.paper.epsilon_estimate,
+            self.epsilon_identity_estimate
+                .map_or("n/a".to_string(), |v| format!("{v:.6e}"))
+        );
+        match &self.nnls {
+            Some(n) => {
+                let _ = writeln!(
+                    s,
+                    "  NNLS multipliers ({} considered, {} positive): epsilon <= {:.6e},                      delta <= {:.6e}",
+                    self.nnls_considered, n.positive, n.epsilon_upper, n.delta_upper
+                );
+            }
+            None => {
+                let _ = writeln!(s, "  NNLS multipliers: not computed");
+            }
+        }
+        let _ = writeln!(
+            s,
+            "  Euler identity <grad q, theta> = L q: {} of {} samples consistent{}",
+            self.euler.samples.iter().filter(|e| e.overlap).count(),
+            self.euler.samples.len(),
+            if self.euler.all_overlap {
+                ""
+            } else {
+                " -- FAILED"
+            }
+        );
+        let _ = writeln!(
+            s,
+            "  nonsmooth points met: {} ReLU units, {} max-pool windows",
+            self.kinks.ambiguous_units, self.kinks.ambiguous_pools
+        );
+        s
+    }
+}
+
 /// Every constraint of (P) for `data` on a model with `outputs` outputs, example-major.
 pub fn constraints(data: &Dataset, outputs: usize) -> Result<Vec<Constraint>> {
     let mut out = Vec::new();
