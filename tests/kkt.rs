@@ -1294,3 +1294,47 @@ proptest! {
         check_kkt(arch_i, mode, seed, first_bias, outputs, loss);
     }
 }
+
+/// Timing of one certified backward pass on the paper's CIFAR VGG (L = 14).
+/// Run: `cargo test --release --test kkt vgg_backward -- --ignored --nocapture`.
+#[test]
+#[ignore = "slow; run with --release -- --ignored"]
+fn vgg_backward_timing() {
+    let spec = margincert::model::presets::cifar_vgg();
+    let params = Params::he_normal(&spec, 1).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let pixels: Vec<u8> = (0..3072).map(|_| rng.random()).collect();
+    let t = std::time::Instant::now();
+    let acts = forward_enclosures(&spec, &params, &pixels, 1).unwrap();
+    let tf = t.elapsed();
+    for (i, a) in acts.iter().enumerate() {
+        let mr = a.rad.iter().fold(0.0f64, |x, &y| x.max(y));
+        let mm = a.mid.iter().fold(0.0f64, |x, &y| x.max(y.abs()));
+        let amb = a
+            .mid
+            .iter()
+            .zip(&a.rad)
+            .filter(|(m, r)| m.abs() <= **r && **r > 0.0)
+            .count();
+        eprintln!(
+            "VGG act {i}: max |mid| {mm:.3e}, max rad {mr:.3e}, balls containing 0 (rad > 0): {amb}"
+        );
+    }
+    let bw = Backward::new(&spec, &params).unwrap();
+    let mut adj = vec![0.0; 10];
+    adj[1] = 1.0;
+    adj[7] = -1.0;
+    let t = std::time::Instant::now();
+    let g = bw.gradient(&acts, 1, 0, &adj).unwrap();
+    let tb = t.elapsed();
+    let (lo, hi) = dot_with_params(&g.grad, &params).unwrap();
+    let out = acts.last().unwrap();
+    let q = out.mid[1] - out.mid[7];
+    eprintln!(
+        "VGG: forward(1) {tf:?}, one backward {tb:?}, {} params, max rad {:e}, <g,θ> in [{lo:e}, {hi:e}], 14 q = {:e}",
+        g.grad.len(),
+        margincert::certify::backward::max_radius(&g.grad),
+        14.0 * q
+    );
+    assert!(lo <= hi);
+}
