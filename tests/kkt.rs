@@ -731,14 +731,14 @@ fn check_kkt(
     first_bias: bool,
     outputs: usize,
     loss: KktLoss,
-) -> bool {
+) -> Option<bool> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let spec = arch(arch_i, first_bias, outputs);
     let params = random_params(&spec, mode, &mut rng);
     let il = spec.input.len();
     let pixels = random_pixels(il, 5, mode, &mut rng);
     let Some(data) = separated_dataset(&spec, &params, &pixels, outputs) else {
-        return false;
+        return None;
     };
     let l = spec.homogeneity().degree.unwrap();
     // exact q_min, then a certified-by-construction lower bound.
@@ -763,7 +763,7 @@ fn check_kkt(
         q_lo *= 0.5;
     }
     if !(q_lo > 0.0 && q_lo.is_normal()) {
-        return false;
+        return None;
     }
     let opts = KktOptions {
         loss,
@@ -777,7 +777,7 @@ fn check_kkt(
     };
     let cert = match certify_kkt(&spec, &params, &data, &opts, q_lo) {
         Ok(c) => c,
-        Err(Error::Certify(msg)) if msg.contains("vanish") => return false,
+        Err(Error::Certify(msg)) if msg.contains("vanish") => return None,
         Err(e) => panic!("certify_kkt failed: {e}"),
     };
     assert_eq!(cert.degree, l);
@@ -806,8 +806,19 @@ fn check_kkt(
         rat64(cert.paper.delta_upper) >= delta,
         "paper delta bound below reference"
     );
-    // the bound is not vacuous: within a factor of the reference plus the box width scale.
-    assert!(cert.paper.epsilon_upper.is_finite());
+    // Tightness where the net meets no nonsmooth point and weights are well conditioned:
+    // the certified bounds are within rounding of the exact values.
+    let tight = mode == 0 && cert.kinks.total() == 0;
+    let scale = params.norm() / q_lo.powf(1.0 / l as f64);
+    if tight {
+        let e = eps.to_f64();
+        assert!(
+            cert.paper.epsilon_upper <= e * (1.0 + 1e-9) + 1e-9 * scale,
+            "paper eps bound {} far above exact {e}",
+            cert.paper.epsilon_upper
+        );
+        assert!(cert.paper.delta_upper <= delta.to_f64() * (1.0 + 1e-9) + 1e-9);
+    }
     let nn = cert.nnls.as_ref().expect("nnls requested");
     let lam_n: Vec<Rational> = cert
         .multipliers
@@ -826,11 +837,18 @@ fn check_kkt(
         rat64(nn.delta_upper) >= delta_n,
         "nnls delta bound below reference"
     );
+    if tight {
+        let e = eps_n.to_f64();
+        assert!(
+            nn.epsilon_upper <= e * (1.0 + 1e-9) + 1e-9 * scale,
+            "nnls eps bound {} far above exact {e}",
+            nn.epsilon_upper
+        );
+    }
     // NNLS minimises over λ ≥ 0 on the same constraints; λ = 0 is allowed, so its estimate
     // is at most ‖θ̃‖ (up to rounding).
-    let theta_tilde_norm = params.norm() / q_lo.powf(1.0 / l as f64);
-    assert!(nn.epsilon_estimate <= theta_tilde_norm * (1.0 + 1e-9) + 1e-12);
-    true
+    assert!(nn.epsilon_estimate <= scale * (1.0 + 1e-9) + 1e-12);
+    Some(tight)
 }
 
 proptest! {
@@ -854,6 +872,7 @@ proptest! {
 #[test]
 fn kkt_sweep_runs_real_cases() {
     let mut ran = [0usize; 4];
+    let mut tight = 0;
     let mut tried = 0;
     for mode in 0..4u32 {
         for arch_i in 0..6 {
@@ -866,8 +885,9 @@ fn kkt_sweep_runs_real_cases() {
                     let seed =
                         77 + arch_i as u64 * 13 + k as u64 * 5 + multi as u64 + mode as u64 * 1000;
                     let outputs = if multi { 3 } else { 1 };
-                    if check_kkt(arch_i, mode, seed, arch_i % 2 == 0, outputs, loss) {
+                    if let Some(t) = check_kkt(arch_i, mode, seed, arch_i % 2 == 0, outputs, loss) {
                         ran[mode as usize] += 1;
+                        tight += usize::from(t);
                     }
                 }
             }
@@ -875,8 +895,10 @@ fn kkt_sweep_runs_real_cases() {
     }
     let total: usize = ran.iter().sum();
     eprintln!(
-        "kkt sweep: {total} of {tried} cases had separated data and were checked (per weight mode: {ran:?})"
+        "kkt sweep: {total} of {tried} cases had separated data and were checked (per weight \
+         mode: {ran:?}); {tight} kink-free He-init cases also checked for tightness"
     );
+    assert!(tight >= 12, "too few tightness checks: {tight}");
     assert!(
         ran.iter().all(|&r| r >= 12),
         "too few separable cases per mode: {ran:?}"
