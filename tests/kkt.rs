@@ -1360,3 +1360,26 @@ fn vgg_backward_timing() {
     );
     assert!(lo <= hi);
 }
+
+/// `euler_check` on arbitrary constraints of homogeneous nets (with and without first-layer
+/// bias, including kink mode): every sample overlaps, one sample per constraint.
+#[test]
+fn euler_check_passes_on_homogeneous_nets() {
+    let mut samples = 0;
+    for arch_i in 0..6 {
+        for mode in 0..4u32 {
+            let mut rng = ChaCha8Rng::seed_from_u64(500 + arch_i as u64 * 4 + mode as u64);
+            let spec = arch(arch_i, mode % 2 == 1, 3);
+            let params = random_params(&spec, mode, &mut rng);
+            let px = random_pixels(spec.input.len(), 2, mode, &mut rng);
+            let data = Dataset::new("e", spec.input, px, vec![0, 2], 3).unwrap();
+            let cons = constraints(&data, 3).unwrap();
+            let e = euler_check(&spec, &params, &data, &cons).unwrap();
+            assert_eq!(e.samples.len(), cons.len());
+            assert_eq!(e.degree, spec.homogeneity().degree.unwrap());
+            assert!(e.all_overlap, "arch {arch_i} mode {mode}: {e:?}");
+            samples += e.samples.len();
+        }
+    }
+    assert_eq!(samples, 6 * 4 * 4);
+}
