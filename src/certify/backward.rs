@@ -24,6 +24,8 @@
 //! Sums `Σ_c λ_c ∇s_c` over many constraints are accumulated without storing the
 //! individual gradients with [`GradSum`].
 
+use rayon::prelude::*;
+
 use crate::certify::enclosure::{BallVec, ETA, U, down, gamma_up, interval_to_ball, up};
 use crate::error::{Error, Result};
 use crate::model::{Layer, LayerPlan, ModelSpec, Params, Window};
@@ -784,12 +786,21 @@ impl GradSum {
         if lambda == 0.0 {
             return Ok(());
         }
-        for i in 0..self.mid.len() {
-            let p = lambda * g.mid[i];
-            self.mid[i] += p;
-            self.abs[i] += p.abs();
-            self.rad[i] += lambda * g.rad[i];
-        }
+        // Elementwise and independent: parallel chunks do not change any sum's order.
+        const CHUNK: usize = 1 << 15;
+        self.mid
+            .par_chunks_mut(CHUNK)
+            .zip(self.abs.par_chunks_mut(CHUNK))
+            .zip(self.rad.par_chunks_mut(CHUNK))
+            .zip(g.mid.par_chunks(CHUNK).zip(g.rad.par_chunks(CHUNK)))
+            .for_each(|(((m, a), r), (gm, gr))| {
+                for i in 0..m.len() {
+                    let p = lambda * gm[i];
+                    m[i] += p;
+                    a[i] += p.abs();
+                    r[i] += lambda * gr[i];
+                }
+            });
         Ok(())
     }
 
