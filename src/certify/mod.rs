@@ -6,6 +6,8 @@
 //!
 //! - [`enclosure`]: the certified forward pass (midpoint-radius enclosures of every layer),
 //!   [`forward_enclosures`] and [`logit_enclosures`] — the foundation of everything else.
+//! - [`backward`]: certified gradient enclosures containing the Clarke subdifferential.
+//! - [`kkt`]: the Euler identity check and certified (epsilon, delta)-KKT bounds of (P).
 //! - [`margin`]: per-example margins, `q_min`, support set.
 //! - [`norms`]: `||W_i||_F`, `ρ`, `ρ^L`, `∏||W_i||` with directed rounding.
 //! - [`loss`]: summed exponential / logistic / cross-entropy loss, smoothed margin, the
@@ -16,10 +18,12 @@
 //! - [`reference`]: exact-rational / MPFR reference evaluation (tests).
 //! - [`bounds`]: `Lower`, `Upper`, `Enclosure`, `Decision`.
 
+pub mod backward;
 pub mod bounds;
 pub mod certificate;
 pub mod enclosure;
 pub mod homogeneity;
+pub mod kkt;
 pub mod loss;
 pub mod margin;
 pub mod norms;
