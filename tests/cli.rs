@@ -1,0 +1,177 @@
+//! End-to-end tests of the command-line tool: train → certify → verify on the embedded
+//! data, and bad input that must give a clear error and a non-zero exit, never a panic.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn margincert(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_margincert"))
+        .args(["--threads", "2"])
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Asserts a clean failure: non-zero exit, an `error:` line, no panic.
+fn assert_clean_failure(o: &Output, needle: &str) {
+    let t = text(o);
+    assert!(!o.status.success(), "should fail: {t}");
+    assert!(!t.contains("panicked"), "panicked: {t}");
+    assert!(t.contains("error:"), "no error line: {t}");
+    assert!(
+        t.to_lowercase().contains(&needle.to_lowercase()),
+        "error does not mention '{needle}': {t}"
+    );
+}
+
+fn train_small(dir: &Path) {
+    let o = margincert(&[
+        "train",
+        "--model",
+        "small-mlp",
+        "--train-subset",
+        "100",
+        "--test-subset",
+        "50",
+        "--batch",
+        "25",
+        "--epochs",
+        "4",
+        "--quiet",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn train_certify_verify_round_trip_and_tampering() {
+    let dir = tempfile::tempdir().unwrap();
+    train_small(dir.path());
+    let ckpt = dir.path().join("last.safetensors");
+    let metrics = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 5, "initial line + 4 epochs");
+
+    let cert = dir.path().join("cert.json");
+    let o = margincert(&[
+        "certify",
+        ckpt.to_str().unwrap(),
+        "--out",
+        cert.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let summary = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(summary.contains("q_min"), "{summary}");
+    assert!(summary.contains("degree L = 2"), "{summary}");
+
+    let o = margincert(&["verify", cert.to_str().unwrap(), ckpt.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // Raise the claimed lower bound on q_min above its upper bound: refuted.
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cert).unwrap()).unwrap();
+    let hi = v["margin"]["q_min"]["hi"].as_f64().unwrap();
+    v["margin"]["q_min"]["lo"] = serde_json::json!(hi + 1.0);
+    v["margin"]["q_min"]["hi"] = serde_json::json!(hi + 2.0);
+    let bad = dir.path().join("tampered.json");
+    std::fs::write(&bad, v.to_string()).unwrap();
+    let o = margincert(&["verify", bad.to_str().unwrap(), ckpt.to_str().unwrap()]);
+    assert_clean_failure(&o, "refuted");
+
+    // The same certificate against other data: a checksum error.
+    let o = margincert(&[
+        "verify",
+        cert.to_str().unwrap(),
+        ckpt.to_str().unwrap(),
+        "--subset",
+        "10",
+    ]);
+    assert_clean_failure(&o, "checksum");
+}
+
+#[test]
+fn corrupt_checkpoints_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    train_small(dir.path());
+    let ckpt = dir.path().join("last.safetensors");
+    let bytes = std::fs::read(&ckpt).unwrap();
+
+    // Truncated.
+    let cut = dir.path().join("cut.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    assert_clean_failure(
+        &margincert(&["certify", cut.to_str().unwrap()]),
+        "checkpoint",
+    );
+
+    // A NaN weight: the first f32 of the data section.
+    let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut nan = bytes.clone();
+    nan[8 + header..8 + header + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    let p = dir.path().join("nan.safetensors");
+    std::fs::write(&p, &nan).unwrap();
+    assert_clean_failure(&margincert(&["certify", p.to_str().unwrap()]), "finite");
+
+    // An unknown layer type in the stored spec.
+    let head = String::from_utf8(bytes[8..8 + header].to_vec()).unwrap();
+    let renamed = head.replacen("\\\"relu\\\"", "\\\"gelu\\\"", 1);
+    assert_ne!(head, renamed, "the spec should contain a relu layer");
+    let mut unk = bytes[..8].to_vec();
+    unk.extend_from_slice(renamed.as_bytes());
+    unk.extend_from_slice(&bytes[8 + header..]);
+    let p = dir.path().join("unknown.safetensors");
+    std::fs::write(&p, &unk).unwrap();
+    assert_clean_failure(&margincert(&["certify", p.to_str().unwrap()]), "gelu");
+
+    // Data of the wrong shape for the model (CIFAR-like shape is not available offline;
+    // a binary task on a ten-output model is the mismatch here).
+    assert_clean_failure(
+        &margincert(&["certify", ckpt.to_str().unwrap(), "--binary", "0,1"]),
+        "class",
+    );
+
+    // A missing file.
+    assert_clean_failure(
+        &margincert(&[
+            "certify",
+            dir.path().join("nope.safetensors").to_str().unwrap(),
+        ]),
+        "no such file",
+    );
+}
+
+#[test]
+fn inspect_reports_degree_and_the_offending_bias() {
+    let o = margincert(&["inspect", "mnist-cnn"]);
+    assert!(o.status.success());
+    assert!(text(&o).contains("degree L = 4"));
+    let o = margincert(&["inspect", "mnist-cnn-bias"]);
+    assert!(o.status.success());
+    let t = text(&o);
+    assert!(
+        t.contains("NOT homogeneous") && t.contains("layer 3"),
+        "{t}"
+    );
+    let o = margincert(&["inspect", "no-such-model"]);
+    assert_clean_failure(&o, "unknown preset");
+}
+
+#[test]
+fn every_subcommand_explains_itself() {
+    for cmd in ["demo", "train", "certify", "verify", "inspect", "fetch"] {
+        let o = margincert(&[cmd, "--help"]);
+        assert!(o.status.success(), "{cmd}: {}", text(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stdout).len() > 200,
+            "{cmd} help too short"
+        );
+    }
+}
