@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod fetch;
+pub mod import;
 pub mod model;
 pub mod nn;
 pub mod train;
