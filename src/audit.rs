@@ -125,8 +125,8 @@ pub fn audit(
         (Some(_), None) => (
             None,
             Some(format!(
-                "the network is not homogeneous (layer {:?}): the KKT conditions of (P) do not apply",
-                certificate.homogeneity.offending_layer
+                "the network is not homogeneous ({}): the KKT conditions of (P) do not apply",
+                offending(&certificate)
             )),
         ),
         (Some(_), Some(_)) if certificate.margin.q_min.lo <= 0.0 => (
@@ -164,6 +164,21 @@ pub fn audit(
     Ok(report)
 }
 
+/// "layer i (description)" of the layer that breaks homogeneity.
+fn offending(c: &Certificate) -> String {
+    match c.homogeneity.offending_layer {
+        Some(i) => format!(
+            "layer {i} ({})",
+            c.spec
+                .layers
+                .get(i)
+                .map(|l| l.describe())
+                .unwrap_or_default()
+        ),
+        None => "no single layer".into(),
+    }
+}
+
 /// The best certified upper bound on ε (paper or NNLS multipliers), if any.
 pub fn best_epsilon(k: &KktCertificate) -> f64 {
     let p = k.paper.epsilon_upper;
@@ -187,8 +202,8 @@ fn check_requirements(r: &AuditReport, req: &Requirements) -> Vec<RequirementChe
                 Some(l) if met => format!("proven: degree L = {l}"),
                 Some(l) => format!("degree {l} claimed but a numeric witness refutes it"),
                 None => format!(
-                    "not homogeneous: layer {:?} — {}",
-                    c.homogeneity.offending_layer,
+                    "not homogeneous: {} — {}",
+                    offending(c),
                     c.homogeneity.reasons.last().cloned().unwrap_or_default()
                 ),
             },
@@ -313,9 +328,9 @@ impl AuditReport {
             None => {
                 let _ = writeln!(
                     s,
-                    "**Proven: not homogeneous** — layer {:?} breaks homogeneity; normalized \
+                    "**Proven: not homogeneous** — {} breaks homogeneity; normalized \
                      margins and KKT conditions do not apply.\n",
-                    c.homogeneity.offending_layer
+                    offending(c)
                 );
             }
         }

@@ -53,6 +53,62 @@ enum Command {
     Verify(VerifyArgs),
     /// Download a dataset's official files and verify their SHA-256.
     Fetch(FetchArgs),
+    /// Audit a checkpoint trained elsewhere (PyTorch safetensors state_dict + spec, ONNX, or a
+    /// native checkpoint): certified homogeneity, margins, loss, KKT bounds; writes
+    /// audit.json, certificate.json, report.md and margins.svg; exits non-zero when a
+    /// --require-* gate is not certified.
+    Audit(AuditArgs),
+}
+
+#[derive(Args, Debug)]
+struct AuditArgs {
+    /// The model: .safetensors (PyTorch state_dict or native checkpoint) or .onnx.
+    model: PathBuf,
+    /// Data source (see `train --help`).
+    #[arg(long)]
+    data: String,
+    /// Model spec (JSON/TOML) naming the layers of a state_dict.
+    #[arg(long)]
+    spec: Option<PathBuf>,
+    /// safetensors, onnx or auto (by extension, then content).
+    #[arg(long, default_value = "auto")]
+    format: String,
+    /// Tensor map file: spec layer index -> tensor name stem.
+    #[arg(long)]
+    map: Option<PathBuf>,
+    /// Prefix of every tensor name (default: detected).
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Round f64 weights that are not f32 (the certificate is then about the rounded net).
+    #[arg(long)]
+    round_f64: bool,
+    /// Which split to audit on.
+    #[arg(long, value_enum, default_value = "train")]
+    split: SplitName,
+    /// Binary task POS,NEG.
+    #[arg(long, value_parser = parse_pair)]
+    binary: Option<(u8, u8)>,
+    /// Use only the first N examples of the split.
+    #[arg(long)]
+    subset: Option<usize>,
+    /// The loss to certify.
+    #[arg(long, value_enum, default_value = "cross-entropy")]
+    loss: LossKind,
+    /// Skip the KKT certificate.
+    #[arg(long)]
+    no_kkt: bool,
+    /// Output directory.
+    #[arg(long, default_value = "out/audit")]
+    out: PathBuf,
+    /// Require a certified normalized margin q_min/rho^L of at least X.
+    #[arg(long)]
+    require_margin: Option<f64>,
+    /// Require proven homogeneity.
+    #[arg(long)]
+    require_homogeneous: bool,
+    /// Require a certified KKT epsilon of at most E.
+    #[arg(long)]
+    require_kkt_epsilon: Option<f64>,
 }
 
 #[derive(Args, Debug)]
@@ -577,6 +633,60 @@ fn fetch_cmd(a: &FetchArgs) -> Result<()> {
     Ok(())
 }
 
+fn audit_cmd(a: &AuditArgs) -> Result<()> {
+    use margincert::audit::{AuditOptions, Requirements, audit};
+    use margincert::import::{Format, ImportOptions, TensorMap, load};
+    let spec = a.spec.as_deref().map(ModelSpec::from_file).transpose()?;
+    let opts = ImportOptions {
+        prefix: a.prefix.clone(),
+        map: a.map.as_deref().map(TensorMap::from_file).transpose()?,
+        round_f64: a.round_f64,
+    };
+    let imp = load(
+        &a.model,
+        Format::parse_cli(&a.format)?,
+        spec.as_ref(),
+        &opts,
+    )?;
+    let mut split = a.data.parse::<DataSource>()?.load()?;
+    if let Some((p, n)) = a.binary {
+        split = split.binary(p, n)?;
+    }
+    let data = match a.split {
+        SplitName::Train => split.train,
+        SplitName::Test => split.test,
+    };
+    let data = a.subset.map_or(data.clone(), |n| data.take(n));
+    let mut o = AuditOptions::default();
+    o.certify.loss = a.loss;
+    if a.no_kkt {
+        o.kkt = None;
+    }
+    o.require = Requirements {
+        margin: a.require_margin,
+        homogeneous: a.require_homogeneous,
+        kkt_epsilon: a.require_kkt_epsilon,
+    };
+    let source = format!("{}", a.model.display());
+    let report = audit(&imp.checkpoint, &data, &source, &imp.notes, &o)?;
+    report.write(&a.out, o.bins)?;
+    println!("{}", report.markdown());
+    eprintln!("audit written to {}", a.out.display());
+    let unmet: Vec<String> = report
+        .unmet()
+        .iter()
+        .map(|r| format!("{} ({})", r.requirement, r.detail))
+        .collect();
+    if unmet.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Certify(format!(
+            "requirements not certified: {}",
+            unmet.join("; ")
+        )))
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = threads(cli.threads).and_then(|n| match &cli.command {
@@ -592,6 +702,7 @@ fn main() -> ExitCode {
             }
         }),
         Command::Fetch(a) => fetch_cmd(a),
+        Command::Audit(a) => audit_cmd(a),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

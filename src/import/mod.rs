@@ -275,3 +275,17 @@ impl Conversions {
         notes
     }
 }
+
+impl Format {
+    /// Parses the CLI's `--format` value: `safetensors`, `onnx`, or `auto` (`None`).
+    pub fn parse_cli(s: &str) -> Result<Option<Self>> {
+        match s {
+            "auto" => Ok(None),
+            "safetensors" => Ok(Some(Format::Safetensors)),
+            "onnx" => Ok(Some(Format::Onnx)),
+            other => Err(Error::Invalid(format!(
+                "unknown format '{other}': expected safetensors, onnx or auto"
+            ))),
+        }
+    }
+}
