@@ -518,7 +518,9 @@ impl<'a> GraphReader<'a> {
                             "pooling with ceil_mode, dilations or storage_order is not supported",
                         ));
                     }
-                    let (size, stride) = (ks[0] as usize, Some(st[0] as usize));
+                    // stride == size is written `None` (the spec's default), as native specs do
+                    let size = ks[0] as usize;
+                    let stride = Some(st[0] as usize).filter(|&t| t != size);
                     self.push(
                         if op == "MaxPool" {
                             Layer::MaxPool { size, stride }
