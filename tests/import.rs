@@ -35,7 +35,10 @@ fn opts_for(name: &str) -> ImportOptions {
     }
 }
 
-fn bits(p: &Params) -> Vec<(usize, Vec<usize>, Vec<u32>, Option<Vec<u32>>)> {
+/// Index, shape, weight bits and bias bits of each layer.
+type LayerBits = (usize, Vec<usize>, Vec<u32>, Option<Vec<u32>>);
+
+fn bits(p: &Params) -> Vec<LayerBits> {
     p.layers
         .iter()
         .map(|l| {
@@ -282,7 +285,8 @@ fn set_attr(
 fn unsupported_onnx_attributes_are_refused_with_the_node() {
     let base = onnx_model("cnn_first_bias.onnx");
     // node 0 Conv, 1 Relu, 2 MaxPool, 3 Flatten, 4 Gemm
-    let cases: Vec<(&str, Box<dyn Fn(&mut ModelProto)>)> = vec![
+    type Edit = Box<dyn Fn(&mut ModelProto)>;
+    let cases: Vec<(&str, Edit)> = vec![
         (
             "alpha or beta",
             Box::new(|m| set_attr(m, 4, "alpha", |a| a.f = 2.0)),
@@ -512,7 +516,10 @@ fn corrupted_bytes_never_panic() {
     }
 }
 
-fn safetensors_with(tensors: Vec<(&str, safetensors::Dtype, Vec<usize>, Vec<u8>)>) -> Vec<u8> {
+/// Name, dtype, shape, bytes.
+type RawTensor<'a> = (&'a str, safetensors::Dtype, Vec<usize>, Vec<u8>);
+
+fn safetensors_with(tensors: Vec<RawTensor<'_>>) -> Vec<u8> {
     let views: Vec<_> = tensors
         .iter()
         .map(|(n, d, s, b)| {
@@ -667,7 +674,7 @@ fn f16_and_bf16_widen_exactly_for_every_bit_pattern() {
 fn state_dict_naming_errors_are_clear() {
     let w = vec![0u8; 6 * 4];
     let f32s = safetensors::Dtype::F32;
-    let err = |t: Vec<(&str, safetensors::Dtype, Vec<usize>, Vec<u8>)>, o: &ImportOptions| {
+    let err = |t: Vec<RawTensor<'_>>, o: &ImportOptions| {
         import_tiny(&safetensors_with(t), o)
             .unwrap_err()
             .to_string()

@@ -137,8 +137,10 @@ pub fn load(
         Format::Safetensors => torch::from_bytes(&bytes, path, spec, opts),
         Format::Onnx => {
             let imp = onnx::from_bytes(&bytes, path, opts)?;
-            if let Some(s) = spec {
-                if s.input != imp.checkpoint.spec.input || s.layers != imp.checkpoint.spec.layers {
+            if let Some(s) = spec
+                && (s.input != imp.checkpoint.spec.input || s.layers != imp.checkpoint.spec.layers)
+            {
+                {
                     return Err(Error::Spec(format!(
                         "the ONNX graph gives layers {:?}, the spec file {:?}",
                         imp.checkpoint

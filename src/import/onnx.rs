@@ -97,6 +97,9 @@ pub fn from_bytes(bytes: &[u8], path: &Path, opts: &ImportOptions) -> Result<Imp
     })
 }
 
+/// Weight shape, weights and optional bias of a weight layer being built.
+type WeightsOf = (Vec<usize>, Vec<f32>, Option<Vec<f32>>);
+
 struct GraphReader<'a> {
     graph: &'a onnx_protobuf::GraphProto,
     inits: HashMap<&'a str, &'a TensorProto>,
@@ -336,11 +339,7 @@ impl<'a> GraphReader<'a> {
         }
     }
 
-    fn push(
-        &mut self,
-        layer: Layer,
-        params: Option<(Vec<usize>, Vec<f32>, Option<Vec<f32>>)>,
-    ) -> Result<()> {
+    fn push(&mut self, layer: Layer, params: Option<WeightsOf>) -> Result<()> {
         let index = self.layers.len();
         self.layers.push(layer);
         let spec = ModelSpec {
@@ -375,12 +374,12 @@ impl<'a> GraphReader<'a> {
             let node = &nodes[k];
             let op = node.op_type.as_str();
             if op == "Constant" {
-                if let (Some(out), Some(a)) = (node.output.first(), attr(node, "value")) {
-                    if let Some(t) = a.t.as_ref() {
-                        self.consts.insert(out.clone(), t);
-                        k += 1;
-                        continue;
-                    }
+                if let (Some(out), Some(a)) = (node.output.first(), attr(node, "value"))
+                    && let Some(t) = a.t.as_ref()
+                {
+                    self.consts.insert(out.clone(), t);
+                    k += 1;
+                    continue;
                 }
                 return Err(self.err(
                     k,
@@ -434,7 +433,7 @@ impl<'a> GraphReader<'a> {
                     let len = self.shape.len() as i64;
                     let ok = s.len() == 2
                         && (s[1] == -1 || s[1] == len)
-                        && matches!(s[0], 0 | 1 | -1)
+                        && (-1..=1).contains(&s[0])
                         && !(s[0] == -1 && s[1] == -1);
                     if !ok {
                         return Err(self.err(
