@@ -54,7 +54,16 @@ fn bits(p: &Params) -> Vec<LayerBits> {
         .collect()
 }
 
-const FIXTURES: &[&str] = &["mlp", "mlp_f16", "cnn_bf16", "cnn_first_bias", "cnn_bias"];
+/// Every committed fixture set; `cnn_leaky_avg.onnx` comes from `torch.onnx.export` itself
+/// (opset 20, LeakyReLU and AveragePool), the others from `onnx.helper`.
+const FIXTURES: &[&str] = &[
+    "mlp",
+    "mlp_f16",
+    "cnn_bf16",
+    "cnn_first_bias",
+    "cnn_bias",
+    "cnn_leaky_avg",
+];
 
 /// Torch and ONNX imports equal the native checkpoint bit for bit, and their certificates
 /// agree in every margin / norm / loss / homogeneity field.
@@ -95,6 +104,16 @@ fn imports_match_native_bit_for_bit_with_the_same_certificate() {
                 "{name} {what}"
             );
         }
+        // A native checkpoint goes through the importer too (spec from its metadata).
+        let again = import::load(
+            &fx(&format!("{name}.native.safetensors")),
+            None,
+            None,
+            &Default::default(),
+        )
+        .unwrap();
+        assert_eq!(again.checkpoint.spec, native.spec);
+        assert_eq!(bits(&again.checkpoint.params), bits(&native.params));
         let cn = certify(&native.spec, &native.params, &d, &co).unwrap();
         for (what, imp) in [("torch", &torch), ("onnx", &onnx)] {
             let c = certify(&imp.checkpoint.spec, &imp.checkpoint.params, &d, &co).unwrap();
