@@ -798,3 +798,63 @@ fn cli_audit_exits_nonzero_listing_unmet_requirements() {
         "{err}"
     );
 }
+
+#[test]
+fn reshape_to_n_minus_one_is_a_flatten_and_others_are_refused() {
+    // Replace the MLP's Flatten by Constant [0, -1] + Reshape.
+    let native = Checkpoint::load(&fx("mlp.native.safetensors")).unwrap();
+    let mut m = onnx_model("mlp.onnx");
+    let g = m.graph.as_mut().unwrap();
+    assert_eq!(g.node[0].op_type, "Flatten");
+    let mut shape = onnx_protobuf::TensorProto::new();
+    shape.data_type = 7; // INT64
+    shape.dims = vec![2];
+    shape.int64_data = vec![0, -1];
+    let mut c = onnx_protobuf::NodeProto::new();
+    c.op_type = "Constant".into();
+    c.output = vec!["shape".into()];
+    let mut a = onnx_protobuf::AttributeProto::new();
+    a.name = "value".into();
+    a.t = Some(shape).into();
+    c.attribute.push(a);
+    g.node[0].op_type = "Reshape".into();
+    g.node[0].attribute.clear();
+    g.node[0].input.push("shape".into());
+    g.node.insert(0, c);
+    let imp = import_model(&m).unwrap();
+    assert_eq!(imp.checkpoint.spec.layers, native.spec.layers);
+    assert_eq!(bits(&imp.checkpoint.params), bits(&native.params));
+    // Reshape to [N, 28, 28] is not a flatten.
+    let g = m.graph.as_mut().unwrap();
+    let t = g.node[0].attribute[0].t.as_mut().unwrap();
+    t.dims = vec![3];
+    t.int64_data = vec![0, 28, 28];
+    let e = import_model(&m).unwrap_err().to_string();
+    assert!(
+        e.contains("only Reshape to [N, -1]") && e.contains("node 1"),
+        "{e}"
+    );
+}
+
+#[test]
+fn spec_file_must_agree_with_the_onnx_graph() {
+    let wrong = spec("cnn_bias"); // biases the bias-free graph does not have
+    let e = import::load(
+        &fx("cnn_bf16.onnx"),
+        None,
+        Some(&wrong),
+        &Default::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("the ONNX graph gives layers"), "{e}");
+    assert!(
+        import::load(
+            &fx("cnn_bf16.onnx"),
+            None,
+            Some(&spec("cnn_bf16")),
+            &Default::default()
+        )
+        .is_ok()
+    );
+}
