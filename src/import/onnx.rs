@@ -169,7 +169,7 @@ impl<'a> GraphReader<'a> {
             })
             .unwrap_or_default();
         let pos = |d: i64| -> Result<usize> {
-            if d > 0 {
+            if d > 0 && d <= 1 << 24 {
                 Ok(d as usize)
             } else {
                 Err(Error::format(
@@ -194,6 +194,17 @@ impl<'a> GraphReader<'a> {
                 ));
             }
         };
+        if shape
+            .c
+            .checked_mul(shape.h)
+            .and_then(|x| x.checked_mul(shape.w))
+            .is_none_or(|n| n > MAX_VALUES)
+        {
+            return Err(Error::format(
+                path,
+                format!("graph input '{}': dims {dims:?} are too large", input.name),
+            ));
+        }
         Ok(Self {
             graph,
             inits,
@@ -249,7 +260,13 @@ impl<'a> GraphReader<'a> {
                 format!("tensor '{name}' has shape {:?}, expected {shape:?}", t.dims),
             ));
         }
-        let n: usize = shape.iter().product();
+        let n = shape
+            .iter()
+            .try_fold(1usize, |a, &b| a.checked_mul(b))
+            .filter(|&n| n <= MAX_VALUES)
+            .ok_or_else(|| {
+                self.err(k, node, format!("tensor '{name}' is too large ({shape:?})"))
+            })?;
         if t.data_location.value() != 0 {
             return Err(self.err(
                 k,
@@ -470,6 +487,7 @@ impl<'a> GraphReader<'a> {
                     let bias = nodes.get(k + 1).filter(|n| {
                         n.op_type == "Add"
                             && n.input.len() == 2
+                            && n.output.len() == 1
                             && n.input[0] == out
                             && self.tensor(&n.input[1]).is_some()
                     });
@@ -487,6 +505,13 @@ impl<'a> GraphReader<'a> {
                     let pads = attr_ints(node, "pads").unwrap_or_else(|| vec![0; 4]);
                     let dil = attr_ints(node, "dilations").unwrap_or_else(|| vec![1, 1]);
                     let auto = attr_s(node, "auto_pad").unwrap_or_default();
+                    if !geometry_ok(&ks) || !geometry_ok(&st) {
+                        return Err(self.err(
+                            k,
+                            node,
+                            "kernel or strides out of range (negative or above 65536)",
+                        ));
+                    }
                     if ks.len() != 2
                         || ks[0] != ks[1]
                         || ks[0] < 1
@@ -592,6 +617,13 @@ impl<'a> GraphReader<'a> {
         if out <= 0 {
             return Err(self.err(k, node, format!("weight '{wname}' has dims {:?}", t.dims)));
         }
+        if out as usize > MAX_VALUES {
+            return Err(self.err(
+                k,
+                node,
+                format!("weight '{wname}' has dims {:?}: too large", t.dims),
+            ));
+        }
         let out = out as usize;
         let weight = if trans_b {
             self.floats(k, node, &wname, &[out, n_in])?
@@ -647,6 +679,13 @@ impl<'a> GraphReader<'a> {
         if d.len() != 4 || d[2] != d[3] || d.iter().any(|&x| x <= 0) {
             return Err(self.err(k, node, format!("weight '{wname}' has dims {d:?}; only square 2-D kernels [out, in, k, k] are supported")));
         }
+        if !geometry_ok(&d[2..]) || d[0] as usize > MAX_VALUES {
+            return Err(self.err(
+                k,
+                node,
+                format!("weight '{wname}' has dims {d:?}: too large"),
+            ));
+        }
         let (out, kern) = (d[0] as usize, d[2] as usize);
         if attr_i(node, "group", 1) != 1 {
             return Err(self.err(
@@ -664,6 +703,13 @@ impl<'a> GraphReader<'a> {
                 k,
                 node,
                 format!("strides {st:?}: only equal strides are supported"),
+            ));
+        }
+        if !geometry_ok(&st) || !geometry_ok(&attr_ints(node, "pads").unwrap_or_default()) {
+            return Err(self.err(
+                k,
+                node,
+                "strides or pads out of range (negative or above 65536)",
             ));
         }
         let stride = st[0] as usize;
@@ -720,6 +766,16 @@ impl<'a> GraphReader<'a> {
             Some((vec![out, self.shape.c, kern, kern], weight, bias)),
         )
     }
+}
+
+/// Largest tensor (values) accepted: 2^32 (16 GiB of f32), so byte counts never overflow.
+const MAX_VALUES: usize = 1 << 32;
+/// Largest kernel, stride or padding accepted (window geometry stays far from overflow).
+const MAX_GEOMETRY: i64 = 1 << 16;
+
+/// Refuses geometry values outside `0..=MAX_GEOMETRY`.
+fn geometry_ok(v: &[i64]) -> bool {
+    v.iter().all(|&x| (0..=MAX_GEOMETRY).contains(&x))
 }
 
 fn need(have: usize, want: usize) -> std::result::Result<(), String> {
