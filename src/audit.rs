@@ -494,6 +494,15 @@ pub fn histogram_svg(values: &[f64], bins: usize) -> String {
             bh
         );
     }
+    if lo < 0.0 && hi > 0.0 {
+        // q_n = 0: the decision boundary (bars left of it may be misclassified).
+        let x = pad + (w - 2.0 * pad) * (-lo / (hi - lo));
+        let _ = writeln!(
+            s,
+            "<line x1=\"{x:.2}\" y1=\"{pad}\" x2=\"{x:.2}\" y2=\"{}\" stroke=\"crimson\" stroke-dasharray=\"4 3\"><title>q = 0</title></line>",
+            h - pad
+        );
+    }
     let _ = writeln!(
         s,
         "<line x1=\"{pad}\" y1=\"{0}\" x2=\"{1}\" y2=\"{0}\" stroke=\"black\"/>",
