@@ -8,6 +8,7 @@
 
 pub mod certify;
 pub mod checkpoint;
+pub mod config;
 pub mod data;
 pub mod error;
 pub mod fetch;

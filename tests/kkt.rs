@@ -131,7 +131,7 @@ fn ref_forward(spec: &ModelSpec, params: &Params, img: &[u8]) -> Vec<Vec<Rationa
                 .iter()
                 .map(|v| {
                     if v.is_negative() {
-                        Rational::from(v * rat32(slope))
+                        v * rat32(slope)
                     } else {
                         v.clone()
                     }
@@ -275,7 +275,7 @@ fn ref_gradient(
                     } else {
                         // Clarke interval between s and 1: pick an endpoint or the middle.
                         let t = Rational::from((rng.random_range(0..=2u32), 2u32));
-                        Rational::from(&s + Rational::from(1 - &s) * t)
+                        &s + Rational::from(1 - &s) * t
                     };
                     gin[j] = Rational::from(&g[j] * &d);
                 }
@@ -696,7 +696,7 @@ fn reference_eps_delta(
         }
         let racts = ref_forward(spec, params, data.image(c.example()));
         let q = ref_value(c, racts.last().unwrap());
-        let d = Rational::from(lam * Rational::from(Rational::from(&q / &qlo) - 1));
+        let d = (lam * (Rational::from(&q / &qlo) - 1));
         if d > delta {
             delta = d;
         }
@@ -793,7 +793,7 @@ fn check_kkt(
     let lam_p: Vec<Rational> = cert
         .multipliers
         .iter()
-        .map(|m| Rational::from(&kappa * rat64(m.weight)))
+        .map(|m| &kappa * rat64(m.weight))
         .collect();
     let (eps, delta) = reference_eps_delta(&spec, &params, &data, &cons, &lam_p, q_lo, l, &mut rng);
     assert!(

@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{EpochMetrics, EpochOutcome, TrainConfig, TrainState, Trainer};
 use crate::checkpoint::{Checkpoint, TrainInfo};
+use crate::config::DataChoice;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::{ModelSpec, Params};
@@ -19,12 +20,8 @@ use crate::model::{ModelSpec, Params};
 pub struct RunOptions {
     /// Output directory (created if missing).
     pub out: PathBuf,
-    /// Data source description recorded in checkpoints.
-    pub data: String,
-    /// Training subset size recorded in checkpoints.
-    pub train_subset: Option<usize>,
-    /// Binary task classes recorded in checkpoints.
-    pub binary: Option<(u8, u8)>,
+    /// The data, recorded in checkpoints.
+    pub data: DataChoice,
     /// Rayon threads (recorded; resuming reproduces a run exactly with the same count).
     pub threads: usize,
     /// Print one line per accepted epoch on standard output.
@@ -63,8 +60,6 @@ fn checkpoint(
             config: trainer.config().clone(),
             state: trainer.state().clone(),
             data: opts.data.clone(),
-            train_subset: opts.train_subset,
-            binary: opts.binary,
             metrics: metrics.cloned(),
             threads: opts.threads,
         }),
