@@ -177,10 +177,10 @@ fn ref_gradient(
                 let l = &params.layers[wi];
                 let n = p.input.len();
                 let mut gw = Vec::new();
-                for o in 0..out {
+                for (o, go) in g.iter().enumerate().take(out) {
                     for k in 0..n {
-                        gw.push(Rational::from(&g[o] * &x[k]));
-                        gin[k] += rat32(l.weight[o * n + k]) * &g[o];
+                        gw.push(Rational::from(go * &x[k]));
+                        gin[k] += rat32(l.weight[o * n + k]) * go;
                     }
                 }
                 if l.bias.is_some() {
@@ -696,7 +696,7 @@ fn reference_eps_delta(
         }
         let racts = ref_forward(spec, params, data.image(c.example()));
         let q = ref_value(c, racts.last().unwrap());
-        let d = (lam * (Rational::from(&q / &qlo) - 1));
+        let d = lam * (Rational::from(&q / &qlo) - 1);
         if d > delta {
             delta = d;
         }
@@ -737,9 +737,7 @@ fn check_kkt(
     let params = random_params(&spec, mode, &mut rng);
     let il = spec.input.len();
     let pixels = random_pixels(il, 5, mode, &mut rng);
-    let Some(data) = separated_dataset(&spec, &params, &pixels, outputs) else {
-        return None;
-    };
+    let data = separated_dataset(&spec, &params, &pixels, outputs)?;
     let l = spec.homogeneity().degree.unwrap();
     // exact q_min, then a certified-by-construction lower bound.
     let cons_all = constraints(&data, outputs).unwrap();
