@@ -1033,3 +1033,45 @@ fn tight_on_paper_cnn_with_mnist() {
             .all(|w| w.consistent && w.skipped.is_none())
     );
 }
+
+/// A ReLU whose input is exactly positive but evaluates negative in f64 (and vice versa):
+/// the ReLU enclosure must keep the positive part. Built from the sign-flip construction
+/// followed by ReLU and a second dense layer.
+#[test]
+fn relu_after_sign_flip_keeps_the_exact_value() {
+    let p = 1u8;
+    let x = Rational::from((p as u32, 255u32));
+    let fx = Rational::from_f64(p as f64 / 255.0).unwrap();
+    let t = Rational::from(&x + &fx) / 2u32;
+    let w2 = t.to_f32();
+    let r1 = &t - Rational::from_f32(w2).unwrap();
+    let w3 = r1.to_f32();
+    let w4 = (r1 - Rational::from_f32(w3).unwrap()).to_f32();
+    let spec = presets::mlp_with(Shape::flat(4), &[1], 1);
+    for sign in [1.0f32, -1.0] {
+        let params = Params {
+            layers: vec![
+                LayerParams {
+                    index: 1,
+                    weight_shape: vec![1, 4],
+                    weight: vec![sign, -sign * w2, -sign * w3, -sign * w4],
+                    bias: None,
+                },
+                LayerParams {
+                    index: 3,
+                    weight_shape: vec![1, 1],
+                    weight: vec![1.0],
+                    bias: None,
+                },
+            ],
+        };
+        let px = [p, 255, 255, 255];
+        let exact = reference_logits_exact(&spec, &params, &px).unwrap()[0].clone();
+        let e = logit_enclosures(&spec, &params, &px, 1).unwrap();
+        assert!(
+            contains(&e, 0, &exact),
+            "sign {sign}: exact {:e}",
+            exact.to_f64()
+        );
+    }
+}

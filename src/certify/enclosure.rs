@@ -120,8 +120,12 @@ pub fn gamma_up(n: usize) -> Result<f64> {
     Ok(up(nu / (1.0 - nu)))
 }
 
+/// `1 + 4u`, exactly representable (`1 + 2⁻⁵¹`): `(1 − u)²(1 + 4u) ≥ 1`.
+const ONE_PLUS_4U: f64 = 1.0 + 4.0 * U;
+
 /// A weight layer prepared for certified products: `W` and `|W|` as f64 (exact copies of
-/// the f32 weights), plus the constants of the rounding-error bound.
+/// the f32 weights), plus the constants of the rounding-error bound (proofs/forward.md,
+/// §Dense and conv).
 #[derive(Clone, Debug)]
 struct Affine {
     out: usize,
@@ -130,60 +134,69 @@ struct Affine {
     w: Vec<f64>,
     w_abs: Vec<f64>,
     bias: Option<Vec<f64>>,
-    /// `≥ γ_n`.
-    gamma: f64,
-    /// `≥ 1 / (1 − γ_n)`.
-    inv_one_minus_gamma: f64,
-    /// `n η`, the underflow allowance of one length-n dot product.
-    n_eta: f64,
+    /// `c₁ ≥ γ_n (1 + 4u)`: input inflation factor on `|m|`.
+    c1: f64,
+    /// `F ≥ (1 + 4u) / (1 − γ_n)`: output inflation factor.
+    f: f64,
+    /// `E`: the absolute (underflow) allowance added to every output radius.
+    e: f64,
 }
 
 impl Affine {
     fn new(weight: &[f32], out: usize, bias: Option<&[f32]>) -> Result<Self> {
         let fan_in = weight.len() / out;
-        let gamma = gamma_up(fan_in)?;
-        // 1 − γ ≥ 1/2 > 0 as n u ≤ 1/3 in practice; RN(1 − γ) may be above the exact
-        // 1 − γ, so take down() of it, then round the quotient up.
-        let inv_one_minus_gamma = up(1.0 / down(1.0 - gamma));
+        let gamma = gamma_up(fan_in)?; // ≥ γ_n, and γ_n ≤ 1/2 so 1/(1 − γ_n) ≤ 2
+        // Every step below is rounded up by Lemma 1.
+        let c1 = up(gamma * ONE_PLUS_4U);
+        let k = up(1.0 / down(1.0 - gamma)); // ≥ 1/(1 − γ_n)
+        let f = up(k * ONE_PLUS_4U);
+        let max_abs = weight.iter().fold(0.0f64, |a, &w| a.max((w as f64).abs()));
+        // n·η is exact (a small integer times 2⁻¹⁰⁷⁴).
+        let n_eta = exact(fan_in) * ETA;
+        // D ≥ η Σ_j |w_ij| for every row i (the input inflation may fall η short per input).
+        let d = up(n_eta * max_abs);
+        // E₀ = 3nη + D ≥ nη/(1 − γ) + D + nη;  E ≥ 2E₀ + η.
+        let e0 = up(up(3.0 * n_eta) + d);
+        let e = up(up(2.0 * e0) + ETA);
         Ok(Self {
             out,
             fan_in,
             w: weight.iter().map(|&v| v as f64).collect(),
             w_abs: weight.iter().map(|&v| (v as f64).abs()).collect(),
             bias: bias.map(|b| b.iter().map(|&v| v as f64).collect()),
-            gamma,
-            inv_one_minus_gamma,
-            // exact: a small integer times 2⁻¹⁰⁷⁴ is a subnormal f64.
-            n_eta: exact(fan_in) * ETA,
+            c1,
+            f,
+            e,
         })
     }
 
-    /// `v = up(up(γ |m|) + r)`: componentwise `v ≥ r + γ_n |m|` exactly.
+    /// `v = RN(RN(c₁|m|) + RN((1 + 4u) r))`. Then `v ≥ γ_n|m| + r − η` componentwise
+    /// (proofs/forward.md, Lemma 3): products lose at most a factor `(1 − u)` and `η/2`,
+    /// sums of non-negative numbers at most a factor `(1 − u)`.
     fn inflate_input(&self, mid: &[f64], rad: &[f64], v: &mut [f64]) {
-        let g = self.gamma;
+        let c1 = self.c1;
         for ((v, &m), &r) in v.iter_mut().zip(mid).zip(rad) {
-            *v = up(up(g * m.abs()) + r);
+            *v = c1 * m.abs() + ONE_PLUS_4U * r;
         }
     }
 
     /// Turns `s = fl(|W| v)` into the output radius in place, then adds the bias exactly
-    /// to the midpoint `c = fl(W m)`. `row_of(i)` gives the output feature of entry `i`.
+    /// to the midpoint `c = fl(W m)`. `feature_of(i)` gives the output feature of entry `i`.
     ///
-    /// With `S = |W| v` exact: `S ≤ (s + nη)/(1 − γ_n)` (Higham for non-negative terms),
-    /// and the radius of `W x` around `c` is `≤ S + nη`.
+    /// `R = RN(RN(s·F) + E) ≥ (s + nη)/(1 − γ_n) + D + nη`, which bounds `|W x − c|` for
+    /// every `x` in the input ball (proofs/forward.md, Theorem 1).
     fn finish(&self, c: &mut [f64], s: &mut [f64], feature_of: impl Fn(usize) -> usize) {
-        let f = self.inv_one_minus_gamma;
-        let ne = self.n_eta;
-        for (i, (c, s)) in c.iter_mut().zip(s.iter_mut()).enumerate() {
-            // each step rounded up by Lemma 1.
-            let mut r = up(up(up(*s + ne) * f) + ne);
-            if let Some(b) = &self.bias {
-                // c' = RN(c + b): |c' − (c + b)| ≤ u |c'| (Lemma 2), added rounded up.
+        let (f, e) = (self.f, self.e);
+        for s in s.iter_mut() {
+            *s = *s * f + e;
+        }
+        if let Some(b) = &self.bias {
+            for (i, (c, s)) in c.iter_mut().zip(s.iter_mut()).enumerate() {
+                // c' = RN(c + b): |c' − (c + b)| ≤ u|c'| (Lemma 2), added rounded up.
                 let cb = *c + b[feature_of(i)];
-                r = up(r + up(U * cb.abs()));
+                *s = up(*s + up(U * cb.abs()));
                 *c = cb;
             }
-            *s = r;
         }
     }
 }
@@ -459,21 +472,16 @@ fn conv(a: &Affine, w: &Window, c_in: usize, x: &BallVec, batch: usize) -> BallV
     BallVec { mid, rad }
 }
 
-/// ReLU on balls. Comparisons are exact, so the three cases are decided exactly:
-/// `m ≥ r` (all inputs ≥ 0: identity), `−m ≥ r` (all ≤ 0: exact 0), else the output lies
-/// in `[0, up(m + r)]`.
+/// ReLU on balls, exactly (no rounding): if `−m ≥ r` every input is `≤ 0` and the output
+/// is exactly `0 ± 0`; otherwise ReLU is 1-Lipschitz, so `relu(x) ∈ relu(m) ± r`
+/// (comparisons and `max(m, 0)` are exact).
 fn relu(x: &BallVec) -> BallVec {
     let mut mid = x.mid.clone();
     let mut rad = x.rad.clone();
     for (m, r) in mid.iter_mut().zip(rad.iter_mut()) {
-        if *m >= *r {
-            continue;
-        }
-        if -*m >= *r {
-            (*m, *r) = (0.0, 0.0);
-        } else {
-            (*m, *r) = interval_to_ball(0.0, up(*m + *r));
-        }
+        let dead = -*m >= *r;
+        *m = if dead { 0.0 } else { m.max(0.0) };
+        *r = if dead { 0.0 } else { *r };
     }
     BallVec { mid, rad }
 }
@@ -522,7 +530,6 @@ fn pool(w: &Window, c: usize, x: &BallVec, batch: usize, max: bool) -> BallVec {
     let kkf = exact(kk);
     let mut mid = vec![0.0; batch * ol];
     let mut rad = vec![0.0; batch * ol];
-    let mut los = Vec::with_capacity(kk);
     for b in 0..batch {
         for ch in 0..c {
             for oy in 0..w.out_h {
@@ -535,28 +542,18 @@ fn pool(w: &Window, c: usize, x: &BallVec, batch: usize, max: bool) -> BallVec {
                         b * il + ch * w.in_h * w.in_w + iy * w.in_w + ix
                     };
                     if max {
-                        los.clear();
-                        let (mut best, mut best_lo, mut max_hi) =
-                            (0, f64::NEG_INFINITY, f64::NEG_INFINITY);
+                        // max_i x_i ∈ [m_b − r_b, max_i (m_i + r_i)] ⊂ m_b ± max_i r_i where
+                        // m_b is the largest midpoint (m_i ≤ m_b): exact, no rounding.
+                        let (mut mb, mut rb) = (f64::NEG_INFINITY, 0.0f64);
                         for ky in 0..w.k {
                             for kx in 0..w.k {
                                 let i = idx(ky, kx);
-                                let (lo, hi) = ball_to_interval(x.mid[i], x.rad[i]);
-                                if lo > best_lo {
-                                    best_lo = lo;
-                                    best = i;
-                                }
-                                max_hi = max_hi.max(hi);
-                                los.push((i, hi));
+                                mb = mb.max(x.mid[i]);
+                                rb = rb.max(x.rad[i]);
                             }
                         }
-                        let dominated = los.iter().all(|&(i, hi)| i == best || hi <= best_lo);
-                        if dominated {
-                            mid[o] = x.mid[best];
-                            rad[o] = x.rad[best];
-                        } else {
-                            (mid[o], rad[o]) = interval_to_ball(best_lo, max_hi);
-                        }
+                        mid[o] = mb;
+                        rad[o] = rb;
                     } else {
                         let (mut s, mut a, mut t) = (0.0f64, 0.0f64, 0.0f64);
                         for ky in 0..w.k {
