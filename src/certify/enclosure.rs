@@ -140,6 +140,12 @@ struct Affine {
     f: f64,
     /// `E`: the absolute (underflow) allowance added to every output radius.
     e: f64,
+    /// `|W|` in binary32 (exact) when the binary32 radius product applies (`n u₃₂ ≤ 1/2`).
+    w_abs32: Option<Vec<f32>>,
+    /// `F₃₂ ≥ (1 + 4u)/((1 − γ'_n)(1 − u'))` for the binary32 radius product.
+    f32_f: f64,
+    /// `E₃₂ ≥ 2(3nη' + nη'·max|w| + D + nη) + η` for the binary32 radius product.
+    f32_e: f64,
 }
 
 impl Affine {
@@ -158,6 +164,22 @@ impl Affine {
         // E₀ = 3nη + D ≥ nη/(1 − γ) + D + nη;  E ≥ 2E₀ + η.
         let e0 = up(up(3.0 * n_eta) + d);
         let e = up(up(2.0 * e0) + ETA);
+        // binary32 radius product (§4b): u' = 2⁻²⁴, η' = 2⁻¹⁴⁹ (normal in f64).
+        let (u32_, eta32) = (2f64.powi(-24), 2f64.powi(-149));
+        let nu32 = exact(fan_in) * u32_; // exact
+        let use32 = nu32 <= 0.5;
+        let (f32_f, f32_e) = if use32 {
+            let g32 = up(nu32 / (1.0 - nu32)); // 1 − nu' exact (Sterbenz)
+            // K' ≥ 1/((1 − γ')(1 − u')), then F' ≥ K'(1 + 4u).
+            let k32 = up(1.0 / down(down(1.0 - g32) * (1.0 - u32_)));
+            let f32f = up(k32 * ONE_PLUS_4U);
+            let n_eta32 = exact(fan_in) * eta32; // exact
+            let e1 = up(up(3.0 * n_eta32) + up(n_eta32 * max_abs));
+            let e32 = up(up(2.0 * up(up(e1 + d) + n_eta)) + ETA);
+            (f32f, e32)
+        } else {
+            (0.0, 0.0)
+        };
         Ok(Self {
             out,
             fan_in,
@@ -167,6 +189,9 @@ impl Affine {
             c1,
             f,
             e,
+            w_abs32: use32.then(|| weight.iter().map(|v| v.abs()).collect()),
+            f32_f,
+            f32_e,
         })
     }
 
@@ -185,8 +210,21 @@ impl Affine {
     ///
     /// `R = RN(RN(s·F) + E) ≥ (s + nη)/(1 − γ_n) + D + nη`, which bounds `|W x − c|` for
     /// every `x` in the input ball (proofs/forward.md, Theorem 1).
-    fn finish(&self, c: &mut [f64], s: &mut [f64], feature_of: impl Fn(usize) -> usize) {
-        let (f, e) = (self.f, self.e);
+    ///
+    /// With `single`, `s` is the binary32 product `fl₃₂(|W| RN₃₂(v))` and the constants of
+    /// §4b are used instead.
+    fn finish(
+        &self,
+        c: &mut [f64],
+        s: &mut [f64],
+        feature_of: impl Fn(usize) -> usize,
+        single: bool,
+    ) {
+        let (f, e) = if single {
+            (self.f32_f, self.f32_e)
+        } else {
+            (self.f, self.e)
+        };
         for s in s.iter_mut() {
             *s = *s * f + e;
         }
@@ -397,19 +435,19 @@ pub fn input_enclosure(pixels: &[u8]) -> BallVec {
 
 /// `C = A · Bᵀ` for row-major `a: [m, k]`, `b: [n, k]`, into `c: [m, n]` (plain f64, any
 /// summation order — the error bound does not depend on it).
-fn mat_abt(a: &[f64], b: &[f64], c: &mut [f64], m: usize, n: usize, k: usize) {
+fn mat_abt<T: ndarray::LinalgScalar>(a: &[T], b: &[T], c: &mut [T], m: usize, n: usize, k: usize) {
     let a = ArrayView2::from_shape((m, k), a).expect("shape");
     let b = ArrayView2::from_shape((n, k), b).expect("shape");
     let mut c = ArrayViewMut2::from_shape((m, n), c).expect("shape");
-    general_mat_mul(1.0, &a, &b.t(), 0.0, &mut c);
+    general_mat_mul(T::one(), &a, &b.t(), T::zero(), &mut c);
 }
 
 /// `C = A · B` for row-major `a: [m, k]`, `b: [k, n]`.
-fn mat_ab(a: &[f64], b: &[f64], c: &mut [f64], m: usize, n: usize, k: usize) {
+fn mat_ab<T: ndarray::LinalgScalar>(a: &[T], b: &[T], c: &mut [T], m: usize, n: usize, k: usize) {
     let a = ArrayView2::from_shape((m, k), a).expect("shape");
     let b = ArrayView2::from_shape((k, n), b).expect("shape");
     let mut c = ArrayViewMut2::from_shape((m, n), c).expect("shape");
-    general_mat_mul(1.0, &a, &b, 0.0, &mut c);
+    general_mat_mul(T::one(), &a, &b, T::zero(), &mut c);
 }
 
 fn dense(a: &Affine, x: &BallVec, batch: usize, il: usize) -> BallVec {
@@ -418,14 +456,27 @@ fn dense(a: &Affine, x: &BallVec, batch: usize, il: usize) -> BallVec {
     let mut c = vec![0.0; batch * a.out];
     let mut s = vec![0.0; batch * a.out];
     mat_abt(&x.mid, &a.w, &mut c, batch, a.out, il);
-    mat_abt(&v, &a.w_abs, &mut s, batch, a.out, il);
+    let mut single = false;
+    if let Some(w32) = &a.w_abs32 {
+        // |W|·v in binary32 (proofs/forward.md §4b); fall back to f64 on overflow.
+        let v32: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+        let mut s32 = vec![0f32; batch * a.out];
+        mat_abt(&v32, w32, &mut s32, batch, a.out, il);
+        if s32.iter().all(|x| x.is_finite()) {
+            s.iter_mut().zip(&s32).for_each(|(s, &t)| *s = t as f64);
+            single = true;
+        }
+    }
+    if !single {
+        mat_abt(&v, &a.w_abs, &mut s, batch, a.out, il);
+    }
     let out = a.out;
-    a.finish(&mut c, &mut s, |i| i % out);
+    a.finish(&mut c, &mut s, |i| i % out, single);
     BallVec { mid: c, rad: s }
 }
 
 /// im2col of one example `[c_in, h, w]` into `[c_in·k·k, oh·ow]` (zeros in the padding).
-fn im2col(x: &[f64], w: &Window, c_in: usize, col: &mut [f64]) {
+fn im2col<T: Copy + Default>(x: &[T], w: &Window, c_in: usize, col: &mut [T]) {
     let p = w.out_h * w.out_w;
     let mut row = 0;
     for c in 0..c_in {
@@ -438,7 +489,7 @@ fn im2col(x: &[f64], w: &Window, c_in: usize, col: &mut [f64]) {
                     for ox in 0..w.out_w {
                         dst[oy * w.out_w + ox] = match (iy, w.in_col(ox, kx)) {
                             (Some(iy), Some(ix)) => plane[iy * w.in_w + ix],
-                            _ => 0.0,
+                            _ => T::default(),
                         };
                     }
                 }
@@ -459,15 +510,34 @@ fn conv(a: &Affine, w: &Window, c_in: usize, x: &BallVec, batch: usize) -> BallV
     let mut rad = vec![0.0; batch * ol];
     let mut col_m = vec![0.0; k * p];
     let mut col_v = vec![0.0; k * p];
+    let v32: Vec<f32> = if a.w_abs32.is_some() {
+        v.iter().map(|&x| x as f32).collect()
+    } else {
+        vec![]
+    };
+    let mut col_v32 = vec![0f32; if a.w_abs32.is_some() { k * p } else { 0 }];
+    let mut s32 = vec![0f32; col_v32.len().min(1) * a.out * p];
     for b in 0..batch {
         // Padding entries are exact zeros with radius 0.
         im2col(&x.mid[b * il..(b + 1) * il], w, c_in, &mut col_m);
-        im2col(&v[b * il..(b + 1) * il], w, c_in, &mut col_v);
         let c = &mut mid[b * ol..(b + 1) * ol];
         let s = &mut rad[b * ol..(b + 1) * ol];
         mat_ab(&a.w, &col_m, c, a.out, p, k);
-        mat_ab(&a.w_abs, &col_v, s, a.out, p, k);
-        a.finish(c, s, |i| i / p);
+        let mut single = false;
+        if let Some(w32) = &a.w_abs32 {
+            // |W|·v in binary32 (proofs/forward.md §4b); fall back to f64 on overflow.
+            im2col(&v32[b * il..(b + 1) * il], w, c_in, &mut col_v32);
+            mat_ab(w32, &col_v32, &mut s32, a.out, p, k);
+            if s32.iter().all(|x| x.is_finite()) {
+                s.iter_mut().zip(&s32).for_each(|(s, &t)| *s = t as f64);
+                single = true;
+            }
+        }
+        if !single {
+            im2col(&v[b * il..(b + 1) * il], w, c_in, &mut col_v);
+            mat_ab(&a.w_abs, &col_v, s, a.out, p, k);
+        }
+        a.finish(c, s, |i| i / p, single);
     }
     BallVec { mid, rad }
 }
