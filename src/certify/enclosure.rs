@@ -342,7 +342,7 @@ impl CertifiedNet {
                 let b = px.len() / self.input_len.max(1);
                 let mut x = input_enclosure(px);
                 for (i, step) in self.steps.iter().enumerate() {
-                    x = self.apply_seq(i, step, &x, b)?;
+                    x = self.apply_seq(i, step, x, b)?;
                 }
                 Ok(x)
             })
@@ -374,7 +374,7 @@ impl CertifiedNet {
             .into_par_iter()
             .map(|from| {
                 let to = (from + rows).min(batch);
-                self.apply_seq(i, step, &x.rows(il, from, to), to - from)
+                self.apply_seq(i, step, x.rows(il, from, to), to - from)
             })
             .collect();
         let mut mid = Vec::with_capacity(batch * ol);
@@ -388,21 +388,23 @@ impl CertifiedNet {
     }
 
     /// Applies step `i` to a batch sequentially; checks the result is finite.
-    fn apply_seq(&self, i: usize, step: &Step, x: &BallVec, batch: usize) -> Result<BallVec> {
+    fn apply_seq(&self, i: usize, step: &Step, x: BallVec, batch: usize) -> Result<BallVec> {
         let p = &self.plan[i];
         let (il, ol) = (p.input.len(), p.output.len());
         debug_assert_eq!(x.len(), batch * il);
-        let y = match step {
-            Step::Dense(a) => dense(a, x, batch, il),
-            Step::Conv(a, w, c_in) => conv(a, w, *c_in, x, batch),
-            Step::MaxPool(w, c) => pool(w, *c, x, batch, true),
-            Step::AvgPool(w, c) => pool(w, *c, x, batch, false),
-            Step::Identity => x.clone(),
-            Step::Relu => relu(x),
-            Step::Leaky(s) => leaky(x, *s),
+        // ReLU, max-pool and flatten map finite balls to finite balls exactly (no
+        // arithmetic), so only the other steps need the finiteness check.
+        let (y, check) = match step {
+            Step::Dense(a) => (dense(a, &x, batch, il), true),
+            Step::Conv(a, w, c_in) => (conv(a, w, *c_in, &x, batch), true),
+            Step::MaxPool(w, c) => (pool(w, *c, &x, batch, true), false),
+            Step::AvgPool(w, c) => (pool(w, *c, &x, batch, false), true),
+            Step::Identity => (x, false),
+            Step::Relu => (relu(x), false),
+            Step::Leaky(s) => (leaky(x, *s), true),
         };
         debug_assert_eq!(y.len(), batch * ol);
-        if !y.is_valid() {
+        if check && !y.is_valid() {
             return Err(Error::Certify(format!(
                 "layer {i} ({}): the enclosure overflowed f64 (weights or activations too large \
                  to certify in f64)",
@@ -545,9 +547,8 @@ fn conv(a: &Affine, w: &Window, c_in: usize, x: &BallVec, batch: usize) -> BallV
 /// ReLU on balls, exactly (no rounding): if `−m ≥ r` every input is `≤ 0` and the output
 /// is exactly `0 ± 0`; otherwise ReLU is 1-Lipschitz, so `relu(x) ∈ relu(m) ± r`
 /// (comparisons and `max(m, 0)` are exact).
-fn relu(x: &BallVec) -> BallVec {
-    let mut mid = x.mid.clone();
-    let mut rad = x.rad.clone();
+fn relu(x: BallVec) -> BallVec {
+    let BallVec { mut mid, mut rad } = x;
     for (m, r) in mid.iter_mut().zip(rad.iter_mut()) {
         let dead = -*m >= *r;
         *m = if dead { 0.0 } else { m.max(0.0) };
@@ -559,9 +560,8 @@ fn relu(x: &BallVec) -> BallVec {
 /// LeakyReLU `x ↦ x (x ≥ 0), s·x (x < 0)` with an exact slope `s` (an f32).
 /// On the negative side `s·x ∈ RN(s m) ± up(|s| r + u|RN(s m)| + η)`; on a ball that
 /// straddles 0 the image lies in the hull of `{s·lo, 0, hi}`.
-fn leaky(x: &BallVec, s: f64) -> BallVec {
-    let mut mid = x.mid.clone();
-    let mut rad = x.rad.clone();
+fn leaky(x: BallVec, s: f64) -> BallVec {
+    let BallVec { mut mid, mut rad } = x;
     for (m, r) in mid.iter_mut().zip(rad.iter_mut()) {
         if *m >= *r {
             continue;
