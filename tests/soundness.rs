@@ -1075,3 +1075,32 @@ fn relu_after_sign_flip_keeps_the_exact_value() {
         );
     }
 }
+
+/// Certifies the paper CNN (He-normal weights) on the full MNIST training set and prints the
+/// time of the certified pass and the summary.
+#[test]
+#[ignore = "full MNIST (60,000 examples, minutes): cargo test --release --test soundness full_mnist -- --ignored --nocapture"]
+fn full_mnist_certificate() {
+    let Some(data) = mnist_head(60_000) else {
+        println!("SKIPPED: MNIST not found (set MARGINCERT_SHARED_DATA)");
+        return;
+    };
+    let spec = presets::mnist_cnn();
+    let params = Params::he_normal(&spec, 2020).unwrap();
+    let t = std::time::Instant::now();
+    let logits = logit_enclosures(&spec, &params, &data.pixels, data.len()).unwrap();
+    println!(
+        "certified logits of {} examples: {:.1} s",
+        data.len(),
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(logits.len(), data.len() * 10);
+    let t = std::time::Instant::now();
+    let cert = certify(&spec, &params, &data, &CertifyOptions::default()).unwrap();
+    println!(
+        "full certificate: {:.1} s\n{}",
+        t.elapsed().as_secs_f64(),
+        cert.summary()
+    );
+    assert!(verify(&cert, &spec, &params, &data).unwrap().ok());
+}
