@@ -5,9 +5,10 @@
 //! `nn` module, so the ratio compares the same algorithm in f32 vs certified f64.
 //!
 //! Run: `cargo bench --bench certify` (uses the first 512 MNIST training images when
-//! /work/shared/data is present, else random pixels).
+//! /work/shared/data is present, else random pixels). On a shared machine, compare CPU
+//! time instead of wall time: `MARGINCERT_CPU_RATIO=1 cargo bench --bench certify`.
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use margincert::certify::CertifiedNet;
 use margincert::model::{Layer, ModelSpec, Params, Shape, presets};
 use ndarray::{ArrayView2, ArrayViewMut2, linalg::general_mat_mul};
@@ -57,27 +58,30 @@ fn f32_chunk(spec: &ModelSpec, params: &Params, x: &[f32], batch: usize) -> Vec<
                 let np = win.out_h * win.out_w;
                 let mut col = vec![0f32; k * np];
                 let mut y = vec![0f32; batch * ol];
-                for b in 0..batch {
-                    let xb = &x[b * il..(b + 1) * il];
-                    let mut row = 0;
-                    for c in 0..p.input.c {
-                        for ky in 0..win.k {
-                            for kx in 0..win.k {
-                                for oy in 0..win.out_h {
-                                    let iy = win.in_row(oy, ky);
-                                    for ox in 0..win.out_w {
-                                        col[row * np + oy * win.out_w + ox] =
-                                            match (iy, win.in_col(ox, kx)) {
-                                                (Some(iy), Some(ix)) => {
-                                                    xb[(c * win.in_h + iy) * win.in_w + ix]
-                                                }
-                                                _ => 0.0,
-                                            };
-                                    }
+                // im2col gather table (input index or u32::MAX in the padding), as in the
+                // certified pass.
+                let mut table = Vec::with_capacity(k * np);
+                for c in 0..p.input.c {
+                    for ky in 0..win.k {
+                        for kx in 0..win.k {
+                            for oy in 0..win.out_h {
+                                let iy = win.in_row(oy, ky);
+                                for ox in 0..win.out_w {
+                                    table.push(match (iy, win.in_col(ox, kx)) {
+                                        (Some(iy), Some(ix)) => {
+                                            ((c * win.in_h + iy) * win.in_w + ix) as u32
+                                        }
+                                        _ => u32::MAX,
+                                    });
                                 }
-                                row += 1;
                             }
                         }
+                    }
+                }
+                for b in 0..batch {
+                    let xb = &x[b * il..(b + 1) * il];
+                    for (c, &g) in col.iter_mut().zip(&table) {
+                        *c = if g == u32::MAX { 0.0 } else { xb[g as usize] };
                     }
                     let a = ArrayView2::from_shape((out, k), &lp.weight[..]).unwrap();
                     let bm = ArrayView2::from_shape((k, np), &col[..]).unwrap();
@@ -145,5 +149,48 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
+/// Process CPU time (user + system, all threads) in seconds, from /proc/self/stat.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which is in parentheses): utime is field 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0) // USER_HZ = 100 on Linux
+}
+
+/// CPU-time ratio, robust to other processes sharing the machine:
+/// `MARGINCERT_CPU_RATIO=1 cargo bench --bench certify`.
+fn cpu_ratio() {
+    let n = 512;
+    let reps = 6;
+    let spec = presets::mnist_cnn();
+    let params = Params::he_normal(&spec, 1).unwrap();
+    let px = pixels(n);
+    let net = CertifiedNet::new(&spec, &params).unwrap();
+    let t0 = cpu_seconds().expect("/proc/self/stat");
+    for _ in 0..reps {
+        black_box(f32_forward(&spec, &params, &px));
+    }
+    let t1 = cpu_seconds().unwrap();
+    for _ in 0..reps {
+        black_box(net.logits(&px, n).unwrap());
+    }
+    let t2 = cpu_seconds().unwrap();
+    let (a, b) = ((t1 - t0) / reps as f64, (t2 - t1) / reps as f64);
+    println!(
+        "CPU time per {n} examples: f32 forward {a:.3} s, certified logits {b:.3} s, ratio {:.2}",
+        b / a
+    );
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    if std::env::var_os("MARGINCERT_CPU_RATIO").is_some() {
+        cpu_ratio();
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -1104,3 +1104,33 @@ fn full_mnist_certificate() {
     );
     assert!(verify(&cert, &spec, &params, &data).unwrap().ok());
 }
+
+/// Activations beyond binary32 range: the binary32 radius product overflows and the layer
+/// falls back to binary64; the enclosures still contain the exact values.
+#[test]
+fn binary32_overflow_falls_back_to_binary64() {
+    for arch_i in [0usize, 3] {
+        let spec = arch(arch_i, false, 3);
+        let mut params = Params::he_normal(&spec, 8).unwrap();
+        for v in params.values_mut() {
+            *v *= 2f32.powi(120);
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        let px = random_pixels(spec.input.len(), 2, 0, &mut rng);
+        let e = logit_enclosures(&spec, &params, &px, 2).unwrap();
+        assert!(
+            e.mid.iter().any(|m| m.abs() > 1e100),
+            "activations must leave f32 range"
+        );
+        for b in 0..2 {
+            let img = &px[b * spec.input.len()..(b + 1) * spec.input.len()];
+            let exact = reference_logits_exact(&spec, &params, img).unwrap();
+            for (j, q) in exact.iter().enumerate() {
+                assert!(
+                    contains(&e, b * 3 + j, q),
+                    "arch {arch_i} example {b} logit {j}"
+                );
+            }
+        }
+    }
+}

@@ -70,9 +70,11 @@ impl BallVec {
     }
     /// True when every midpoint and radius is finite and every radius `≥ 0`.
     pub fn is_valid(&self) -> bool {
+        // Non-short-circuit `&` so the loop vectorizes.
         self.mid.len() == self.rad.len()
-            && self.mid.iter().all(|m| m.is_finite())
-            && self.rad.iter().all(|r| r.is_finite() && *r >= 0.0)
+            && self.mid.iter().zip(&self.rad).fold(true, |ok, (m, r)| {
+                ok & m.is_finite() & r.is_finite() & (*r >= 0.0)
+            })
     }
     /// Rows `[from, to)` of a batch-major enclosure whose rows have length `len`.
     pub fn rows(&self, len: usize, from: usize, to: usize) -> BallVec {
@@ -198,11 +200,21 @@ impl Affine {
     /// `v = RN(RN(c₁|m|) + RN((1 + 4u) r))`. Then `v ≥ γ_n|m| + r − η` componentwise
     /// (proofs/forward.md, Lemma 3): products lose at most a factor `(1 − u)` and `η/2`,
     /// sums of non-negative numbers at most a factor `(1 − u)`.
-    fn inflate_input(&self, mid: &[f64], rad: &[f64], v: &mut [f64]) {
+    fn inflate_input(&self, mid: &[f64], rad: &[f64]) -> Vec<f64> {
         let c1 = self.c1;
-        for ((v, &m), &r) in v.iter_mut().zip(mid).zip(rad) {
-            *v = c1 * m.abs() + ONE_PLUS_4U * r;
-        }
+        mid.iter()
+            .zip(rad)
+            .map(|(&m, &r)| c1 * m.abs() + ONE_PLUS_4U * r)
+            .collect()
+    }
+
+    /// `RN₃₂(v)` of [`Self::inflate_input`]'s `v`, computed in one pass (§4b).
+    fn inflate_input32(&self, mid: &[f64], rad: &[f64]) -> Vec<f32> {
+        let c1 = self.c1;
+        mid.iter()
+            .zip(rad)
+            .map(|(&m, &r)| (c1 * m.abs() + ONE_PLUS_4U * r) as f32)
+            .collect()
     }
 
     /// Turns `s = fl(|W| v)` into the output radius in place, then adds the bias exactly
@@ -453,23 +465,22 @@ fn mat_ab<T: ndarray::LinalgScalar>(a: &[T], b: &[T], c: &mut [T], m: usize, n: 
 }
 
 fn dense(a: &Affine, x: &BallVec, batch: usize, il: usize) -> BallVec {
-    let mut v = vec![0.0; x.len()];
-    a.inflate_input(&x.mid, &x.rad, &mut v);
     let mut c = vec![0.0; batch * a.out];
     let mut s = vec![0.0; batch * a.out];
     mat_abt(&x.mid, &a.w, &mut c, batch, a.out, il);
     let mut single = false;
     if let Some(w32) = &a.w_abs32 {
         // |W|·v in binary32 (proofs/forward.md §4b); fall back to f64 on overflow.
-        let v32: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+        let v32 = a.inflate_input32(&x.mid, &x.rad);
         let mut s32 = vec![0f32; batch * a.out];
         mat_abt(&v32, w32, &mut s32, batch, a.out, il);
-        if s32.iter().all(|x| x.is_finite()) {
+        if s32.iter().fold(true, |ok, x| ok & x.is_finite()) {
             s.iter_mut().zip(&s32).for_each(|(s, &t)| *s = t as f64);
             single = true;
         }
     }
     if !single {
+        let v = a.inflate_input(&x.mid, &x.rad);
         mat_abt(&v, &a.w_abs, &mut s, batch, a.out, il);
     }
     let out = a.out;
@@ -477,27 +488,38 @@ fn dense(a: &Affine, x: &BallVec, batch: usize, il: usize) -> BallVec {
     BallVec { mid: c, rad: s }
 }
 
-/// im2col of one example `[c_in, h, w]` into `[c_in·k·k, oh·ow]` (zeros in the padding).
-fn im2col<T: Copy + Default>(x: &[T], w: &Window, c_in: usize, col: &mut [T]) {
+/// The im2col gather table of a window: for row `(c, ky, kx)` and output pixel `(oy, ox)`,
+/// the input index `(c·h + iy)·w + ix`, or `u32::MAX` in the zero padding.
+fn gather_table(w: &Window, c_in: usize) -> Vec<u32> {
     let p = w.out_h * w.out_w;
-    let mut row = 0;
+    let mut t = Vec::with_capacity(c_in * w.k * w.k * p);
     for c in 0..c_in {
-        let plane = &x[c * w.in_h * w.in_w..(c + 1) * w.in_h * w.in_w];
         for ky in 0..w.k {
             for kx in 0..w.k {
-                let dst = &mut col[row * p..(row + 1) * p];
                 for oy in 0..w.out_h {
                     let iy = w.in_row(oy, ky);
                     for ox in 0..w.out_w {
-                        dst[oy * w.out_w + ox] = match (iy, w.in_col(ox, kx)) {
-                            (Some(iy), Some(ix)) => plane[iy * w.in_w + ix],
-                            _ => T::default(),
-                        };
+                        t.push(match (iy, w.in_col(ox, kx)) {
+                            (Some(iy), Some(ix)) => ((c * w.in_h + iy) * w.in_w + ix) as u32,
+                            _ => u32::MAX,
+                        });
                     }
                 }
-                row += 1;
             }
         }
+    }
+    t
+}
+
+/// im2col of one example `[c_in, h, w]` into `[c_in·k·k, oh·ow]` by the gather table
+/// (padding entries are exact zeros).
+fn im2col<T: Copy + Default>(x: &[T], table: &[u32], col: &mut [T]) {
+    for (c, &g) in col.iter_mut().zip(table) {
+        *c = if g == u32::MAX {
+            T::default()
+        } else {
+            x[g as usize]
+        };
     }
 }
 
@@ -506,14 +528,15 @@ fn conv(a: &Affine, w: &Window, c_in: usize, x: &BallVec, batch: usize) -> BallV
     let p = w.out_h * w.out_w;
     let k = a.fan_in;
     let ol = a.out * p;
-    let mut v = vec![0.0; x.len()];
-    a.inflate_input(&x.mid, &x.rad, &mut v);
+    let mut v: Option<Vec<f64>> = None; // binary64 inflation, only if a fallback needs it
     let mut mid = vec![0.0; batch * ol];
     let mut rad = vec![0.0; batch * ol];
+    let table = gather_table(w, c_in);
+    debug_assert_eq!(table.len(), k * p);
     let mut col_m = vec![0.0; k * p];
-    let mut col_v = vec![0.0; k * p];
+    let mut col_v = vec![0.0; if a.w_abs32.is_some() { 0 } else { k * p }];
     let v32: Vec<f32> = if a.w_abs32.is_some() {
-        v.iter().map(|&x| x as f32).collect()
+        a.inflate_input32(&x.mid, &x.rad)
     } else {
         vec![]
     };
@@ -521,22 +544,24 @@ fn conv(a: &Affine, w: &Window, c_in: usize, x: &BallVec, batch: usize) -> BallV
     let mut s32 = vec![0f32; col_v32.len().min(1) * a.out * p];
     for b in 0..batch {
         // Padding entries are exact zeros with radius 0.
-        im2col(&x.mid[b * il..(b + 1) * il], w, c_in, &mut col_m);
+        im2col(&x.mid[b * il..(b + 1) * il], &table, &mut col_m);
         let c = &mut mid[b * ol..(b + 1) * ol];
         let s = &mut rad[b * ol..(b + 1) * ol];
         mat_ab(&a.w, &col_m, c, a.out, p, k);
         let mut single = false;
         if let Some(w32) = &a.w_abs32 {
             // |W|·v in binary32 (proofs/forward.md §4b); fall back to f64 on overflow.
-            im2col(&v32[b * il..(b + 1) * il], w, c_in, &mut col_v32);
+            im2col(&v32[b * il..(b + 1) * il], &table, &mut col_v32);
             mat_ab(w32, &col_v32, &mut s32, a.out, p, k);
-            if s32.iter().all(|x| x.is_finite()) {
+            if s32.iter().fold(true, |ok, x| ok & x.is_finite()) {
                 s.iter_mut().zip(&s32).for_each(|(s, &t)| *s = t as f64);
                 single = true;
             }
         }
         if !single {
-            im2col(&v[b * il..(b + 1) * il], w, c_in, &mut col_v);
+            let v = v.get_or_insert_with(|| a.inflate_input(&x.mid, &x.rad));
+            col_v.resize(k * p, 0.0);
+            im2col(&v[b * il..(b + 1) * il], &table, &mut col_v);
             mat_ab(&a.w_abs, &col_v, s, a.out, p, k);
         }
         a.finish(c, s, |i| i / p, single);
