@@ -7,7 +7,9 @@
 
 use margincert::Error;
 use margincert::certify::bounds::Enclosure;
-use margincert::certify::enclosure::{BallVec, forward_enclosures, logit_enclosures};
+use margincert::certify::enclosure::{
+    BallVec, CertifiedNet, RadiusMode, forward_enclosures, logit_enclosures,
+};
 use margincert::certify::reference::{reference_logits, reference_logits_exact};
 use margincert::certify::verify::Status;
 use margincert::certify::{Certificate, CertifyOptions, Decision, LossKind, certify, verify};
@@ -208,6 +210,11 @@ fn check_forward(arch_i: usize, mode: u32, seed: u64, batch: usize, first_bias: 
     let encl = forward_enclosures(&spec, &params, &pixels, batch).expect("enclosures");
     assert_eq!(encl.len(), spec.layers.len() + 1);
     let logits = logit_enclosures(&spec, &params, &pixels, batch).expect("logits");
+    let fast = CertifiedNet::new(&spec, &params)
+        .unwrap()
+        .with_radius_mode(RadiusMode::RowSum)
+        .logits(&pixels, batch)
+        .expect("row-sum logits");
     assert_eq!(
         &logits,
         encl.last().unwrap(),
@@ -225,6 +232,10 @@ fn check_forward(arch_i: usize, mode: u32, seed: u64, batch: usize, first_bias: 
                 q.to_f64(),
                 logits.mid[i],
                 logits.rad[i]
+            );
+            assert!(
+                contains(&fast, i, q),
+                "row-sum mode, arch {arch_i} mode {mode} seed {seed}: logit {j} of example {b}"
             );
         }
     }
@@ -1026,6 +1037,24 @@ fn tight_on_paper_cnn_with_mnist() {
         cert.margin.q_min
     );
     assert!(rel < 1e-6, "{rel}");
+    // The row-sum radius mode: still contains the reference, still tight.
+    let fast = CertifiedNet::new(&spec, &params)
+        .unwrap()
+        .with_radius_mode(RadiusMode::RowSum)
+        .logits(&data.pixels, data.len())
+        .unwrap();
+    let mut worst: f64 = 0.0;
+    for n in 0..data.len() {
+        let r = reference_logits(&spec, &params, data.image(n), 256).unwrap();
+        for (j, f) in r.iter().enumerate() {
+            let i = n * 10 + j;
+            let d = Float::with_val(256, f - fast.mid[i]).abs();
+            assert!(d <= fast.rad[i], "row-sum logit outside enclosure");
+            worst = worst.max(fast.rad[i] / fast.mid[i].abs().max(1e-3));
+        }
+    }
+    println!("row-sum mode: worst relative logit radius {worst:.2e}");
+    assert!(worst < 1e-6);
     assert!(
         cert.homogeneity
             .witness

@@ -142,6 +142,10 @@ struct Affine {
     f: f64,
     /// `E`: the absolute (underflow) allowance added to every output radius.
     e: f64,
+    /// `≥ Σ_j |w_ij|` per output row (for [`RadiusMode::RowSum`]).
+    rowsum_up: Vec<f64>,
+    /// `≥ D + nη` (for [`RadiusMode::RowSum`]).
+    dn: f64,
     /// `|W|` in binary32 (exact) when the binary32 radius product applies (`n u₃₂ ≤ 1/2`).
     w_abs32: Option<Vec<f32>>,
     /// `F₃₂ ≥ (1 + 4u)/((1 − γ'_n)(1 − u'))` for the binary32 radius product.
@@ -191,6 +195,13 @@ impl Affine {
             c1,
             f,
             e,
+            // Σ_j |w_ij| in f64: a sum of n non-negative floats, so exact ≤ fl·1/(1 − γ_n)
+            // ((F2) and induction); rounded up with Lemma 1.
+            rowsum_up: weight
+                .chunks(fan_in)
+                .map(|row| up(row.iter().map(|&w| (w as f64).abs()).sum::<f64>() * k))
+                .collect(),
+            dn: up(d + n_eta),
             w_abs32: use32.then(|| weight.iter().map(|v| v.abs()).collect()),
             f32_f,
             f32_e,
@@ -273,6 +284,19 @@ pub struct CertifiedNet {
     plan: Vec<LayerPlan>,
     steps: Vec<Step>,
     input_len: usize,
+    mode: RadiusMode,
+}
+
+/// How dense and conv layers bound the radius product `|W|·v` (proofs/forward.md §4, §4c).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RadiusMode {
+    /// `|W|·v` as a matrix product (binary32, binary64 fallback): the tightest radii, at the
+    /// cost of a second matrix product per layer. The default.
+    #[default]
+    Gemm,
+    /// `(Σ_j |w_ij|) · max_j v_j` per example: `O(outputs)` instead of `O(outputs·fan-in)`,
+    /// radii a few times wider. For bulk margin certification where speed matters.
+    RowSum,
 }
 
 impl CertifiedNet {
@@ -313,7 +337,14 @@ impl CertifiedNet {
             plan,
             steps,
             input_len: spec.input.len(),
+            mode: RadiusMode::Gemm,
         })
+    }
+
+    /// The same network with another [`RadiusMode`].
+    pub fn with_radius_mode(mut self, mode: RadiusMode) -> Self {
+        self.mode = mode;
+        self
     }
 
     /// Number of outputs of the network.
@@ -407,6 +438,12 @@ impl CertifiedNet {
         // ReLU, max-pool and flatten map finite balls to finite balls exactly (no
         // arithmetic), so only the other steps need the finiteness check.
         let (y, check) = match step {
+            Step::Dense(a) if self.mode == RadiusMode::RowSum => {
+                (rowsum_layer(a, None, &x, batch, il), true)
+            }
+            Step::Conv(a, w, c_in) if self.mode == RadiusMode::RowSum => {
+                (rowsum_layer(a, Some((w, *c_in)), &x, batch, il), true)
+            }
             Step::Dense(a) => (dense(a, &x, batch, il), true),
             Step::Conv(a, w, c_in) => (conv(a, w, *c_in, &x, batch), true),
             Step::MaxPool(w, c) => (pool(w, *c, &x, batch, true), false),
@@ -486,6 +523,75 @@ fn dense(a: &Affine, x: &BallVec, batch: usize, il: usize) -> BallVec {
     let out = a.out;
     a.finish(&mut c, &mut s, |i| i % out, single);
     BallVec { mid: c, rad: s }
+}
+
+/// A dense (`conv = None`) or conv layer in [`RadiusMode::RowSum`]: the midpoint is the
+/// binary64 product as in §4; the radius of output `i` of example `b` is
+/// `up(up(ρ_i · vmax_b) + up(D + nη))` with `ρ_i ≥ Σ_j |w_ij|` and
+/// `vmax_b = max_j v_j` over the example's input (proofs/forward.md §4c).
+fn rowsum_layer(
+    a: &Affine,
+    conv: Option<(&Window, usize)>,
+    x: &BallVec,
+    batch: usize,
+    il: usize,
+) -> BallVec {
+    let c1 = a.c1;
+    // v_j ≥ γ_n|m_j| + r_j − η (Lemma 3); max is exact.
+    let vmax: Vec<f64> = x
+        .mid
+        .chunks(il)
+        .zip(x.rad.chunks(il))
+        .map(|(m, r)| {
+            m.iter().zip(r).fold(0.0f64, |acc, (&m, &r)| {
+                acc.max(c1 * m.abs() + ONE_PLUS_4U * r)
+            })
+        })
+        .collect();
+    let (mut c, p) = match conv {
+        None => {
+            let mut c = vec![0.0; batch * a.out];
+            mat_abt(&x.mid, &a.w, &mut c, batch, a.out, il);
+            (c, 1)
+        }
+        Some((w, c_in)) => {
+            let p = w.out_h * w.out_w;
+            let k = a.fan_in;
+            let table = gather_table(w, c_in);
+            let mut col = vec![0.0; k * p];
+            let mut c = vec![0.0; batch * a.out * p];
+            for b in 0..batch {
+                im2col(&x.mid[b * il..(b + 1) * il], &table, &mut col);
+                mat_ab(
+                    &a.w,
+                    &col,
+                    &mut c[b * a.out * p..(b + 1) * a.out * p],
+                    a.out,
+                    p,
+                    k,
+                );
+            }
+            (c, p)
+        }
+    };
+    let ol = a.out * p;
+    let mut rad = vec![0.0; batch * ol];
+    for b in 0..batch {
+        for o in 0..a.out {
+            // S_i = Σ_j |w_ij| v_j ≤ ρ_i · vmax; each product and sum rounded up (Lemma 1).
+            let r = up(up(a.rowsum_up[o] * vmax[b]) + a.dn);
+            rad[b * ol + o * p..b * ol + (o + 1) * p].fill(r);
+        }
+    }
+    if let Some(bias) = &a.bias {
+        for (i, (c, s)) in c.iter_mut().zip(rad.iter_mut()).enumerate() {
+            // c' = RN(c + b): |c' − (c + b)| ≤ u|c'| (Lemma 2), added rounded up.
+            let cb = *c + bias[(i % ol) / p];
+            *s = up(*s + up(U * cb.abs()));
+            *c = cb;
+        }
+    }
+    BallVec { mid: c, rad }
 }
 
 /// The im2col gather table of a window: for row `(c, ky, kx)` and output pixel `(oy, ox)`,
