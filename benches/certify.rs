@@ -122,9 +122,17 @@ fn f32_chunk(spec: &ModelSpec, params: &Params, x: &[f32], batch: usize) -> Vec<
     x
 }
 
+/// Examples per parallel chunk of the f32 baseline (`MARGINCERT_F32_CHUNK`, default 64).
+static CHUNK: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
+    std::env::var("MARGINCERT_F32_CHUNK")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64)
+});
+
 fn f32_forward(spec: &ModelSpec, params: &Params, px: &[u8]) -> Vec<f32> {
     let il = spec.input.len();
-    px.par_chunks(64 * il)
+    px.par_chunks(*CHUNK * il)
         .flat_map_iter(|c| {
             let x: Vec<f32> = c.iter().map(|&p| p as f32 / 255.0).collect();
             f32_chunk(spec, params, &x, c.len() / il)

@@ -377,7 +377,7 @@ impl CertifiedNet {
     /// Enclosure of the logits only (see [`logit_enclosures`]).
     pub fn logits(&self, pixels: &[u8], batch: usize) -> Result<BallVec> {
         self.check_pixels(pixels, batch)?;
-        const CHUNK: usize = 64;
+        const CHUNK: usize = 128;
         let n_out = self.outputs();
         let parts: Vec<Result<BallVec>> = pixels
             .par_chunks(CHUNK * self.input_len.max(1))
@@ -801,7 +801,7 @@ pub fn forward_enclosures(
 }
 
 /// Enclosure of the network output (logits) only, `[batch, outputs]`, computed in chunks of
-/// 64 examples in parallel (memory-light; for the full training set).
+/// 128 examples in parallel (memory-light; for the full training set).
 pub fn logit_enclosures(
     spec: &ModelSpec,
     params: &Params,
