@@ -242,7 +242,7 @@ fn check_forward(arch_i: usize, mode: u32, seed: u64, batch: usize, first_bias: 
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     /// The exact logits lie in the certified enclosures on random nets of every kind.
     #[test]
@@ -393,11 +393,11 @@ fn bad_inputs_are_errors() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 20000, ..ProptestConfig::default() })]
 
     /// The long run of [`forward_encloses_exact_logits`].
     #[test]
-    #[ignore = "long run (~minutes): cargo test --release --test soundness -- --ignored"]
+    #[ignore = "long run (~15 s in release): cargo test --release --test soundness _long -- --ignored"]
     fn forward_encloses_exact_logits_long(
         arch_i in 0usize..5,
         mode in 0u32..4,
@@ -687,7 +687,7 @@ fn check_certificate(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     /// Every certified bound (q_min, support, norms, ρ^L, normalized margins, loss, log10,
     /// threshold) holds for the exact truth on random nets, including ill-conditioned ones.
@@ -705,11 +705,11 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 10000, ..ProptestConfig::default() })]
 
     /// The long run of [`certificate_bounds_hold`].
     #[test]
-    #[ignore = "long run (~minutes): cargo test --release --test soundness -- --ignored"]
+    #[ignore = "long run (~15 s in release): cargo test --release --test soundness _long -- --ignored"]
     fn certificate_bounds_hold_long(
         arch_i in 0usize..5,
         mode in 0u32..4,
