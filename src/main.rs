@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use margincert::certify::certificate::{Certificate, CertifyOptions, certify};
+use margincert::certify::kkt::KktOptions;
 use margincert::certify::verify::verify;
 use margincert::checkpoint::{Checkpoint, write_atomic};
 use margincert::config::{DataChoice, RunConfig};
@@ -75,6 +76,13 @@ struct CertifyArgs {
     /// Examples used by the numeric homogeneity witness.
     #[arg(long, default_value_t = 16)]
     witness_examples: usize,
+    /// Skip the approximate-KKT certificate (the slowest part: one certified backward pass
+    /// per active constraint).
+    #[arg(long)]
+    no_kkt: bool,
+    /// At most this many constraints get a nonzero KKT multiplier (highest loss weights).
+    #[arg(long, default_value_t = 64)]
+    kkt_active: usize,
     /// Where to write the certificate (default: CHECKPOINT with extension .cert.json).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -479,6 +487,8 @@ fn demo_cmd(a: &DemoArgs, nthreads: usize) -> Result<()> {
         loss: None,
         precision: 128,
         witness_examples: 16,
+        no_kkt: false,
+        kkt_active: 64,
         out: None,
         json: false,
     })
@@ -491,10 +501,19 @@ fn certify_cmd(a: &CertifyArgs) -> Result<()> {
         .loss
         .or(ckpt.train.as_ref().map(|t| t.config.loss))
         .unwrap_or_default();
+    let defaults = CertifyOptions::default();
     let opts = CertifyOptions {
         loss,
         witness_examples: a.witness_examples,
         precision: a.precision,
+        kkt: if a.no_kkt {
+            None
+        } else {
+            defaults.kkt.map(|k| KktOptions {
+                max_active: a.kkt_active,
+                ..k
+            })
+        },
     };
     eprintln!(
         "certifying {} on {} ({} examples)...",

@@ -550,6 +550,8 @@ fn check_certificate(
         loss: kind,
         witness_examples: 2,
         precision: 128,
+        // The KKT bounds have their own soundness tests (tests/kkt.rs).
+        kkt: None,
     };
     let cert = match certify(&spec, &params, &data, &opts) {
         Ok(c) => c,
