@@ -14,6 +14,7 @@ pub mod error;
 pub mod fetch;
 pub mod model;
 pub mod nn;
+pub mod plot;
 pub mod train;
 
 pub use error::{Error, Result};

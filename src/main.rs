@@ -55,6 +55,18 @@ enum Command {
     Verify(VerifyArgs),
     /// Download a dataset's official files and verify their SHA-256.
     Fetch(FetchArgs),
+    /// Plot a run's metrics.jsonl: loss.svg (log10 loss) and margin.svg (normalized and
+    /// smoothed margins) against epoch. `train` writes them too at the end of a run.
+    Plot(PlotArgs),
+}
+
+#[derive(Args, Debug)]
+struct PlotArgs {
+    /// A metrics.jsonl file written by `margincert train`.
+    metrics: PathBuf,
+    /// Output directory (default: the metrics file's directory).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -628,6 +640,16 @@ fn main() -> ExitCode {
             }
         }),
         Command::Fetch(a) => fetch_cmd(a),
+        Command::Plot(a) => {
+            let dir = a.out.clone().unwrap_or_else(|| {
+                a.metrics
+                    .parent()
+                    .map_or_else(|| PathBuf::from("."), |p| p.to_path_buf())
+            });
+            margincert::train::run::write_plots(&a.metrics, &dir).map(|()| {
+                eprintln!("wrote {0}/loss.svg and {0}/margin.svg", dir.display());
+            })
+        }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -133,6 +133,7 @@ pub fn run(
     };
     bar.finish_and_clear();
     checkpoint(&trainer, opts, last.as_ref()).save(&last_path)?;
+    write_plots(&metrics_path, &opts.out)?;
     Ok(RunSummary {
         reason,
         last,
@@ -140,6 +141,27 @@ pub fn run(
         kept,
         rollbacks,
     })
+}
+
+/// Reads a `metrics.jsonl` log (one [`EpochMetrics`] per line).
+pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| Error::format(path, format!("line {}: {e}", i + 1)))
+        })
+        .collect()
+}
+
+/// Writes `loss.svg` and `margin.svg` (loss and normalized margins against epoch) into
+/// `dir` from the metrics log at `metrics`.
+pub fn write_plots(metrics: &Path, dir: &Path) -> Result<()> {
+    let m = read_metrics(metrics)?;
+    let (loss, margin) = crate::plot::training_curves(&m)?;
+    crate::checkpoint::write_atomic(&dir.join("loss.svg"), loss.as_bytes())?;
+    crate::checkpoint::write_atomic(&dir.join("margin.svg"), margin.as_bytes())
 }
 
 fn write_line(log: &mut std::fs::File, path: &Path, m: &EpochMetrics) -> Result<()> {
