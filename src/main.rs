@@ -646,8 +646,10 @@ fn main() -> ExitCode {
                     .parent()
                     .map_or_else(|| PathBuf::from("."), |p| p.to_path_buf())
             });
-            margincert::train::run::write_plots(&a.metrics, &dir).map(|()| {
-                eprintln!("wrote {0}/loss.svg and {0}/margin.svg", dir.display());
+            margincert::train::run::write_plots(&a.metrics, &dir).map(|files| {
+                for f in files {
+                    eprintln!("wrote {}", f.display());
+                }
             })
         }
     });

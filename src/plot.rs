@@ -134,20 +134,33 @@ pub fn histogram(title: &str, x_label: &str, values: &[f64], bins: usize) -> Res
     Ok(svg)
 }
 
+/// A line chart of the series that have points, or `None` when none has.
+fn chart_if_any(title: &str, x: &str, y: &str, series: Vec<Series>) -> Result<Option<String>> {
+    let series: Vec<Series> = series
+        .into_iter()
+        .filter(|s| s.points.iter().any(|p| p.0.is_finite() && p.1.is_finite()))
+        .collect();
+    if series.is_empty() {
+        return Ok(None);
+    }
+    line_chart(title, x, y, &series).map(Some)
+}
+
 /// The training curves of a run: log10 loss and the normalized margins against epoch
-/// (the paper's Figure 1 panels), two SVG charts.
-pub fn training_curves(metrics: &[EpochMetrics]) -> Result<(String, String)> {
+/// (the paper's Figure 1 panels), as SVG charts; a chart is `None` when it has no point
+/// (the normalized-margin chart before any epoch separates the data).
+pub fn training_curves(metrics: &[EpochMetrics]) -> Result<(Option<String>, Option<String>)> {
     let pts = |f: &dyn Fn(&EpochMetrics) -> Option<f64>| -> Vec<(f64, f64)> {
         metrics
             .iter()
             .filter_map(|m| f(m).map(|v| (m.epoch as f64, v)))
             .collect()
     };
-    let loss = line_chart(
+    let loss = chart_if_any(
         "training loss",
         "epoch",
         "log10 loss",
-        &[
+        vec![
             Series {
                 label: "mean loss".into(),
                 points: pts(&|m| Some(m.log10_loss)),
@@ -160,11 +173,11 @@ pub fn training_curves(metrics: &[EpochMetrics]) -> Result<(String, String)> {
     )?;
     // Normalized margins are tiny and of different scales: plot log10 of the positive ones.
     let lg = |v: Option<f64>| v.filter(|&x| x > 0.0).map(f64::log10);
-    let margin = line_chart(
-        "normalized margin",
+    let margin = chart_if_any(
+        "normalized margin (positive values)",
         "epoch",
         "log10 margin",
-        &[
+        vec![
             Series {
                 label: "q_min / rho^L".into(),
                 points: pts(&|m| lg(m.normalized_margin)),

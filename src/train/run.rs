@@ -156,12 +156,20 @@ pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
 }
 
 /// Writes `loss.svg` and `margin.svg` (loss and normalized margins against epoch) into
-/// `dir` from the metrics log at `metrics`.
-pub fn write_plots(metrics: &Path, dir: &Path) -> Result<()> {
+/// `dir` from the metrics log at `metrics`; returns the files written (a chart without a
+/// point, e.g. the margins of a run that never separated its data, is not written).
+pub fn write_plots(metrics: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
     let m = read_metrics(metrics)?;
     let (loss, margin) = crate::plot::training_curves(&m)?;
-    crate::checkpoint::write_atomic(&dir.join("loss.svg"), loss.as_bytes())?;
-    crate::checkpoint::write_atomic(&dir.join("margin.svg"), margin.as_bytes())
+    let mut written = Vec::new();
+    for (name, svg) in [("loss.svg", loss), ("margin.svg", margin)] {
+        if let Some(svg) = svg {
+            let p = dir.join(name);
+            crate::checkpoint::write_atomic(&p, svg.as_bytes())?;
+            written.push(p);
+        }
+    }
+    Ok(written)
 }
 
 fn write_line(log: &mut std::fs::File, path: &Path, m: &EpochMetrics) -> Result<()> {
