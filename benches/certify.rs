@@ -1,8 +1,8 @@
 //! Certified forward pass vs a plain f32 forward pass on the paper's MNIST CNN.
 //!
-//! The f32 baseline is written here (im2col + ndarray/matrixmultiply sgemm, rayon over
-//! chunks of 64 examples — the same structure as the certified pass), not taken from the
-//! `nn` module, so the ratio compares the same algorithm in f32 vs certified f64.
+//! The f32 baseline is the training path's own forward pass (`nn::Network::forward`: im2col
+//! + gemm, channels-last, parallel over the batch), so the ratio is what certifying costs
+//! over plain inference with margincert.
 //!
 //! Run: `cargo bench --bench certify` (uses the first 512 MNIST training images when
 //! /work/shared/data is present, else random pixels). On a shared machine, compare CPU
@@ -11,9 +11,8 @@
 use criterion::{Criterion, criterion_group};
 use margincert::certify::CertifiedNet;
 use margincert::certify::enclosure::RadiusMode;
-use margincert::model::{Layer, ModelSpec, Params, Shape, presets};
-use ndarray::{ArrayView2, ArrayViewMut2, linalg::general_mat_mul};
-use rayon::prelude::*;
+use margincert::model::{Params, Shape, presets};
+use margincert::nn::Network;
 use std::hint::black_box;
 use std::io::Read;
 
@@ -34,110 +33,15 @@ fn pixels(n: usize) -> Vec<u8> {
     (0..n * 784).map(|i| (i * 7919 % 256) as u8).collect()
 }
 
-/// Plain f32 forward (no certification) of a spec, one chunk of examples.
-fn f32_chunk(spec: &ModelSpec, params: &Params, x: &[f32], batch: usize) -> Vec<f32> {
-    let plan = spec.plan().unwrap();
-    let mut w = params.layers.iter();
-    let mut x = x.to_vec();
-    for p in &plan {
-        let il = p.input.len();
-        let ol = p.output.len();
-        x = match p.layer {
-            Layer::Dense { out, .. } => {
-                let lp = w.next().unwrap();
-                let mut y = vec![0f32; batch * out];
-                let a = ArrayView2::from_shape((batch, il), &x[..]).unwrap();
-                let b = ArrayView2::from_shape((out, il), &lp.weight[..]).unwrap();
-                let mut c = ArrayViewMut2::from_shape((batch, out), &mut y[..]).unwrap();
-                general_mat_mul(1.0, &a, &b.t(), 0.0, &mut c);
-                y
-            }
-            Layer::Conv2d { out, .. } => {
-                let lp = w.next().unwrap();
-                let win = p.window.unwrap();
-                let k = lp.fan_in();
-                let np = win.out_h * win.out_w;
-                let mut col = vec![0f32; k * np];
-                let mut y = vec![0f32; batch * ol];
-                // im2col gather table (input index or u32::MAX in the padding), as in the
-                // certified pass.
-                let mut table = Vec::with_capacity(k * np);
-                for c in 0..p.input.c {
-                    for ky in 0..win.k {
-                        for kx in 0..win.k {
-                            for oy in 0..win.out_h {
-                                let iy = win.in_row(oy, ky);
-                                for ox in 0..win.out_w {
-                                    table.push(match (iy, win.in_col(ox, kx)) {
-                                        (Some(iy), Some(ix)) => {
-                                            ((c * win.in_h + iy) * win.in_w + ix) as u32
-                                        }
-                                        _ => u32::MAX,
-                                    });
-                                }
-                            }
-                        }
-                    }
-                }
-                for b in 0..batch {
-                    let xb = &x[b * il..(b + 1) * il];
-                    for (c, &g) in col.iter_mut().zip(&table) {
-                        *c = if g == u32::MAX { 0.0 } else { xb[g as usize] };
-                    }
-                    let a = ArrayView2::from_shape((out, k), &lp.weight[..]).unwrap();
-                    let bm = ArrayView2::from_shape((k, np), &col[..]).unwrap();
-                    let mut c =
-                        ArrayViewMut2::from_shape((out, np), &mut y[b * ol..(b + 1) * ol]).unwrap();
-                    general_mat_mul(1.0, &a, &bm, 0.0, &mut c);
-                }
-                y
-            }
-            Layer::MaxPool { .. } => {
-                let win = p.window.unwrap();
-                let mut y = vec![0f32; batch * ol];
-                for b in 0..batch {
-                    for c in 0..p.input.c {
-                        for oy in 0..win.out_h {
-                            for ox in 0..win.out_w {
-                                let mut m = f32::NEG_INFINITY;
-                                for ky in 0..win.k {
-                                    for kx in 0..win.k {
-                                        let iy = oy * win.stride + ky;
-                                        let ix = ox * win.stride + kx;
-                                        m = m.max(x[b * il + (c * win.in_h + iy) * win.in_w + ix]);
-                                    }
-                                }
-                                y[b * ol + (c * win.out_h + oy) * win.out_w + ox] = m;
-                            }
-                        }
-                    }
-                }
-                y
-            }
-            Layer::Relu => x.into_iter().map(|v| v.max(0.0)).collect(),
-            Layer::Flatten => x,
-            _ => unimplemented!("bench covers the paper CNN's layers"),
-        };
+/// The plain f32 forward pass of the training path (`nn::Network`), in chunks of 1,000.
+fn f32_forward(net: &Network, params: &Params, px: &[u8]) -> Vec<f32> {
+    let il = net.spec().input.len();
+    let mut out = Vec::new();
+    for c in px.chunks(1000 * il) {
+        let x: Vec<f32> = c.iter().map(|&p| p as f32 / 255.0).collect();
+        out.extend(net.forward(params, &x, c.len() / il).unwrap());
     }
-    x
-}
-
-/// Examples per parallel chunk of the f32 baseline (`MARGINCERT_F32_CHUNK`, default 64).
-static CHUNK: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
-    std::env::var("MARGINCERT_F32_CHUNK")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(64)
-});
-
-fn f32_forward(spec: &ModelSpec, params: &Params, px: &[u8]) -> Vec<f32> {
-    let il = spec.input.len();
-    px.par_chunks(*CHUNK * il)
-        .flat_map_iter(|c| {
-            let x: Vec<f32> = c.iter().map(|&p| p as f32 / 255.0).collect();
-            f32_chunk(spec, params, &x, c.len() / il)
-        })
-        .collect()
+    out
 }
 
 fn bench(c: &mut Criterion) {
@@ -147,10 +51,11 @@ fn bench(c: &mut Criterion) {
     let params = Params::he_normal(&spec, 1).unwrap();
     let px = pixels(n);
     let net = CertifiedNet::new(&spec, &params).unwrap();
+    let f32_net = Network::new(&spec).unwrap();
     let mut g = c.benchmark_group("mnist_cnn_512");
     g.sample_size(10);
     g.bench_function("f32_forward", |b| {
-        b.iter(|| black_box(f32_forward(&spec, &params, black_box(&px))))
+        b.iter(|| black_box(f32_forward(&f32_net, &params, black_box(&px))))
     });
     g.bench_function("certified_logits", |b| {
         b.iter(|| black_box(net.logits(black_box(&px), n).unwrap()))
@@ -177,9 +82,10 @@ fn cpu_ratio() {
     let params = Params::he_normal(&spec, 1).unwrap();
     let px = pixels(n);
     let net = CertifiedNet::new(&spec, &params).unwrap();
+    let f32_net = Network::new(&spec).unwrap();
     let t0 = cpu_seconds().expect("/proc/self/stat");
     for _ in 0..reps {
-        black_box(f32_forward(&spec, &params, &px));
+        black_box(f32_forward(&f32_net, &params, &px));
     }
     let t1 = cpu_seconds().unwrap();
     for _ in 0..reps {
