@@ -1,8 +1,8 @@
 //! Certified forward pass vs a plain f32 forward pass on the paper's MNIST CNN.
 //!
-//! The f32 baseline is the training path's own forward pass (`nn::Network::forward`: im2col
-//! + gemm, channels-last, parallel over the batch), so the ratio is what certifying costs
-//! over plain inference with margincert.
+//! The f32 baseline is the training path's own forward pass (`nn::Network::forward`:
+//! im2col and gemm, channels-last, parallel over the batch), so the ratio is what
+//! certifying costs over plain inference with margincert.
 //!
 //! Run: `cargo bench --bench certify` (uses the first 512 MNIST training images when
 //! /work/shared/data is present, else random pixels). On a shared machine, compare CPU

@@ -5,52 +5,13 @@ use margincert::certify::certificate::{CertifyOptions, certify};
 use margincert::certify::verify::verify;
 use margincert::checkpoint::Checkpoint;
 use margincert::data::{DataKind, DataSource, Dataset, load_dir};
-use margincert::model::{Layer, ModelSpec, Padding, Params, Shape};
+use margincert::model::{ModelSpec, Params, Shape, presets};
 use margincert::train::run::{RunOptions, run};
 use margincert::train::{LossKind, Schedule, TrainConfig};
 
 /// A small CNN in the paper's shape: conv-relu-pool, conv-relu-pool, dense-relu, dense.
 fn small_cnn(input: Shape, biases: [bool; 4]) -> ModelSpec {
-    ModelSpec {
-        name: "small-cnn".into(),
-        input,
-        layers: vec![
-            Layer::Conv2d {
-                out: 4,
-                kernel: 5,
-                stride: 1,
-                padding: Padding::Same,
-                bias: biases[0],
-            },
-            Layer::Relu,
-            Layer::MaxPool {
-                size: 2,
-                stride: None,
-            },
-            Layer::Conv2d {
-                out: 6,
-                kernel: 3,
-                stride: 1,
-                padding: Padding::Same,
-                bias: biases[1],
-            },
-            Layer::Relu,
-            Layer::MaxPool {
-                size: 2,
-                stride: None,
-            },
-            Layer::Flatten,
-            Layer::Dense {
-                out: 32,
-                bias: biases[2],
-            },
-            Layer::Relu,
-            Layer::Dense {
-                out: 10,
-                bias: biases[3],
-            },
-        ],
-    }
+    presets::paper_cnn_shape(input, [4, 6, 32], 10, biases)
 }
 
 /// Trains `spec` for a few epochs, then certifies the saved checkpoint on the training data
