@@ -143,6 +143,28 @@ fn valid() -> Padding {
 }
 
 impl Layer {
+    /// A 2-D convolution layer.
+    pub const fn conv(
+        out: usize,
+        kernel: usize,
+        stride: usize,
+        padding: Padding,
+        bias: bool,
+    ) -> Self {
+        Layer::Conv2d {
+            out,
+            kernel,
+            stride,
+            padding,
+            bias,
+        }
+    }
+
+    /// A dense layer.
+    pub const fn dense(out: usize, bias: bool) -> Self {
+        Layer::Dense { out, bias }
+    }
+
     /// Short human name, e.g. `conv2d 5x5x32`.
     pub fn describe(&self) -> String {
         match self {
@@ -537,13 +559,7 @@ pub mod presets {
         classes: usize,
         biases: [bool; 4],
     ) -> ModelSpec {
-        let conv = |out, kernel, bias| Layer::Conv2d {
-            out,
-            kernel,
-            stride: 1,
-            padding: Padding::Same,
-            bias,
-        };
+        let conv = |out, kernel, bias| Layer::conv(out, kernel, 1, Padding::Same, bias);
         let pool = Layer::MaxPool {
             size: 2,
             stride: None,

@@ -301,19 +301,9 @@ fn theta(params: &Params) -> Vec<Rational> {
 // Random small networks.
 // ---------------------------------------------------------------------------------------
 
-fn conv(out: usize, kernel: usize, stride: usize, padding: Padding, bias: bool) -> Layer {
-    Layer::Conv2d {
-        out,
-        kernel,
-        stride,
-        padding,
-        bias,
-    }
-}
-
 /// Small homogeneous architectures (bias only in the first layer when `first_bias`).
 fn arch(i: usize, first_bias: bool, outputs: usize) -> ModelSpec {
-    let dense = |out, bias| Layer::Dense { out, bias };
+    let dense = Layer::dense;
     let (input, layers) = match i % 6 {
         0 => (
             Shape::flat(5),
@@ -333,7 +323,7 @@ fn arch(i: usize, first_bias: bool, outputs: usize) -> ModelSpec {
         2 => (
             Shape::new(2, 5, 5),
             vec![
-                conv(3, 3, 1, Padding::Same, first_bias),
+                Layer::conv(3, 3, 1, Padding::Same, first_bias),
                 Layer::Relu,
                 Layer::MaxPool {
                     size: 2,
@@ -346,7 +336,7 @@ fn arch(i: usize, first_bias: bool, outputs: usize) -> ModelSpec {
         3 => (
             Shape::new(1, 6, 6),
             vec![
-                conv(2, 2, 2, Padding::Valid, first_bias),
+                Layer::conv(2, 2, 2, Padding::Valid, first_bias),
                 Layer::LeakyRelu { slope: 0.5 },
                 Layer::MaxPool {
                     size: 2,
@@ -361,9 +351,9 @@ fn arch(i: usize, first_bias: bool, outputs: usize) -> ModelSpec {
         4 => (
             Shape::new(1, 5, 5),
             vec![
-                conv(2, 3, 2, Padding::Explicit(1), first_bias),
+                Layer::conv(2, 3, 2, Padding::Explicit(1), first_bias),
                 Layer::Relu,
-                conv(2, 2, 1, Padding::Same, false),
+                Layer::conv(2, 2, 1, Padding::Same, false),
                 Layer::Relu,
                 Layer::AvgPool {
                     size: 2,

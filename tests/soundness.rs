@@ -28,19 +28,9 @@ fn contains(b: &BallVec, i: usize, q: &Rational) -> bool {
     r >= 0 && Rational::from(q - &m).abs() <= r
 }
 
-fn conv(out: usize, kernel: usize, stride: usize, padding: Padding, bias: bool) -> Layer {
-    Layer::Conv2d {
-        out,
-        kernel,
-        stride,
-        padding,
-        bias,
-    }
-}
-
 /// The small architectures of the property tests (index `arch`).
 pub fn arch(arch: usize, first_bias: bool, classes: usize) -> ModelSpec {
-    let dense = |out, bias| Layer::Dense { out, bias };
+    let dense = Layer::dense;
     let (input, layers) = match arch % 5 {
         0 => (
             Shape::new(1, 4, 4),
@@ -56,7 +46,7 @@ pub fn arch(arch: usize, first_bias: bool, classes: usize) -> ModelSpec {
         1 => (
             Shape::new(2, 5, 5),
             vec![
-                conv(3, 3, 2, Padding::Same, first_bias),
+                Layer::conv(3, 3, 2, Padding::Same, first_bias),
                 Layer::LeakyRelu { slope: 0.1 },
                 Layer::MaxPool {
                     size: 2,
@@ -69,7 +59,7 @@ pub fn arch(arch: usize, first_bias: bool, classes: usize) -> ModelSpec {
         2 => (
             Shape::new(1, 6, 6),
             vec![
-                conv(2, 3, 1, Padding::Explicit(1), first_bias),
+                Layer::conv(2, 3, 1, Padding::Explicit(1), first_bias),
                 Layer::Relu,
                 Layer::AvgPool {
                     size: 3,
@@ -84,13 +74,13 @@ pub fn arch(arch: usize, first_bias: bool, classes: usize) -> ModelSpec {
         3 => (
             Shape::new(1, 7, 7),
             vec![
-                conv(3, 2, 1, Padding::Valid, first_bias),
+                Layer::conv(3, 2, 1, Padding::Valid, first_bias),
                 Layer::Relu,
                 Layer::MaxPool {
                     size: 2,
                     stride: None,
                 },
-                conv(2, 2, 1, Padding::Same, false),
+                Layer::conv(2, 2, 1, Padding::Same, false),
                 Layer::Relu,
                 Layer::AvgPool {
                     size: 2,
