@@ -16,6 +16,7 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::config::DataChoice;
 use crate::error::{Error, Result};
 use crate::model::{LayerParams, ModelSpec, Params};
 use crate::train::{EpochMetrics, TrainConfig, TrainState};
@@ -30,14 +31,8 @@ pub struct TrainInfo {
     pub config: TrainConfig,
     /// The state needed to resume.
     pub state: TrainState,
-    /// The data source the run trained on (as given on the command line).
-    pub data: String,
-    /// The run used only the first this-many training examples.
-    #[serde(default)]
-    pub train_subset: Option<usize>,
-    /// Binary task classes `(positive, negative)`, if any.
-    #[serde(default)]
-    pub binary: Option<(u8, u8)>,
+    /// The data the run trained on: source, subsets, binary task.
+    pub data: DataChoice,
     /// The metrics after the last completed epoch.
     #[serde(default)]
     pub metrics: Option<EpochMetrics>,

@@ -9,12 +9,14 @@
 pub mod audit;
 pub mod certify;
 pub mod checkpoint;
+pub mod config;
 pub mod data;
 pub mod error;
 pub mod fetch;
 pub mod import;
 pub mod model;
 pub mod nn;
+pub mod plot;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -6,13 +6,15 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use margincert::certify::certificate::{Certificate, CertifyOptions, certify};
+use margincert::certify::kkt::KktOptions;
 use margincert::certify::verify::verify;
 use margincert::checkpoint::{Checkpoint, write_atomic};
-use margincert::data::{DataSource, Dataset, Split};
+use margincert::config::{DataChoice, RunConfig};
+use margincert::data::Dataset;
 use margincert::error::{Error, Result};
 use margincert::model::{ModelSpec, Params, presets};
 use margincert::train::run::{RunOptions, run};
-use margincert::train::{LossKind, Schedule, TrainConfig};
+use margincert::train::{LossKind, Schedule, TrainConfig, TrainState};
 
 /// Train homogeneous networks fast in f32, and certify their margins soundly.
 ///
@@ -58,6 +60,9 @@ enum Command {
     /// audit.json, certificate.json, report.md and margins.svg; exits non-zero when a
     /// --require-* gate is not certified.
     Audit(AuditArgs),
+    /// Plot a run's metrics.jsonl: loss.svg (log10 loss) and margin.svg (normalized and
+    /// smoothed margins) against epoch. `train` writes them too at the end of a run.
+    Plot(PlotArgs),
 }
 
 #[derive(Args, Debug)]
@@ -112,6 +117,15 @@ struct AuditArgs {
 }
 
 #[derive(Args, Debug)]
+struct PlotArgs {
+    /// A metrics.jsonl file written by `margincert train`.
+    metrics: PathBuf,
+    /// Output directory (default: the metrics file's directory).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
 struct CertifyArgs {
     /// The checkpoint (.safetensors).
     checkpoint: PathBuf,
@@ -130,6 +144,13 @@ struct CertifyArgs {
     /// Examples used by the numeric homogeneity witness.
     #[arg(long, default_value_t = 16)]
     witness_examples: usize,
+    /// Skip the approximate-KKT certificate (the slowest part: one certified backward pass
+    /// per active constraint).
+    #[arg(long)]
+    no_kkt: bool,
+    /// At most this many constraints get a nonzero KKT multiplier (highest loss weights).
+    #[arg(long, default_value_t = 64)]
+    kkt_active: usize,
     /// Where to write the certificate (default: CHECKPOINT with extension .cert.json).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -175,27 +196,28 @@ struct OptDataArgs {
 impl OptDataArgs {
     /// Resolves the dataset for `ckpt`, falling back to its training record.
     fn load(&self, ckpt: &Checkpoint, split: SplitName) -> Result<Dataset> {
-        let info = ckpt.train.as_ref();
-        let data = self
-            .data
-            .clone()
-            .or_else(|| info.map(|i| i.data.clone()))
-            .ok_or_else(|| {
-                Error::Invalid(
+        let recorded = ckpt.train.as_ref().map(|i| i.data.clone());
+        let choice = match (&self.data, recorded) {
+            (Some(source), _) => DataChoice {
+                source: source.clone(),
+                train_subset: None,
+                test_subset: None,
+                binary: self.binary,
+            },
+            (None, Some(mut d)) => {
+                d.binary = self.binary.or(d.binary);
+                d
+            }
+            (None, None) => {
+                return Err(Error::Invalid(
                     "the checkpoint does not say what it was trained on: give --data".into(),
-                )
-            })?;
-        let binary = self.binary.or(info.and_then(|i| i.binary));
-        let args = DataArgs {
-            data,
-            binary,
-            train_subset: info.and_then(|i| i.train_subset),
-            test_subset: None,
+                ));
+            }
         };
-        let split_data = args.load()?;
+        let loaded = choice.load()?;
         let d = match split {
-            SplitName::Train => split_data.train,
-            SplitName::Test => split_data.test,
+            SplitName::Train => loaded.train,
+            SplitName::Test => loaded.test,
         };
         Ok(match self.subset {
             Some(n) => d.take(n),
@@ -249,20 +271,13 @@ fn parse_loss_level(t: &str) -> std::result::Result<f64, String> {
 }
 
 impl DataArgs {
-    fn load(&self) -> Result<Split> {
-        let src: DataSource = self.data.parse()?;
-        let mut split = src.load()?;
-        if let Some((p, n)) = self.binary {
-            split.train = split.train.binary(p, n)?;
-            split.test = split.test.binary(p, n)?;
+    fn choice(&self) -> DataChoice {
+        DataChoice {
+            source: self.data.clone(),
+            train_subset: self.train_subset,
+            test_subset: self.test_subset,
+            binary: self.binary,
         }
-        if let Some(n) = self.train_subset {
-            split.train = split.train.take(n);
-        }
-        if let Some(n) = self.test_subset {
-            split.test = split.test.take(n);
-        }
-        Ok(split)
     }
 }
 
@@ -325,9 +340,14 @@ struct TrainArgs {
     /// Output directory: metrics.jsonl, last.safetensors, loss-1e*.safetensors.
     #[arg(long, default_value = "out/train")]
     out: PathBuf,
-    /// Resume from a checkpoint written by `margincert train` (same data, same threads).
-    #[arg(long)]
+    /// Resume from a checkpoint written by `margincert train` (its model, data and settings;
+    /// `--epochs` may extend the run). Same thread count = the same bits as an uninterrupted run.
+    #[arg(long, conflicts_with = "config")]
     resume: Option<PathBuf>,
+    /// A run config (TOML, see fixtures/configs/): model, data and training settings in one
+    /// file; the model, data and optimizer flags are then ignored.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Do not print a line per epoch.
     #[arg(long)]
     quiet: bool,
@@ -388,64 +408,83 @@ fn threads(n: usize) -> Result<usize> {
     Ok(n)
 }
 
-fn train_cmd(a: &TrainArgs, nthreads: usize) -> Result<()> {
-    let split = a.data.load()?;
-    let (spec, params, cfg, state) = match &a.resume {
-        Some(path) => {
-            let c = Checkpoint::load(path)?;
-            let info = c.train.ok_or_else(|| {
-                Error::Invalid(format!(
-                    "{} has no training state: only checkpoints written by `margincert train` resume",
-                    path.display()
-                ))
-            })?;
-            let mut cfg = info.config;
-            cfg.epochs = a.epochs.max(info.state.epoch);
-            if info.threads != nthreads {
-                eprintln!(
-                    "note: the run used {} threads, this one {nthreads}: the result may differ in the last bits",
-                    info.threads
-                );
-            }
-            (c.spec, c.params, cfg, Some(info.state))
+/// A run ready to start: what `train` resolved from its flags, a config or a checkpoint.
+struct Plan {
+    spec: ModelSpec,
+    params: Params,
+    cfg: TrainConfig,
+    state: Option<TrainState>,
+    data: DataChoice,
+}
+
+fn plan(a: &TrainArgs, nthreads: usize) -> Result<Plan> {
+    if let Some(path) = &a.resume {
+        let c = Checkpoint::load(path)?;
+        let info = c.train.ok_or_else(|| {
+            Error::Invalid(format!(
+                "{} has no training state: only checkpoints written by `margincert train` resume",
+                path.display()
+            ))
+        })?;
+        let mut cfg = info.config;
+        cfg.epochs = a.epochs.max(info.state.epoch);
+        if info.threads != nthreads {
+            eprintln!(
+                "note: the run used {} threads, this one {nthreads}: the result may differ in the last bits",
+                info.threads
+            );
         }
-        None => {
-            let spec = a.model.build(&split.train, a.loss.is_binary())?;
-            let params = Params::he_normal(&spec, a.seed)?;
-            let schedule = match a.lr {
-                Some(lr) => Schedule::Constant { lr },
-                None => match Schedule::paper_loss_based() {
-                    Schedule::LossBased {
-                        r_up,
-                        r_down,
-                        min_alpha,
-                        ..
-                    } => Schedule::LossBased {
-                        alpha0: a.alpha0,
-                        r_up,
-                        r_down,
-                        min_alpha,
-                    },
-                    constant => constant,
-                },
-            };
-            let cfg = TrainConfig {
-                loss: a.loss,
-                batch: a.batch,
-                epochs: a.epochs,
-                seed: a.seed,
-                schedule,
-                save_at_log10: a.save_at.clone(),
-                stop_log10_loss: a.stop_loss,
-            };
-            (spec, params, cfg, None)
-        }
+        return Ok(Plan {
+            spec: c.spec,
+            params: c.params,
+            cfg,
+            state: Some(info.state),
+            data: info.data,
+        });
+    }
+    if let Some(path) = &a.config {
+        let c = RunConfig::from_file(path)?;
+        let split = c.data.load()?;
+        let spec = c.spec(&split)?;
+        return Ok(Plan {
+            params: Params::he_normal(&spec, c.train.seed)?,
+            spec,
+            cfg: c.train,
+            state: None,
+            data: c.data,
+        });
+    }
+    let data = a.data.choice();
+    let split = data.load()?;
+    let spec = a.model.build(&split.train, a.loss.is_binary())?;
+    let schedule = match a.lr {
+        Some(lr) => Schedule::Constant { lr },
+        None => Schedule::loss_based(a.alpha0),
     };
+    Ok(Plan {
+        params: Params::he_normal(&spec, a.seed)?,
+        spec,
+        cfg: TrainConfig {
+            loss: a.loss,
+            batch: a.batch,
+            epochs: a.epochs,
+            seed: a.seed,
+            schedule,
+            save_at_log10: a.save_at.clone(),
+            stop_log10_loss: a.stop_loss,
+        },
+        state: None,
+        data,
+    })
+}
+
+fn execute(p: Plan, out: &std::path::Path, quiet: bool, nthreads: usize) -> Result<()> {
+    let split = p.data.load()?;
     eprintln!(
         "training {} ({} parameters, {}) on {} ({} train / {} test examples), {} threads",
-        spec.name,
-        spec.num_params()?,
-        match spec.homogeneity().degree {
+        p.spec.name,
+        p.spec.num_params()?,
+        match p.spec.homogeneity().degree {
             Some(l) => format!("{l}-homogeneous"),
             None => "not homogeneous".into(),
         },
@@ -455,19 +494,17 @@ fn train_cmd(a: &TrainArgs, nthreads: usize) -> Result<()> {
         nthreads
     );
     let summary = run(
-        &spec,
-        params,
-        cfg,
+        &p.spec,
+        p.params,
+        p.cfg,
         &split.train,
         Some(&split.test),
-        state,
+        p.state,
         &RunOptions {
-            out: a.out.clone(),
-            data: a.data.data.clone(),
-            train_subset: a.data.train_subset,
-            binary: a.data.binary,
+            out: out.to_path_buf(),
+            data: p.data,
             threads: nthreads,
-            print_epochs: !a.quiet,
+            print_epochs: !quiet,
         },
     )?;
     eprintln!(
@@ -482,31 +519,31 @@ fn train_cmd(a: &TrainArgs, nthreads: usize) -> Result<()> {
     Ok(())
 }
 
+fn train_cmd(a: &TrainArgs, nthreads: usize) -> Result<()> {
+    execute(plan(a, nthreads)?, &a.out, a.quiet, nthreads)
+}
+
+/// The demo's run config (also in `fixtures/configs/demo.toml`).
+const DEMO_CONFIG: &str = include_str!("../fixtures/configs/demo.toml");
+
 fn demo_cmd(a: &DemoArgs, nthreads: usize) -> Result<()> {
-    let args = TrainArgs {
-        model: ModelArgs {
-            model: "mnist-cnn".into(),
-            spec: None,
-        },
-        data: DataArgs {
-            data: "embedded".into(),
-            binary: None,
-            train_subset: Some(a.train_subset),
-            test_subset: Some(a.test_subset),
-        },
-        loss: LossKind::CrossEntropy,
-        batch: a.batch,
-        lr: None,
-        alpha0: 0.1,
-        epochs: a.epochs,
-        stop_loss: Some(a.stop_loss),
-        save_at: vec![-10.0, -20.0, -50.0],
-        seed: 0,
-        out: a.out.clone(),
-        resume: None,
-        quiet: false,
+    let mut c: RunConfig = toml::from_str(DEMO_CONFIG)
+        .map_err(|e| Error::Invalid(format!("the embedded demo config: {e}")))?;
+    c.data.train_subset = Some(a.train_subset);
+    c.data.test_subset = Some(a.test_subset);
+    c.train.batch = a.batch;
+    c.train.epochs = a.epochs;
+    c.train.stop_log10_loss = Some(a.stop_loss);
+    let split = c.data.load()?;
+    let spec = c.spec(&split)?;
+    let p = Plan {
+        params: Params::he_normal(&spec, c.train.seed)?,
+        spec,
+        cfg: c.train,
+        state: None,
+        data: c.data,
     };
-    train_cmd(&args, nthreads)?;
+    execute(p, &a.out, false, nthreads)?;
     certify_cmd(&CertifyArgs {
         checkpoint: a.out.join("last.safetensors"),
         data: OptDataArgs {
@@ -518,6 +555,8 @@ fn demo_cmd(a: &DemoArgs, nthreads: usize) -> Result<()> {
         loss: None,
         precision: 128,
         witness_examples: 16,
+        no_kkt: false,
+        kkt_active: 64,
         out: None,
         json: false,
     })
@@ -530,10 +569,19 @@ fn certify_cmd(a: &CertifyArgs) -> Result<()> {
         .loss
         .or(ckpt.train.as_ref().map(|t| t.config.loss))
         .unwrap_or_default();
+    let defaults = CertifyOptions::default();
     let opts = CertifyOptions {
         loss,
         witness_examples: a.witness_examples,
         precision: a.precision,
+        kkt: if a.no_kkt {
+            None
+        } else {
+            defaults.kkt.map(|k| KktOptions {
+                max_active: a.kkt_active,
+                ..k
+            })
+        },
     };
     eprintln!(
         "certifying {} on {} ({} examples)...",
@@ -566,14 +614,14 @@ fn verify_cmd(a: &VerifyArgs) -> Result<bool> {
     let text = std::fs::read_to_string(&a.certificate).map_err(|e| Error::io(&a.certificate, e))?;
     let cert = Certificate::from_json(&text)?;
     let (ckpt, digest) = Checkpoint::load_with_digest(&a.checkpoint)?;
-    if let Some(want) = &cert.checkpoint_sha256 {
-        if *want != digest {
-            return Err(Error::Checksum {
-                what: format!("checkpoint {}", a.checkpoint.display()),
-                expected: want.clone(),
-                got: digest,
-            });
-        }
+    if let Some(want) = &cert.checkpoint_sha256
+        && *want != digest
+    {
+        return Err(Error::Checksum {
+            what: format!("checkpoint {}", a.checkpoint.display()),
+            expected: want.clone(),
+            got: digest,
+        });
     }
     let data = a.data.load(&ckpt, a.split)?;
     let report = verify(&cert, &ckpt.spec, &ckpt.params, &data)?;
@@ -648,7 +696,7 @@ fn audit_cmd(a: &AuditArgs) -> Result<()> {
         spec.as_ref(),
         &opts,
     )?;
-    let mut split = a.data.parse::<DataSource>()?.load()?;
+    let mut split = a.data.parse::<margincert::data::DataSource>()?.load()?;
     if let Some((p, n)) = a.binary {
         split = split.binary(p, n)?;
     }
@@ -703,6 +751,18 @@ fn main() -> ExitCode {
         }),
         Command::Fetch(a) => fetch_cmd(a),
         Command::Audit(a) => audit_cmd(a),
+        Command::Plot(a) => {
+            let dir = a.out.clone().unwrap_or_else(|| {
+                a.metrics
+                    .parent()
+                    .map_or_else(|| PathBuf::from("."), |p| p.to_path_buf())
+            });
+            margincert::train::run::write_plots(&a.metrics, &dir).map(|files| {
+                for f in files {
+                    eprintln!("wrote {}", f.display());
+                }
+            })
+        }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -143,6 +143,28 @@ fn valid() -> Padding {
 }
 
 impl Layer {
+    /// A 2-D convolution layer.
+    pub const fn conv(
+        out: usize,
+        kernel: usize,
+        stride: usize,
+        padding: Padding,
+        bias: bool,
+    ) -> Self {
+        Layer::Conv2d {
+            out,
+            kernel,
+            stride,
+            padding,
+            bias,
+        }
+    }
+
+    /// A dense layer.
+    pub const fn dense(out: usize, bias: bool) -> Self {
+        Layer::Dense { out, bias }
+    }
+
     /// Short human name, e.g. `conv2d 5x5x32`.
     pub fn describe(&self) -> String {
         match self {
@@ -528,40 +550,33 @@ pub mod presets {
         "linear",
     ];
 
-    /// The paper's MNIST CNN (L = 4), `bias` chosen per layer: conv 5x5x32 SAME + ReLU,
-    /// maxpool 2, conv 3x3x64 SAME + ReLU, maxpool 2, flatten, dense 1024 + ReLU, dense 10.
-    pub fn mnist_cnn_with(biases: [bool; 4], classes: usize, input: Shape) -> ModelSpec {
+    /// A CNN of the paper's shape with chosen widths: conv 5x5x`widths[0]` SAME + ReLU,
+    /// maxpool 2, conv 3x3x`widths[1]` SAME + ReLU, maxpool 2, flatten, dense `widths[2]` +
+    /// ReLU, dense `classes`; `biases` per weight layer.
+    pub fn paper_cnn_shape(
+        input: Shape,
+        widths: [usize; 3],
+        classes: usize,
+        biases: [bool; 4],
+    ) -> ModelSpec {
+        let conv = |out, kernel, bias| Layer::conv(out, kernel, 1, Padding::Same, bias);
+        let pool = Layer::MaxPool {
+            size: 2,
+            stride: None,
+        };
         ModelSpec {
             name: "mnist-cnn".into(),
             input,
             layers: vec![
-                Layer::Conv2d {
-                    out: 32,
-                    kernel: 5,
-                    stride: 1,
-                    padding: Padding::Same,
-                    bias: biases[0],
-                },
+                conv(widths[0], 5, biases[0]),
                 Layer::Relu,
-                Layer::MaxPool {
-                    size: 2,
-                    stride: None,
-                },
-                Layer::Conv2d {
-                    out: 64,
-                    kernel: 3,
-                    stride: 1,
-                    padding: Padding::Same,
-                    bias: biases[1],
-                },
+                pool.clone(),
+                conv(widths[1], 3, biases[1]),
                 Layer::Relu,
-                Layer::MaxPool {
-                    size: 2,
-                    stride: None,
-                },
+                pool,
                 Layer::Flatten,
                 Layer::Dense {
-                    out: 1024,
+                    out: widths[2],
                     bias: biases[2],
                 },
                 Layer::Relu,
@@ -571,6 +586,12 @@ pub mod presets {
                 },
             ],
         }
+    }
+
+    /// The paper's MNIST CNN (L = 4), `bias` chosen per layer: conv 5x5x32 SAME + ReLU,
+    /// maxpool 2, conv 3x3x64 SAME + ReLU, maxpool 2, flatten, dense 1024 + ReLU, dense 10.
+    pub fn mnist_cnn_with(biases: [bool; 4], classes: usize, input: Shape) -> ModelSpec {
+        paper_cnn_shape(input, [32, 64, 1024], classes, biases)
     }
 
     /// The paper's bias-free MNIST CNN (homogeneous, L = 4).

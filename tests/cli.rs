@@ -59,6 +59,8 @@ fn train_certify_verify_round_trip_and_tampering() {
     let ckpt = dir.path().join("last.safetensors");
     let metrics = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 5, "initial line + 4 epochs");
+    let svg = std::fs::read_to_string(dir.path().join("loss.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("epoch"));
 
     let cert = dir.path().join("cert.json");
     let o = margincert(&[
@@ -166,7 +168,9 @@ fn inspect_reports_degree_and_the_offending_bias() {
 
 #[test]
 fn every_subcommand_explains_itself() {
-    for cmd in ["demo", "train", "certify", "verify", "inspect", "fetch"] {
+    for cmd in [
+        "demo", "train", "certify", "verify", "inspect", "fetch", "plot",
+    ] {
         let o = margincert(&[cmd, "--help"]);
         assert!(o.status.success(), "{cmd}: {}", text(&o));
         assert!(

@@ -347,16 +347,6 @@ fn spec(name: &str, input: Shape, layers: Vec<Layer>) -> ModelSpec {
     s
 }
 
-fn conv(out: usize, kernel: usize, stride: usize, padding: Padding, bias: bool) -> Layer {
-    Layer::Conv2d {
-        out,
-        kernel,
-        stride,
-        padding,
-        bias,
-    }
-}
-
 fn dense(out: usize, bias: bool) -> Layer {
     Layer::Dense { out, bias }
 }
@@ -393,9 +383,9 @@ fn conv_every_stride_padding_and_bias() {
                     &format!("conv s{stride} {padding:?} bias {bias}"),
                     Shape::new(2, 7, 7),
                     vec![
-                        conv(3, 3, stride, padding, bias),
+                        Layer::conv(3, 3, stride, padding, bias),
                         Layer::LeakyRelu { slope: 0.2 },
-                        conv(2, 2, stride, padding, !bias),
+                        Layer::conv(2, 2, stride, padding, !bias),
                         Layer::Relu,
                         Layer::Flatten,
                         dense(3, false),
@@ -415,9 +405,9 @@ fn conv_same_with_even_kernel_pads_asymmetrically() {
         "conv k4 same",
         Shape::new(1, 6, 5),
         vec![
-            conv(2, 4, 1, Padding::Same, true),
+            Layer::conv(2, 4, 1, Padding::Same, true),
             Layer::Relu,
-            conv(2, 4, 2, Padding::Same, false),
+            Layer::conv(2, 4, 2, Padding::Same, false),
             Layer::Flatten,
             dense(2, false),
         ],
@@ -433,9 +423,9 @@ fn conv_padding_wider_than_the_kernel() {
             &format!("conv wide pad s{stride}"),
             Shape::new(2, 4, 5),
             vec![
-                conv(3, 2, 1, Padding::Same, true),
+                Layer::conv(3, 2, 1, Padding::Same, true),
                 Layer::LeakyRelu { slope: 0.3 },
-                conv(2, 2, stride, Padding::Explicit(3), bias),
+                Layer::conv(2, 2, stride, Padding::Explicit(3), bias),
                 Layer::Flatten,
                 dense(2, false),
             ],
@@ -458,14 +448,14 @@ fn maxpool_and_avgpool() {
             // reordered for max-pools).
             for act in [Layer::Relu, Layer::LeakyRelu { slope: 0.2 }] {
                 for act_first in [false, true] {
-                    let mut layers = vec![conv(3, 3, 1, Padding::Same, false)];
+                    let mut layers = vec![Layer::conv(3, 3, 1, Padding::Same, false)];
                     if act_first {
                         layers.extend([act.clone(), pool.clone()]);
                     } else {
                         layers.extend([pool.clone(), act.clone()]);
                     }
                     layers.extend([
-                        conv(2, 2, 1, Padding::Valid, false),
+                        Layer::conv(2, 2, 1, Padding::Valid, false),
                         Layer::Flatten,
                         dense(3, false),
                     ]);
@@ -490,13 +480,13 @@ fn small_paper_like_cnn() {
         "mini paper cnn",
         Shape::new(1, 12, 12),
         vec![
-            conv(4, 5, 1, Padding::Same, true),
+            Layer::conv(4, 5, 1, Padding::Same, true),
             Layer::Relu,
             Layer::MaxPool {
                 size: 2,
                 stride: None,
             },
-            conv(5, 3, 1, Padding::Same, false),
+            Layer::conv(5, 3, 1, Padding::Same, false),
             Layer::LeakyRelu { slope: 0.1 },
             Layer::MaxPool {
                 size: 2,
@@ -517,7 +507,7 @@ fn flatten_of_multichannel_maps_is_c_major_and_binary_output() {
         "flatten",
         Shape::new(3, 4, 3),
         vec![
-            conv(4, 2, 1, Padding::Valid, false),
+            Layer::conv(4, 2, 1, Padding::Valid, false),
             Layer::Flatten,
             dense(5, false),
             Layer::LeakyRelu { slope: 0.01 },
@@ -536,13 +526,13 @@ fn mini_cnn() -> ModelSpec {
         "mini",
         Shape::new(2, 10, 10),
         vec![
-            conv(6, 3, 1, Padding::Same, true),
+            Layer::conv(6, 3, 1, Padding::Same, true),
             Layer::Relu,
             Layer::MaxPool {
                 size: 2,
                 stride: None,
             },
-            conv(8, 3, 2, Padding::Explicit(1), false),
+            Layer::conv(8, 3, 2, Padding::Explicit(1), false),
             Layer::LeakyRelu { slope: 0.1 },
             Layer::AvgPool {
                 size: 2,
@@ -638,7 +628,7 @@ fn maxpool_gives_the_gradient_to_the_first_maximum() {
         "tie",
         Shape::new(2, 2, 2),
         vec![
-            conv(1, 1, 1, Padding::Valid, false),
+            Layer::conv(1, 1, 1, Padding::Valid, false),
             Layer::MaxPool {
                 size: 2,
                 stride: None,

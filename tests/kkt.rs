@@ -131,7 +131,7 @@ fn ref_forward(spec: &ModelSpec, params: &Params, img: &[u8]) -> Vec<Vec<Rationa
                 .iter()
                 .map(|v| {
                     if v.is_negative() {
-                        Rational::from(v * rat32(slope))
+                        v * rat32(slope)
                     } else {
                         v.clone()
                     }
@@ -177,10 +177,10 @@ fn ref_gradient(
                 let l = &params.layers[wi];
                 let n = p.input.len();
                 let mut gw = Vec::new();
-                for o in 0..out {
+                for (o, go) in g.iter().enumerate().take(out) {
                     for k in 0..n {
-                        gw.push(Rational::from(&g[o] * &x[k]));
-                        gin[k] += rat32(l.weight[o * n + k]) * &g[o];
+                        gw.push(Rational::from(go * &x[k]));
+                        gin[k] += rat32(l.weight[o * n + k]) * go;
                     }
                 }
                 if l.bias.is_some() {
@@ -275,7 +275,7 @@ fn ref_gradient(
                     } else {
                         // Clarke interval between s and 1: pick an endpoint or the middle.
                         let t = Rational::from((rng.random_range(0..=2u32), 2u32));
-                        Rational::from(&s + Rational::from(1 - &s) * t)
+                        &s + Rational::from(1 - &s) * t
                     };
                     gin[j] = Rational::from(&g[j] * &d);
                 }
@@ -301,19 +301,9 @@ fn theta(params: &Params) -> Vec<Rational> {
 // Random small networks.
 // ---------------------------------------------------------------------------------------
 
-fn conv(out: usize, kernel: usize, stride: usize, padding: Padding, bias: bool) -> Layer {
-    Layer::Conv2d {
-        out,
-        kernel,
-        stride,
-        padding,
-        bias,
-    }
-}
-
 /// Small homogeneous architectures (bias only in the first layer when `first_bias`).
 fn arch(i: usize, first_bias: bool, outputs: usize) -> ModelSpec {
-    let dense = |out, bias| Layer::Dense { out, bias };
+    let dense = Layer::dense;
     let (input, layers) = match i % 6 {
         0 => (
             Shape::flat(5),
@@ -333,7 +323,7 @@ fn arch(i: usize, first_bias: bool, outputs: usize) -> ModelSpec {
         2 => (
             Shape::new(2, 5, 5),
             vec![
-                conv(3, 3, 1, Padding::Same, first_bias),
+                Layer::conv(3, 3, 1, Padding::Same, first_bias),
                 Layer::Relu,
                 Layer::MaxPool {
                     size: 2,
@@ -346,7 +336,7 @@ fn arch(i: usize, first_bias: bool, outputs: usize) -> ModelSpec {
         3 => (
             Shape::new(1, 6, 6),
             vec![
-                conv(2, 2, 2, Padding::Valid, first_bias),
+                Layer::conv(2, 2, 2, Padding::Valid, first_bias),
                 Layer::LeakyRelu { slope: 0.5 },
                 Layer::MaxPool {
                     size: 2,
@@ -361,9 +351,9 @@ fn arch(i: usize, first_bias: bool, outputs: usize) -> ModelSpec {
         4 => (
             Shape::new(1, 5, 5),
             vec![
-                conv(2, 3, 2, Padding::Explicit(1), first_bias),
+                Layer::conv(2, 3, 2, Padding::Explicit(1), first_bias),
                 Layer::Relu,
-                conv(2, 2, 1, Padding::Same, false),
+                Layer::conv(2, 2, 1, Padding::Same, false),
                 Layer::Relu,
                 Layer::AvgPool {
                     size: 2,
@@ -696,7 +686,7 @@ fn reference_eps_delta(
         }
         let racts = ref_forward(spec, params, data.image(c.example()));
         let q = ref_value(c, racts.last().unwrap());
-        let d = Rational::from(lam * Rational::from(Rational::from(&q / &qlo) - 1));
+        let d = lam * (Rational::from(&q / &qlo) - 1);
         if d > delta {
             delta = d;
         }
@@ -737,9 +727,7 @@ fn check_kkt(
     let params = random_params(&spec, mode, &mut rng);
     let il = spec.input.len();
     let pixels = random_pixels(il, 5, mode, &mut rng);
-    let Some(data) = separated_dataset(&spec, &params, &pixels, outputs) else {
-        return None;
-    };
+    let data = separated_dataset(&spec, &params, &pixels, outputs)?;
     let l = spec.homogeneity().degree.unwrap();
     // exact q_min, then a certified-by-construction lower bound.
     let cons_all = constraints(&data, outputs).unwrap();
@@ -793,7 +781,7 @@ fn check_kkt(
     let lam_p: Vec<Rational> = cert
         .multipliers
         .iter()
-        .map(|m| Rational::from(&kappa * rat64(m.weight)))
+        .map(|m| &kappa * rat64(m.weight))
         .collect();
     let (eps, delta) = reference_eps_delta(&spec, &params, &data, &cons, &lam_p, q_lo, l, &mut rng);
     assert!(

@@ -7,7 +7,9 @@
 
 use margincert::Error;
 use margincert::certify::bounds::Enclosure;
-use margincert::certify::enclosure::{BallVec, forward_enclosures, logit_enclosures};
+use margincert::certify::enclosure::{
+    BallVec, CertifiedNet, RadiusMode, forward_enclosures, logit_enclosures,
+};
 use margincert::certify::reference::{reference_logits, reference_logits_exact};
 use margincert::certify::verify::Status;
 use margincert::certify::{Certificate, CertifyOptions, Decision, LossKind, certify, verify};
@@ -26,19 +28,9 @@ fn contains(b: &BallVec, i: usize, q: &Rational) -> bool {
     r >= 0 && Rational::from(q - &m).abs() <= r
 }
 
-fn conv(out: usize, kernel: usize, stride: usize, padding: Padding, bias: bool) -> Layer {
-    Layer::Conv2d {
-        out,
-        kernel,
-        stride,
-        padding,
-        bias,
-    }
-}
-
 /// The small architectures of the property tests (index `arch`).
 pub fn arch(arch: usize, first_bias: bool, classes: usize) -> ModelSpec {
-    let dense = |out, bias| Layer::Dense { out, bias };
+    let dense = Layer::dense;
     let (input, layers) = match arch % 5 {
         0 => (
             Shape::new(1, 4, 4),
@@ -54,7 +46,7 @@ pub fn arch(arch: usize, first_bias: bool, classes: usize) -> ModelSpec {
         1 => (
             Shape::new(2, 5, 5),
             vec![
-                conv(3, 3, 2, Padding::Same, first_bias),
+                Layer::conv(3, 3, 2, Padding::Same, first_bias),
                 Layer::LeakyRelu { slope: 0.1 },
                 Layer::MaxPool {
                     size: 2,
@@ -67,7 +59,7 @@ pub fn arch(arch: usize, first_bias: bool, classes: usize) -> ModelSpec {
         2 => (
             Shape::new(1, 6, 6),
             vec![
-                conv(2, 3, 1, Padding::Explicit(1), first_bias),
+                Layer::conv(2, 3, 1, Padding::Explicit(1), first_bias),
                 Layer::Relu,
                 Layer::AvgPool {
                     size: 3,
@@ -82,13 +74,13 @@ pub fn arch(arch: usize, first_bias: bool, classes: usize) -> ModelSpec {
         3 => (
             Shape::new(1, 7, 7),
             vec![
-                conv(3, 2, 1, Padding::Valid, first_bias),
+                Layer::conv(3, 2, 1, Padding::Valid, first_bias),
                 Layer::Relu,
                 Layer::MaxPool {
                     size: 2,
                     stride: None,
                 },
-                conv(2, 2, 1, Padding::Same, false),
+                Layer::conv(2, 2, 1, Padding::Same, false),
                 Layer::Relu,
                 Layer::AvgPool {
                     size: 2,
@@ -208,6 +200,11 @@ fn check_forward(arch_i: usize, mode: u32, seed: u64, batch: usize, first_bias: 
     let encl = forward_enclosures(&spec, &params, &pixels, batch).expect("enclosures");
     assert_eq!(encl.len(), spec.layers.len() + 1);
     let logits = logit_enclosures(&spec, &params, &pixels, batch).expect("logits");
+    let fast = CertifiedNet::new(&spec, &params)
+        .unwrap()
+        .with_radius_mode(RadiusMode::RowSum)
+        .logits(&pixels, batch)
+        .expect("row-sum logits");
     assert_eq!(
         &logits,
         encl.last().unwrap(),
@@ -226,12 +223,16 @@ fn check_forward(arch_i: usize, mode: u32, seed: u64, batch: usize, first_bias: 
                 logits.mid[i],
                 logits.rad[i]
             );
+            assert!(
+                contains(&fast, i, q),
+                "row-sum mode, arch {arch_i} mode {mode} seed {seed}: logit {j} of example {b}"
+            );
         }
     }
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     /// The exact logits lie in the certified enclosures on random nets of every kind.
     #[test]
@@ -382,11 +383,11 @@ fn bad_inputs_are_errors() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 20000, ..ProptestConfig::default() })]
 
     /// The long run of [`forward_encloses_exact_logits`].
     #[test]
-    #[ignore = "long run (~minutes): cargo test --release --test soundness -- --ignored"]
+    #[ignore = "long run (~15 s in release): cargo test --release --test soundness _long -- --ignored"]
     fn forward_encloses_exact_logits_long(
         arch_i in 0usize..5,
         mode in 0u32..4,
@@ -539,6 +540,8 @@ fn check_certificate(
         loss: kind,
         witness_examples: 2,
         precision: 128,
+        // The KKT bounds have their own soundness tests (tests/kkt.rs).
+        kkt: None,
     };
     let cert = match certify(&spec, &params, &data, &opts) {
         Ok(c) => c,
@@ -676,7 +679,7 @@ fn check_certificate(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     /// Every certified bound (q_min, support, norms, ρ^L, normalized margins, loss, log10,
     /// threshold) holds for the exact truth on random nets, including ill-conditioned ones.
@@ -694,11 +697,11 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 10000, ..ProptestConfig::default() })]
 
     /// The long run of [`certificate_bounds_hold`].
     #[test]
-    #[ignore = "long run (~minutes): cargo test --release --test soundness -- --ignored"]
+    #[ignore = "long run (~15 s in release): cargo test --release --test soundness _long -- --ignored"]
     fn certificate_bounds_hold_long(
         arch_i in 0usize..5,
         mode in 0u32..4,
@@ -1026,10 +1029,129 @@ fn tight_on_paper_cnn_with_mnist() {
         cert.margin.q_min
     );
     assert!(rel < 1e-6, "{rel}");
+    // The row-sum radius mode: still contains the reference, still tight.
+    let fast = CertifiedNet::new(&spec, &params)
+        .unwrap()
+        .with_radius_mode(RadiusMode::RowSum)
+        .logits(&data.pixels, data.len())
+        .unwrap();
+    let mut worst: f64 = 0.0;
+    for n in 0..data.len() {
+        let r = reference_logits(&spec, &params, data.image(n), 256).unwrap();
+        for (j, f) in r.iter().enumerate() {
+            let i = n * 10 + j;
+            let d = Float::with_val(256, f - fast.mid[i]).abs();
+            assert!(d <= fast.rad[i], "row-sum logit outside enclosure");
+            worst = worst.max(fast.rad[i] / fast.mid[i].abs().max(1e-3));
+        }
+    }
+    println!("row-sum mode: worst relative logit radius {worst:.2e}");
+    assert!(worst < 1e-6);
     assert!(
         cert.homogeneity
             .witness
             .iter()
             .all(|w| w.consistent && w.skipped.is_none())
     );
+}
+
+/// A ReLU whose input is exactly positive but evaluates negative in f64 (and vice versa):
+/// the ReLU enclosure must keep the positive part. Built from the sign-flip construction
+/// followed by ReLU and a second dense layer.
+#[test]
+fn relu_after_sign_flip_keeps_the_exact_value() {
+    let p = 1u8;
+    let x = Rational::from((p as u32, 255u32));
+    let fx = Rational::from_f64(p as f64 / 255.0).unwrap();
+    let t = Rational::from(&x + &fx) / 2u32;
+    let w2 = t.to_f32();
+    let r1 = &t - Rational::from_f32(w2).unwrap();
+    let w3 = r1.to_f32();
+    let w4 = (r1 - Rational::from_f32(w3).unwrap()).to_f32();
+    let spec = presets::mlp_with(Shape::flat(4), &[1], 1);
+    for sign in [1.0f32, -1.0] {
+        let params = Params {
+            layers: vec![
+                LayerParams {
+                    index: 1,
+                    weight_shape: vec![1, 4],
+                    weight: vec![sign, -sign * w2, -sign * w3, -sign * w4],
+                    bias: None,
+                },
+                LayerParams {
+                    index: 3,
+                    weight_shape: vec![1, 1],
+                    weight: vec![1.0],
+                    bias: None,
+                },
+            ],
+        };
+        let px = [p, 255, 255, 255];
+        let exact = reference_logits_exact(&spec, &params, &px).unwrap()[0].clone();
+        let e = logit_enclosures(&spec, &params, &px, 1).unwrap();
+        assert!(
+            contains(&e, 0, &exact),
+            "sign {sign}: exact {:e}",
+            exact.to_f64()
+        );
+    }
+}
+
+/// Certifies the paper CNN (He-normal weights) on the full MNIST training set and prints the
+/// time of the certified pass and the summary.
+#[test]
+#[ignore = "full MNIST (60,000 examples, minutes): cargo test --release --test soundness full_mnist -- --ignored --nocapture"]
+fn full_mnist_certificate() {
+    let Some(data) = mnist_head(60_000) else {
+        println!("SKIPPED: MNIST not found (set MARGINCERT_SHARED_DATA)");
+        return;
+    };
+    let spec = presets::mnist_cnn();
+    let params = Params::he_normal(&spec, 2020).unwrap();
+    let t = std::time::Instant::now();
+    let logits = logit_enclosures(&spec, &params, &data.pixels, data.len()).unwrap();
+    println!(
+        "certified logits of {} examples: {:.1} s",
+        data.len(),
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(logits.len(), data.len() * 10);
+    let t = std::time::Instant::now();
+    let cert = certify(&spec, &params, &data, &CertifyOptions::default()).unwrap();
+    println!(
+        "full certificate: {:.1} s\n{}",
+        t.elapsed().as_secs_f64(),
+        cert.summary()
+    );
+    assert!(verify(&cert, &spec, &params, &data).unwrap().ok());
+}
+
+/// Activations beyond binary32 range: the binary32 radius product overflows and the layer
+/// falls back to binary64; the enclosures still contain the exact values.
+#[test]
+fn binary32_overflow_falls_back_to_binary64() {
+    for arch_i in [0usize, 3] {
+        let spec = arch(arch_i, false, 3);
+        let mut params = Params::he_normal(&spec, 8).unwrap();
+        for v in params.values_mut() {
+            *v *= 2f32.powi(120);
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        let px = random_pixels(spec.input.len(), 2, 0, &mut rng);
+        let e = logit_enclosures(&spec, &params, &px, 2).unwrap();
+        assert!(
+            e.mid.iter().any(|m| m.abs() > 1e100),
+            "activations must leave f32 range"
+        );
+        for b in 0..2 {
+            let img = &px[b * spec.input.len()..(b + 1) * spec.input.len()];
+            let exact = reference_logits_exact(&spec, &params, img).unwrap();
+            for (j, q) in exact.iter().enumerate() {
+                assert!(
+                    contains(&e, b * 3 + j, q),
+                    "arch {arch_i} example {b} logit {j}"
+                );
+            }
+        }
+    }
 }

@@ -27,9 +27,12 @@ fn config(loss: LossKind, batch: usize, epochs: usize) -> TrainConfig {
 fn opts(dir: &std::path::Path) -> RunOptions {
     RunOptions {
         out: dir.to_path_buf(),
-        data: "embedded".into(),
-        train_subset: None,
-        binary: None,
+        data: margincert::config::DataChoice {
+            source: "embedded".into(),
+            train_subset: None,
+            test_subset: None,
+            binary: None,
+        },
         threads: rayon::current_num_threads(),
         print_epochs: false,
     }

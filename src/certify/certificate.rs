@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::bounds::{Decision, Enclosure, div_pos, exact};
 use super::enclosure::CertifiedNet;
 use super::homogeneity::{HomogeneityCert, homogeneity};
+use super::kkt::{KktCertificate, KktOptions, certify_kkt_with_logits};
 use super::loss::{LossCert, LossKind, loss_bounds, loss_cert, smoothed_margin};
 use super::margin::{MarginSummary, Task, gaps, margin_of, summarize};
 use super::norms::{FloatBounds, NormsCert, norms};
@@ -22,6 +23,10 @@ pub struct CertifyOptions {
     pub witness_examples: usize,
     /// MPFR precision in bits of the norm and loss bounds (≥ 64).
     pub precision: u32,
+    /// Settings of the approximate-KKT certificate (`None`: skip it). Its `loss` is
+    /// overridden by [`CertifyOptions::loss`].
+    #[serde(default)]
+    pub kkt: Option<KktOptions>,
 }
 
 impl Default for CertifyOptions {
@@ -30,6 +35,11 @@ impl Default for CertifyOptions {
             loss: LossKind::CrossEntropy,
             witness_examples: 16,
             precision: 128,
+            kkt: Some(KktOptions {
+                max_active: 64,
+                nnls_memory_bytes: 1 << 29,
+                ..KktOptions::default()
+            }),
         }
     }
 }
@@ -85,9 +95,13 @@ pub struct Certificate {
     pub normalized_omitted: Option<String>,
     /// The summed loss.
     pub loss: LossCert,
-    /// KKT certificate (filled by `certify::kkt`), free-form JSON.
+    /// Approximate-KKT bounds of problem (P) (homogeneous specs with a certified positive
+    /// `q_min` only).
     #[serde(default)]
-    pub kkt: Option<serde_json::Value>,
+    pub kkt: Option<KktCertificate>,
+    /// Why [`Certificate::kkt`] is absent.
+    #[serde(default)]
+    pub kkt_omitted: Option<String>,
 }
 
 /// Checks the inputs of [`certify`] and [`super::verify::verify`].
@@ -181,6 +195,29 @@ pub(crate) fn certify_full(
             }
         }
     };
+    let (kkt, kkt_omitted) = match (&opts.kkt, h.degree) {
+        (None, _) => (None, Some("not requested".to_string())),
+        (Some(_), None) => (
+            None,
+            Some("the spec is not homogeneous: problem (P) is not defined".to_string()),
+        ),
+        (Some(_), Some(_)) if margin.q_min.lo <= 0.0 => (
+            None,
+            Some(format!(
+                "q_min is not certified positive (lower bound {:e}): the KKT rescaling needs q_min > 0",
+                margin.q_min.lo
+            )),
+        ),
+        (Some(k), Some(_)) => {
+            let k = KktOptions {
+                loss: opts.loss,
+                ..k.clone()
+            };
+            let c =
+                certify_kkt_with_logits(spec, params, data, &k, margin.q_min.lo, Some(&logits))?;
+            (Some(c), None)
+        }
+    };
     let cert = Certificate {
         margincert_version: env!("CARGO_PKG_VERSION").to_string(),
         dataset: DatasetInfo {
@@ -198,7 +235,8 @@ pub(crate) fn certify_full(
         normalized,
         normalized_omitted,
         loss,
-        kkt: None,
+        kkt,
+        kkt_omitted,
     };
     Ok((cert, lb))
 }
@@ -322,8 +360,14 @@ impl Certificate {
             l.threshold,
             decision(l.below_threshold)
         );
-        if self.kkt.is_some() {
-            let _ = writeln!(s, "KKT certificate attached.");
+        match (&self.kkt, &self.kkt_omitted) {
+            (Some(k), _) => {
+                let _ = write!(s, "{}", k.summary());
+            }
+            (None, Some(why)) => {
+                let _ = writeln!(s, "KKT: not certified ({why})");
+            }
+            (None, None) => {}
         }
         s
     }

@@ -70,9 +70,11 @@ impl BallVec {
     }
     /// True when every midpoint and radius is finite and every radius `≥ 0`.
     pub fn is_valid(&self) -> bool {
+        // Non-short-circuit `&` so the loop vectorizes.
         self.mid.len() == self.rad.len()
-            && self.mid.iter().all(|m| m.is_finite())
-            && self.rad.iter().all(|r| r.is_finite() && *r >= 0.0)
+            && self.mid.iter().zip(&self.rad).fold(true, |ok, (m, r)| {
+                ok & m.is_finite() & r.is_finite() & (*r >= 0.0)
+            })
     }
     /// Rows `[from, to)` of a batch-major enclosure whose rows have length `len`.
     pub fn rows(&self, len: usize, from: usize, to: usize) -> BallVec {
@@ -120,8 +122,12 @@ pub fn gamma_up(n: usize) -> Result<f64> {
     Ok(up(nu / (1.0 - nu)))
 }
 
+/// `1 + 4u`, exactly representable (`1 + 2⁻⁵¹`): `(1 − u)²(1 + 4u) ≥ 1`.
+const ONE_PLUS_4U: f64 = 1.0 + 4.0 * U;
+
 /// A weight layer prepared for certified products: `W` and `|W|` as f64 (exact copies of
-/// the f32 weights), plus the constants of the rounding-error bound.
+/// the f32 weights), plus the constants of the rounding-error bound (proofs/forward.md,
+/// §Dense and conv).
 #[derive(Clone, Debug)]
 struct Affine {
     out: usize,
@@ -130,60 +136,128 @@ struct Affine {
     w: Vec<f64>,
     w_abs: Vec<f64>,
     bias: Option<Vec<f64>>,
-    /// `≥ γ_n`.
-    gamma: f64,
-    /// `≥ 1 / (1 − γ_n)`.
-    inv_one_minus_gamma: f64,
-    /// `n η`, the underflow allowance of one length-n dot product.
-    n_eta: f64,
+    /// `c₁ ≥ γ_n (1 + 4u)`: input inflation factor on `|m|`.
+    c1: f64,
+    /// `F ≥ (1 + 4u) / (1 − γ_n)`: output inflation factor.
+    f: f64,
+    /// `E`: the absolute (underflow) allowance added to every output radius.
+    e: f64,
+    /// `≥ Σ_j |w_ij|` per output row (for [`RadiusMode::RowSum`]).
+    rowsum_up: Vec<f64>,
+    /// `≥ D + nη` (for [`RadiusMode::RowSum`]).
+    dn: f64,
+    /// `|W|` in binary32 (exact) when the binary32 radius product applies (`n u₃₂ ≤ 1/2`).
+    w_abs32: Option<Vec<f32>>,
+    /// `F₃₂ ≥ (1 + 4u)/((1 − γ'_n)(1 − u'))` for the binary32 radius product.
+    f32_f: f64,
+    /// `E₃₂ ≥ 2(3nη' + nη'·max|w| + D + nη) + η` for the binary32 radius product.
+    f32_e: f64,
 }
 
 impl Affine {
     fn new(weight: &[f32], out: usize, bias: Option<&[f32]>) -> Result<Self> {
         let fan_in = weight.len() / out;
-        let gamma = gamma_up(fan_in)?;
-        // 1 − γ ≥ 1/2 > 0 as n u ≤ 1/3 in practice; RN(1 − γ) may be above the exact
-        // 1 − γ, so take down() of it, then round the quotient up.
-        let inv_one_minus_gamma = up(1.0 / down(1.0 - gamma));
+        let gamma = gamma_up(fan_in)?; // ≥ γ_n, and γ_n ≤ 1/2 so 1/(1 − γ_n) ≤ 2
+        // Every step below is rounded up by Lemma 1.
+        let c1 = up(gamma * ONE_PLUS_4U);
+        let k = up(1.0 / down(1.0 - gamma)); // ≥ 1/(1 − γ_n)
+        let f = up(k * ONE_PLUS_4U);
+        let max_abs = weight.iter().fold(0.0f64, |a, &w| a.max((w as f64).abs()));
+        // n·η is exact (a small integer times 2⁻¹⁰⁷⁴).
+        let n_eta = exact(fan_in) * ETA;
+        // D ≥ η Σ_j |w_ij| for every row i (the input inflation may fall η short per input).
+        let d = up(n_eta * max_abs);
+        // E₀ = 3nη + D ≥ nη/(1 − γ) + D + nη;  E ≥ 2E₀ + η.
+        let e0 = up(up(3.0 * n_eta) + d);
+        let e = up(up(2.0 * e0) + ETA);
+        // binary32 radius product (§4b): u' = 2⁻²⁴, η' = 2⁻¹⁴⁹ (normal in f64).
+        let (u32_, eta32) = (2f64.powi(-24), 2f64.powi(-149));
+        let nu32 = exact(fan_in) * u32_; // exact
+        let use32 = nu32 <= 0.5;
+        let (f32_f, f32_e) = if use32 {
+            let g32 = up(nu32 / (1.0 - nu32)); // 1 − nu' exact (Sterbenz)
+            // K' ≥ 1/((1 − γ')(1 − u')), then F' ≥ K'(1 + 4u).
+            let k32 = up(1.0 / down(down(1.0 - g32) * (1.0 - u32_)));
+            let f32f = up(k32 * ONE_PLUS_4U);
+            let n_eta32 = exact(fan_in) * eta32; // exact
+            let e1 = up(up(3.0 * n_eta32) + up(n_eta32 * max_abs));
+            let e32 = up(up(2.0 * up(up(e1 + d) + n_eta)) + ETA);
+            (f32f, e32)
+        } else {
+            (0.0, 0.0)
+        };
         Ok(Self {
             out,
             fan_in,
             w: weight.iter().map(|&v| v as f64).collect(),
             w_abs: weight.iter().map(|&v| (v as f64).abs()).collect(),
             bias: bias.map(|b| b.iter().map(|&v| v as f64).collect()),
-            gamma,
-            inv_one_minus_gamma,
-            // exact: a small integer times 2⁻¹⁰⁷⁴ is a subnormal f64.
-            n_eta: exact(fan_in) * ETA,
+            c1,
+            f,
+            e,
+            // Σ_j |w_ij| in f64: a sum of n non-negative floats, so exact ≤ fl·1/(1 − γ_n)
+            // ((F2) and induction); rounded up with Lemma 1.
+            rowsum_up: weight
+                .chunks(fan_in)
+                .map(|row| up(row.iter().map(|&w| (w as f64).abs()).sum::<f64>() * k))
+                .collect(),
+            dn: up(d + n_eta),
+            w_abs32: use32.then(|| weight.iter().map(|v| v.abs()).collect()),
+            f32_f,
+            f32_e,
         })
     }
 
-    /// `v = up(up(γ |m|) + r)`: componentwise `v ≥ r + γ_n |m|` exactly.
-    fn inflate_input(&self, mid: &[f64], rad: &[f64], v: &mut [f64]) {
-        let g = self.gamma;
-        for ((v, &m), &r) in v.iter_mut().zip(mid).zip(rad) {
-            *v = up(up(g * m.abs()) + r);
-        }
+    /// `v = RN(RN(c₁|m|) + RN((1 + 4u) r))`. Then `v ≥ γ_n|m| + r − η` componentwise
+    /// (proofs/forward.md, Lemma 3): products lose at most a factor `(1 − u)` and `η/2`,
+    /// sums of non-negative numbers at most a factor `(1 − u)`.
+    fn inflate_input(&self, mid: &[f64], rad: &[f64]) -> Vec<f64> {
+        let c1 = self.c1;
+        mid.iter()
+            .zip(rad)
+            .map(|(&m, &r)| c1 * m.abs() + ONE_PLUS_4U * r)
+            .collect()
+    }
+
+    /// `RN₃₂(v)` of [`Self::inflate_input`]'s `v`, computed in one pass (§4b).
+    fn inflate_input32(&self, mid: &[f64], rad: &[f64]) -> Vec<f32> {
+        let c1 = self.c1;
+        mid.iter()
+            .zip(rad)
+            .map(|(&m, &r)| (c1 * m.abs() + ONE_PLUS_4U * r) as f32)
+            .collect()
     }
 
     /// Turns `s = fl(|W| v)` into the output radius in place, then adds the bias exactly
-    /// to the midpoint `c = fl(W m)`. `row_of(i)` gives the output feature of entry `i`.
+    /// to the midpoint `c = fl(W m)`. `feature_of(i)` gives the output feature of entry `i`.
     ///
-    /// With `S = |W| v` exact: `S ≤ (s + nη)/(1 − γ_n)` (Higham for non-negative terms),
-    /// and the radius of `W x` around `c` is `≤ S + nη`.
-    fn finish(&self, c: &mut [f64], s: &mut [f64], feature_of: impl Fn(usize) -> usize) {
-        let f = self.inv_one_minus_gamma;
-        let ne = self.n_eta;
-        for (i, (c, s)) in c.iter_mut().zip(s.iter_mut()).enumerate() {
-            // each step rounded up by Lemma 1.
-            let mut r = up(up(up(*s + ne) * f) + ne);
-            if let Some(b) = &self.bias {
-                // c' = RN(c + b): |c' − (c + b)| ≤ u |c'| (Lemma 2), added rounded up.
+    /// `R = RN(RN(s·F) + E) ≥ (s + nη)/(1 − γ_n) + D + nη`, which bounds `|W x − c|` for
+    /// every `x` in the input ball (proofs/forward.md, Theorem 1).
+    ///
+    /// With `single`, `s` is the binary32 product `fl₃₂(|W| RN₃₂(v))` and the constants of
+    /// §4b are used instead.
+    fn finish(
+        &self,
+        c: &mut [f64],
+        s: &mut [f64],
+        feature_of: impl Fn(usize) -> usize,
+        single: bool,
+    ) {
+        let (f, e) = if single {
+            (self.f32_f, self.f32_e)
+        } else {
+            (self.f, self.e)
+        };
+        for s in s.iter_mut() {
+            *s = *s * f + e;
+        }
+        if let Some(b) = &self.bias {
+            for (i, (c, s)) in c.iter_mut().zip(s.iter_mut()).enumerate() {
+                // c' = RN(c + b): |c' − (c + b)| ≤ u|c'| (Lemma 2), added rounded up.
                 let cb = *c + b[feature_of(i)];
-                r = up(r + up(U * cb.abs()));
+                *s = up(*s + up(U * cb.abs()));
                 *c = cb;
             }
-            *s = r;
         }
     }
 }
@@ -210,6 +284,19 @@ pub struct CertifiedNet {
     plan: Vec<LayerPlan>,
     steps: Vec<Step>,
     input_len: usize,
+    mode: RadiusMode,
+}
+
+/// How dense and conv layers bound the radius product `|W|·v` (proofs/forward.md §4, §4c).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RadiusMode {
+    /// `|W|·v` as a matrix product (binary32, binary64 fallback): the tightest radii, at the
+    /// cost of a second matrix product per layer. The default.
+    #[default]
+    Gemm,
+    /// `(Σ_j |w_ij|) · max_j v_j` per example: `O(outputs)` instead of `O(outputs·fan-in)`,
+    /// radii a few times wider. For bulk margin certification where speed matters.
+    RowSum,
 }
 
 impl CertifiedNet {
@@ -250,7 +337,14 @@ impl CertifiedNet {
             plan,
             steps,
             input_len: spec.input.len(),
+            mode: RadiusMode::Gemm,
         })
+    }
+
+    /// The same network with another [`RadiusMode`].
+    pub fn with_radius_mode(mut self, mode: RadiusMode) -> Self {
+        self.mode = mode;
+        self
     }
 
     /// Number of outputs of the network.
@@ -283,7 +377,7 @@ impl CertifiedNet {
     /// Enclosure of the logits only (see [`logit_enclosures`]).
     pub fn logits(&self, pixels: &[u8], batch: usize) -> Result<BallVec> {
         self.check_pixels(pixels, batch)?;
-        const CHUNK: usize = 64;
+        const CHUNK: usize = 128;
         let n_out = self.outputs();
         let parts: Vec<Result<BallVec>> = pixels
             .par_chunks(CHUNK * self.input_len.max(1))
@@ -291,7 +385,7 @@ impl CertifiedNet {
                 let b = px.len() / self.input_len.max(1);
                 let mut x = input_enclosure(px);
                 for (i, step) in self.steps.iter().enumerate() {
-                    x = self.apply_seq(i, step, &x, b)?;
+                    x = self.apply_seq(i, step, x, b)?;
                 }
                 Ok(x)
             })
@@ -323,7 +417,7 @@ impl CertifiedNet {
             .into_par_iter()
             .map(|from| {
                 let to = (from + rows).min(batch);
-                self.apply_seq(i, step, &x.rows(il, from, to), to - from)
+                self.apply_seq(i, step, x.rows(il, from, to), to - from)
             })
             .collect();
         let mut mid = Vec::with_capacity(batch * ol);
@@ -337,21 +431,29 @@ impl CertifiedNet {
     }
 
     /// Applies step `i` to a batch sequentially; checks the result is finite.
-    fn apply_seq(&self, i: usize, step: &Step, x: &BallVec, batch: usize) -> Result<BallVec> {
+    fn apply_seq(&self, i: usize, step: &Step, x: BallVec, batch: usize) -> Result<BallVec> {
         let p = &self.plan[i];
         let (il, ol) = (p.input.len(), p.output.len());
         debug_assert_eq!(x.len(), batch * il);
-        let y = match step {
-            Step::Dense(a) => dense(a, x, batch, il),
-            Step::Conv(a, w, c_in) => conv(a, w, *c_in, x, batch),
-            Step::MaxPool(w, c) => pool(w, *c, x, batch, true),
-            Step::AvgPool(w, c) => pool(w, *c, x, batch, false),
-            Step::Identity => x.clone(),
-            Step::Relu => relu(x),
-            Step::Leaky(s) => leaky(x, *s),
+        // ReLU, max-pool and flatten map finite balls to finite balls exactly (no
+        // arithmetic), so only the other steps need the finiteness check.
+        let (y, check) = match step {
+            Step::Dense(a) if self.mode == RadiusMode::RowSum => {
+                (rowsum_layer(a, None, &x, batch, il), true)
+            }
+            Step::Conv(a, w, c_in) if self.mode == RadiusMode::RowSum => {
+                (rowsum_layer(a, Some((w, *c_in)), &x, batch, il), true)
+            }
+            Step::Dense(a) => (dense(a, &x, batch, il), true),
+            Step::Conv(a, w, c_in) => (conv(a, w, *c_in, &x, batch), true),
+            Step::MaxPool(w, c) => (pool(w, *c, &x, batch, true), false),
+            Step::AvgPool(w, c) => (pool(w, *c, &x, batch, false), true),
+            Step::Identity => (x, false),
+            Step::Relu => (relu(x), false),
+            Step::Leaky(s) => (leaky(x, *s), true),
         };
         debug_assert_eq!(y.len(), batch * ol);
-        if !y.is_valid() {
+        if check && !y.is_valid() {
             return Err(Error::Certify(format!(
                 "layer {i} ({}): the enclosure overflowed f64 (weights or activations too large \
                  to certify in f64)",
@@ -384,54 +486,146 @@ pub fn input_enclosure(pixels: &[u8]) -> BallVec {
 
 /// `C = A · Bᵀ` for row-major `a: [m, k]`, `b: [n, k]`, into `c: [m, n]` (plain f64, any
 /// summation order — the error bound does not depend on it).
-fn mat_abt(a: &[f64], b: &[f64], c: &mut [f64], m: usize, n: usize, k: usize) {
+fn mat_abt<T: ndarray::LinalgScalar>(a: &[T], b: &[T], c: &mut [T], m: usize, n: usize, k: usize) {
     let a = ArrayView2::from_shape((m, k), a).expect("shape");
     let b = ArrayView2::from_shape((n, k), b).expect("shape");
     let mut c = ArrayViewMut2::from_shape((m, n), c).expect("shape");
-    general_mat_mul(1.0, &a, &b.t(), 0.0, &mut c);
+    general_mat_mul(T::one(), &a, &b.t(), T::zero(), &mut c);
 }
 
 /// `C = A · B` for row-major `a: [m, k]`, `b: [k, n]`.
-fn mat_ab(a: &[f64], b: &[f64], c: &mut [f64], m: usize, n: usize, k: usize) {
+fn mat_ab<T: ndarray::LinalgScalar>(a: &[T], b: &[T], c: &mut [T], m: usize, n: usize, k: usize) {
     let a = ArrayView2::from_shape((m, k), a).expect("shape");
     let b = ArrayView2::from_shape((k, n), b).expect("shape");
     let mut c = ArrayViewMut2::from_shape((m, n), c).expect("shape");
-    general_mat_mul(1.0, &a, &b, 0.0, &mut c);
+    general_mat_mul(T::one(), &a, &b, T::zero(), &mut c);
 }
 
 fn dense(a: &Affine, x: &BallVec, batch: usize, il: usize) -> BallVec {
-    let mut v = vec![0.0; x.len()];
-    a.inflate_input(&x.mid, &x.rad, &mut v);
     let mut c = vec![0.0; batch * a.out];
     let mut s = vec![0.0; batch * a.out];
     mat_abt(&x.mid, &a.w, &mut c, batch, a.out, il);
-    mat_abt(&v, &a.w_abs, &mut s, batch, a.out, il);
+    let mut single = false;
+    if let Some(w32) = &a.w_abs32 {
+        // |W|·v in binary32 (proofs/forward.md §4b); fall back to f64 on overflow.
+        let v32 = a.inflate_input32(&x.mid, &x.rad);
+        let mut s32 = vec![0f32; batch * a.out];
+        mat_abt(&v32, w32, &mut s32, batch, a.out, il);
+        if s32.iter().fold(true, |ok, x| ok & x.is_finite()) {
+            s.iter_mut().zip(&s32).for_each(|(s, &t)| *s = t as f64);
+            single = true;
+        }
+    }
+    if !single {
+        let v = a.inflate_input(&x.mid, &x.rad);
+        mat_abt(&v, &a.w_abs, &mut s, batch, a.out, il);
+    }
     let out = a.out;
-    a.finish(&mut c, &mut s, |i| i % out);
+    a.finish(&mut c, &mut s, |i| i % out, single);
     BallVec { mid: c, rad: s }
 }
 
-/// im2col of one example `[c_in, h, w]` into `[c_in·k·k, oh·ow]` (zeros in the padding).
-fn im2col(x: &[f64], w: &Window, c_in: usize, col: &mut [f64]) {
+/// A dense (`conv = None`) or conv layer in [`RadiusMode::RowSum`]: the midpoint is the
+/// binary64 product as in §4; the radius of output `i` of example `b` is
+/// `up(up(ρ_i · vmax_b) + up(D + nη))` with `ρ_i ≥ Σ_j |w_ij|` and
+/// `vmax_b = max_j v_j` over the example's input (proofs/forward.md §4c).
+fn rowsum_layer(
+    a: &Affine,
+    conv: Option<(&Window, usize)>,
+    x: &BallVec,
+    batch: usize,
+    il: usize,
+) -> BallVec {
+    let c1 = a.c1;
+    // v_j ≥ γ_n|m_j| + r_j − η (Lemma 3); max is exact.
+    let vmax: Vec<f64> = x
+        .mid
+        .chunks(il)
+        .zip(x.rad.chunks(il))
+        .map(|(m, r)| {
+            m.iter().zip(r).fold(0.0f64, |acc, (&m, &r)| {
+                acc.max(c1 * m.abs() + ONE_PLUS_4U * r)
+            })
+        })
+        .collect();
+    let (mut c, p) = match conv {
+        None => {
+            let mut c = vec![0.0; batch * a.out];
+            mat_abt(&x.mid, &a.w, &mut c, batch, a.out, il);
+            (c, 1)
+        }
+        Some((w, c_in)) => {
+            let p = w.out_h * w.out_w;
+            let k = a.fan_in;
+            let table = gather_table(w, c_in);
+            let mut col = vec![0.0; k * p];
+            let mut c = vec![0.0; batch * a.out * p];
+            for b in 0..batch {
+                im2col(&x.mid[b * il..(b + 1) * il], &table, &mut col);
+                mat_ab(
+                    &a.w,
+                    &col,
+                    &mut c[b * a.out * p..(b + 1) * a.out * p],
+                    a.out,
+                    p,
+                    k,
+                );
+            }
+            (c, p)
+        }
+    };
+    let ol = a.out * p;
+    let mut rad = vec![0.0; batch * ol];
+    for b in 0..batch {
+        for o in 0..a.out {
+            // S_i = Σ_j |w_ij| v_j ≤ ρ_i · vmax; each product and sum rounded up (Lemma 1).
+            let r = up(up(a.rowsum_up[o] * vmax[b]) + a.dn);
+            rad[b * ol + o * p..b * ol + (o + 1) * p].fill(r);
+        }
+    }
+    if let Some(bias) = &a.bias {
+        for (i, (c, s)) in c.iter_mut().zip(rad.iter_mut()).enumerate() {
+            // c' = RN(c + b): |c' − (c + b)| ≤ u|c'| (Lemma 2), added rounded up.
+            let cb = *c + bias[(i % ol) / p];
+            *s = up(*s + up(U * cb.abs()));
+            *c = cb;
+        }
+    }
+    BallVec { mid: c, rad }
+}
+
+/// The im2col gather table of a window: for row `(c, ky, kx)` and output pixel `(oy, ox)`,
+/// the input index `(c·h + iy)·w + ix`, or `u32::MAX` in the zero padding.
+fn gather_table(w: &Window, c_in: usize) -> Vec<u32> {
     let p = w.out_h * w.out_w;
-    let mut row = 0;
+    let mut t = Vec::with_capacity(c_in * w.k * w.k * p);
     for c in 0..c_in {
-        let plane = &x[c * w.in_h * w.in_w..(c + 1) * w.in_h * w.in_w];
         for ky in 0..w.k {
             for kx in 0..w.k {
-                let dst = &mut col[row * p..(row + 1) * p];
                 for oy in 0..w.out_h {
                     let iy = w.in_row(oy, ky);
                     for ox in 0..w.out_w {
-                        dst[oy * w.out_w + ox] = match (iy, w.in_col(ox, kx)) {
-                            (Some(iy), Some(ix)) => plane[iy * w.in_w + ix],
-                            _ => 0.0,
-                        };
+                        t.push(match (iy, w.in_col(ox, kx)) {
+                            (Some(iy), Some(ix)) => ((c * w.in_h + iy) * w.in_w + ix) as u32,
+                            _ => u32::MAX,
+                        });
                     }
                 }
-                row += 1;
             }
         }
+    }
+    t
+}
+
+/// im2col of one example `[c_in, h, w]` into `[c_in·k·k, oh·ow]` by the gather table
+/// (padding entries are exact zeros).
+fn im2col<T: Copy + Default>(x: &[T], table: &[u32], col: &mut [T]) {
+    for (c, &g) in col.iter_mut().zip(table) {
+        *c = if g == u32::MAX {
+            T::default()
+        } else {
+            x[g as usize]
+        };
     }
 }
 
@@ -440,40 +634,56 @@ fn conv(a: &Affine, w: &Window, c_in: usize, x: &BallVec, batch: usize) -> BallV
     let p = w.out_h * w.out_w;
     let k = a.fan_in;
     let ol = a.out * p;
-    let mut v = vec![0.0; x.len()];
-    a.inflate_input(&x.mid, &x.rad, &mut v);
+    let mut v: Option<Vec<f64>> = None; // binary64 inflation, only if a fallback needs it
     let mut mid = vec![0.0; batch * ol];
     let mut rad = vec![0.0; batch * ol];
+    let table = gather_table(w, c_in);
+    debug_assert_eq!(table.len(), k * p);
     let mut col_m = vec![0.0; k * p];
-    let mut col_v = vec![0.0; k * p];
+    let mut col_v = vec![0.0; if a.w_abs32.is_some() { 0 } else { k * p }];
+    let v32: Vec<f32> = if a.w_abs32.is_some() {
+        a.inflate_input32(&x.mid, &x.rad)
+    } else {
+        vec![]
+    };
+    let mut col_v32 = vec![0f32; if a.w_abs32.is_some() { k * p } else { 0 }];
+    let mut s32 = vec![0f32; col_v32.len().min(1) * a.out * p];
     for b in 0..batch {
         // Padding entries are exact zeros with radius 0.
-        im2col(&x.mid[b * il..(b + 1) * il], w, c_in, &mut col_m);
-        im2col(&v[b * il..(b + 1) * il], w, c_in, &mut col_v);
+        im2col(&x.mid[b * il..(b + 1) * il], &table, &mut col_m);
         let c = &mut mid[b * ol..(b + 1) * ol];
         let s = &mut rad[b * ol..(b + 1) * ol];
         mat_ab(&a.w, &col_m, c, a.out, p, k);
-        mat_ab(&a.w_abs, &col_v, s, a.out, p, k);
-        a.finish(c, s, |i| i / p);
+        let mut single = false;
+        if let Some(w32) = &a.w_abs32 {
+            // |W|·v in binary32 (proofs/forward.md §4b); fall back to f64 on overflow.
+            im2col(&v32[b * il..(b + 1) * il], &table, &mut col_v32);
+            mat_ab(w32, &col_v32, &mut s32, a.out, p, k);
+            if s32.iter().fold(true, |ok, x| ok & x.is_finite()) {
+                s.iter_mut().zip(&s32).for_each(|(s, &t)| *s = t as f64);
+                single = true;
+            }
+        }
+        if !single {
+            let v = v.get_or_insert_with(|| a.inflate_input(&x.mid, &x.rad));
+            col_v.resize(k * p, 0.0);
+            im2col(&v[b * il..(b + 1) * il], &table, &mut col_v);
+            mat_ab(&a.w_abs, &col_v, s, a.out, p, k);
+        }
+        a.finish(c, s, |i| i / p, single);
     }
     BallVec { mid, rad }
 }
 
-/// ReLU on balls. Comparisons are exact, so the three cases are decided exactly:
-/// `m ≥ r` (all inputs ≥ 0: identity), `−m ≥ r` (all ≤ 0: exact 0), else the output lies
-/// in `[0, up(m + r)]`.
-fn relu(x: &BallVec) -> BallVec {
-    let mut mid = x.mid.clone();
-    let mut rad = x.rad.clone();
+/// ReLU on balls, exactly (no rounding): if `−m ≥ r` every input is `≤ 0` and the output
+/// is exactly `0 ± 0`; otherwise ReLU is 1-Lipschitz, so `relu(x) ∈ relu(m) ± r`
+/// (comparisons and `max(m, 0)` are exact).
+fn relu(x: BallVec) -> BallVec {
+    let BallVec { mut mid, mut rad } = x;
     for (m, r) in mid.iter_mut().zip(rad.iter_mut()) {
-        if *m >= *r {
-            continue;
-        }
-        if -*m >= *r {
-            (*m, *r) = (0.0, 0.0);
-        } else {
-            (*m, *r) = interval_to_ball(0.0, up(*m + *r));
-        }
+        let dead = -*m >= *r;
+        *m = if dead { 0.0 } else { m.max(0.0) };
+        *r = if dead { 0.0 } else { *r };
     }
     BallVec { mid, rad }
 }
@@ -481,9 +691,8 @@ fn relu(x: &BallVec) -> BallVec {
 /// LeakyReLU `x ↦ x (x ≥ 0), s·x (x < 0)` with an exact slope `s` (an f32).
 /// On the negative side `s·x ∈ RN(s m) ± up(|s| r + u|RN(s m)| + η)`; on a ball that
 /// straddles 0 the image lies in the hull of `{s·lo, 0, hi}`.
-fn leaky(x: &BallVec, s: f64) -> BallVec {
-    let mut mid = x.mid.clone();
-    let mut rad = x.rad.clone();
+fn leaky(x: BallVec, s: f64) -> BallVec {
+    let BallVec { mut mid, mut rad } = x;
     for (m, r) in mid.iter_mut().zip(rad.iter_mut()) {
         if *m >= *r {
             continue;
@@ -522,7 +731,6 @@ fn pool(w: &Window, c: usize, x: &BallVec, batch: usize, max: bool) -> BallVec {
     let kkf = exact(kk);
     let mut mid = vec![0.0; batch * ol];
     let mut rad = vec![0.0; batch * ol];
-    let mut los = Vec::with_capacity(kk);
     for b in 0..batch {
         for ch in 0..c {
             for oy in 0..w.out_h {
@@ -535,28 +743,18 @@ fn pool(w: &Window, c: usize, x: &BallVec, batch: usize, max: bool) -> BallVec {
                         b * il + ch * w.in_h * w.in_w + iy * w.in_w + ix
                     };
                     if max {
-                        los.clear();
-                        let (mut best, mut best_lo, mut max_hi) =
-                            (0, f64::NEG_INFINITY, f64::NEG_INFINITY);
+                        // max_i x_i ∈ [m_b − r_b, max_i (m_i + r_i)] ⊂ m_b ± max_i r_i where
+                        // m_b is the largest midpoint (m_i ≤ m_b): exact, no rounding.
+                        let (mut mb, mut rb) = (f64::NEG_INFINITY, 0.0f64);
                         for ky in 0..w.k {
                             for kx in 0..w.k {
                                 let i = idx(ky, kx);
-                                let (lo, hi) = ball_to_interval(x.mid[i], x.rad[i]);
-                                if lo > best_lo {
-                                    best_lo = lo;
-                                    best = i;
-                                }
-                                max_hi = max_hi.max(hi);
-                                los.push((i, hi));
+                                mb = mb.max(x.mid[i]);
+                                rb = rb.max(x.rad[i]);
                             }
                         }
-                        let dominated = los.iter().all(|&(i, hi)| i == best || hi <= best_lo);
-                        if dominated {
-                            mid[o] = x.mid[best];
-                            rad[o] = x.rad[best];
-                        } else {
-                            (mid[o], rad[o]) = interval_to_ball(best_lo, max_hi);
-                        }
+                        mid[o] = mb;
+                        rad[o] = rb;
                     } else {
                         let (mut s, mut a, mut t) = (0.0f64, 0.0f64, 0.0f64);
                         for ky in 0..w.k {
@@ -603,7 +801,7 @@ pub fn forward_enclosures(
 }
 
 /// Enclosure of the network output (logits) only, `[batch, outputs]`, computed in chunks of
-/// 64 examples in parallel (memory-light; for the full training set).
+/// 128 examples in parallel (memory-light; for the full training set).
 pub fn logit_enclosures(
     spec: &ModelSpec,
     params: &Params,

@@ -32,29 +32,11 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::{ModelSpec, Params};
 
-/// The training loss whose negative gradient defines the paper's multipliers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum KktLoss {
-    /// `Σ_c e^{−q_c}` (one term per constraint; multi-class: per pair).
-    Exponential,
-    /// Binary: `Σ_n log(1 + e^{−q_n})`. Multi-class: the same as [`KktLoss::CrossEntropy`].
-    Logistic,
-    /// `Σ_n log(1 + Σ_{j≠y} e^{−s_nj})`; pairwise weights
-    /// `w_nj = e^{−s_nj} / (1 + Σ_k e^{−s_nk})`. Binary: the logistic loss.
-    CrossEntropy,
-}
-
-impl From<crate::certify::loss::LossKind> for KktLoss {
-    fn from(l: crate::certify::loss::LossKind) -> Self {
-        use crate::certify::loss::LossKind;
-        match l {
-            LossKind::Exponential => KktLoss::Exponential,
-            LossKind::Logistic => KktLoss::Logistic,
-            LossKind::CrossEntropy => KktLoss::CrossEntropy,
-        }
-    }
-}
+/// The training loss whose negative gradient defines the paper's multipliers (multi-class
+/// exponential: one term per pair; cross-entropy: pairwise weights
+/// `w_nj = e^{−s_nj} / (1 + Σ_k e^{−s_nk})`; on a one-output model cross-entropy is read as the
+/// logistic loss).
+pub use crate::train::LossKind as KktLoss;
 
 /// Options of [`certify_kkt`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -215,7 +197,7 @@ impl KktCertificate {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "KKT of (P) at theta~ = theta / q_lo^(1/L), L = {}, q_lo = {:e} ({}; certified              q_min in [{:e}, {:e}])",
+            "KKT of (P) at theta~ = theta / q_lo^(1/L), L = {}, q_lo = {:e}\n  ({}; certified q_min in [{:e}, {:e}])",
             self.degree,
             self.q_lo,
             if self.q_lo_verified {
@@ -228,7 +210,7 @@ impl KktCertificate {
         );
         let _ = writeln!(
             s,
-            "  active constraints: {} of {} (relative weight cutoff {:e}, cap {}; dropped weight              fraction ~ {:.3e})",
+            "  active constraints: {} of {} (relative weight cutoff {:e}, cap {}; dropped weight fraction ~ {:.3e})",
             self.active,
             self.constraints,
             self.cutoff,
@@ -237,7 +219,7 @@ impl KktCertificate {
         );
         let _ = writeln!(
             s,
-            "  paper multipliers: epsilon <= {:.6e}, delta <= {:.6e} (estimates: beta ~ {:.9},              epsilon ~ {:.6e}, identity sqrt(2(1-beta))/gamma^(1/L) ~ {})",
+            "  paper multipliers: epsilon <= {:.6e}, delta <= {:.6e} (estimates: beta ~ {:.9}, epsilon ~ {:.6e}, identity sqrt(2(1-beta))/gamma^(1/L) ~ {})",
             self.paper.epsilon_upper,
             self.paper.delta_upper,
             self.beta_estimate,
@@ -249,7 +231,7 @@ impl KktCertificate {
             Some(n) => {
                 let _ = writeln!(
                     s,
-                    "  NNLS multipliers ({} considered, {} positive): epsilon <= {:.6e},                      delta <= {:.6e}",
+                    "  NNLS multipliers ({} considered, {} positive): epsilon <= {:.6e}, delta <= {:.6e}",
                     self.nnls_considered, n.positive, n.epsilon_upper, n.delta_upper
                 );
             }

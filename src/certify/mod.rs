@@ -15,7 +15,7 @@
 //! - [`homogeneity`]: structural degree and numeric witness.
 //! - [`certificate`]: [`certify`] and the serializable [`Certificate`].
 //! - [`verify`](mod@verify): [`verify()`] re-checks every claim of a certificate.
-//! - [`reference`]: exact-rational / MPFR reference evaluation (tests).
+//! - [`reference`](mod@reference): exact-rational / MPFR reference evaluation (tests).
 //! - [`bounds`]: `Lower`, `Upper`, `Enclosure`, `Decision`.
 
 pub mod backward;

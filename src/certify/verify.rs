@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::bounds::{Decision, Enclosure};
 use super::certificate::{Certificate, certify_full, check_inputs};
+use super::kkt::KktCertificate;
 use super::loss::parse_decimal;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
@@ -326,5 +327,68 @@ pub fn verify(
         cert.loss.below_threshold,
         re.loss.below_threshold,
     ));
+    for c in kkt_checks(cert.kkt.as_ref(), re.kkt.as_ref()) {
+        push(c);
+    }
     Ok(VerifyReport { checks })
+}
+
+/// A claimed upper bound is confirmed when the recomputed certified upper bound is no larger
+/// (then the truth ≤ recomputed ≤ claimed); otherwise it is not confirmed.
+fn check_upper(claim: &str, claimed: f64, recomputed: f64) -> Check {
+    let status = if recomputed <= claimed {
+        Status::Confirmed
+    } else {
+        Status::Unconfirmed
+    };
+    Check {
+        claim: claim.into(),
+        status,
+        detail: format!("claimed ≤ {claimed:e}, recomputed ≤ {recomputed:e}"),
+    }
+}
+
+/// Checks of the KKT claims: ε and δ upper bounds for the paper's and the NNLS multipliers.
+fn kkt_checks(claimed: Option<&KktCertificate>, re: Option<&KktCertificate>) -> Vec<Check> {
+    let (c, r) = match (claimed, re) {
+        (None, _) => return vec![],
+        (Some(_), None) => {
+            return vec![Check {
+                claim: "kkt".into(),
+                status: Status::Refuted,
+                detail: "a KKT certificate is claimed, but the recomputation cannot certify one"
+                    .into(),
+            }];
+        }
+        (Some(c), Some(r)) => (c, r),
+    };
+    let mut out = vec![
+        check_upper(
+            "kkt.paper.epsilon",
+            c.paper.epsilon_upper,
+            r.paper.epsilon_upper,
+        ),
+        check_upper("kkt.paper.delta", c.paper.delta_upper, r.paper.delta_upper),
+    ];
+    match (&c.nnls, &r.nnls) {
+        (Some(cn), Some(rn)) => {
+            out.push(check_upper(
+                "kkt.nnls.epsilon",
+                cn.epsilon_upper,
+                rn.epsilon_upper,
+            ));
+            out.push(check_upper(
+                "kkt.nnls.delta",
+                cn.delta_upper,
+                rn.delta_upper,
+            ));
+        }
+        (Some(_), None) => out.push(Check {
+            claim: "kkt.nnls".into(),
+            status: Status::Unconfirmed,
+            detail: "the recomputation found no NNLS multipliers".into(),
+        }),
+        (None, _) => {}
+    }
+    out
 }

@@ -49,8 +49,14 @@ pub enum Schedule {
 impl Schedule {
     /// The paper's loss-based schedule with its constants.
     pub fn paper_loss_based() -> Self {
+        Self::loss_based(0.1)
+    }
+
+    /// The paper's loss-based schedule (r_u = 2^(1/5), r_d = 2^(1/10), stop below 1e-50)
+    /// starting from `alpha0`.
+    pub fn loss_based(alpha0: f64) -> Self {
         Schedule::LossBased {
-            alpha0: 0.1,
+            alpha0,
             r_up: 2f64.powf(0.2),
             r_down: 2f64.powf(0.1),
             min_alpha: 1e-50,

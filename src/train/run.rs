@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{EpochMetrics, EpochOutcome, TrainConfig, TrainState, Trainer};
 use crate::checkpoint::{Checkpoint, TrainInfo};
+use crate::config::DataChoice;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::{ModelSpec, Params};
@@ -19,12 +20,8 @@ use crate::model::{ModelSpec, Params};
 pub struct RunOptions {
     /// Output directory (created if missing).
     pub out: PathBuf,
-    /// Data source description recorded in checkpoints.
-    pub data: String,
-    /// Training subset size recorded in checkpoints.
-    pub train_subset: Option<usize>,
-    /// Binary task classes recorded in checkpoints.
-    pub binary: Option<(u8, u8)>,
+    /// The data, recorded in checkpoints.
+    pub data: DataChoice,
     /// Rayon threads (recorded; resuming reproduces a run exactly with the same count).
     pub threads: usize,
     /// Print one line per accepted epoch on standard output.
@@ -63,8 +60,6 @@ fn checkpoint(
             config: trainer.config().clone(),
             state: trainer.state().clone(),
             data: opts.data.clone(),
-            train_subset: opts.train_subset,
-            binary: opts.binary,
             metrics: metrics.cloned(),
             threads: opts.threads,
         }),
@@ -138,6 +133,7 @@ pub fn run(
     };
     bar.finish_and_clear();
     checkpoint(&trainer, opts, last.as_ref()).save(&last_path)?;
+    write_plots(&metrics_path, &opts.out)?;
     Ok(RunSummary {
         reason,
         last,
@@ -145,6 +141,35 @@ pub fn run(
         kept,
         rollbacks,
     })
+}
+
+/// Reads a `metrics.jsonl` log (one [`EpochMetrics`] per line).
+pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| Error::format(path, format!("line {}: {e}", i + 1)))
+        })
+        .collect()
+}
+
+/// Writes `loss.svg` and `margin.svg` (loss and normalized margins against epoch) into
+/// `dir` from the metrics log at `metrics`; returns the files written (a chart without a
+/// point, e.g. the margins of a run that never separated its data, is not written).
+pub fn write_plots(metrics: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
+    let m = read_metrics(metrics)?;
+    let (loss, margin) = crate::plot::training_curves(&m)?;
+    let mut written = Vec::new();
+    for (name, svg) in [("loss.svg", loss), ("margin.svg", margin)] {
+        if let Some(svg) = svg {
+            let p = dir.join(name);
+            crate::checkpoint::write_atomic(&p, svg.as_bytes())?;
+            written.push(p);
+        }
+    }
+    Ok(written)
 }
 
 fn write_line(log: &mut std::fs::File, path: &Path, m: &EpochMetrics) -> Result<()> {

@@ -1,0 +1,220 @@
+//! SVG charts (plotters' SVG backend: no system font or image libraries needed): training
+//! curves, and generic line charts and histograms for reports.
+
+use plotters::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::train::EpochMetrics;
+
+/// One named curve: `(x, y)` points.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    /// Legend label.
+    pub label: String,
+    /// Points; non-finite ones are skipped.
+    pub points: Vec<(f64, f64)>,
+}
+
+fn plot_err<E: std::fmt::Display>(e: E) -> Error {
+    Error::Invalid(format!("plotting: {e}"))
+}
+
+fn range(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
+    if lo > hi {
+        return None;
+    }
+    let pad = if hi > lo {
+        0.05 * (hi - lo)
+    } else {
+        0.5 * lo.abs().max(1.0)
+    };
+    Some((lo - pad, hi + pad))
+}
+
+const COLORS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(23, 190, 207),
+];
+
+/// A line chart of several series in one panel, as SVG text.
+pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Result<String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (800, 480)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let xr = range(series.iter().flat_map(|s| s.points.iter().map(|p| p.0)))
+            .ok_or_else(|| Error::Invalid(format!("plotting '{title}': no finite points")))?;
+        let yr = range(series.iter().flat_map(|s| s.points.iter().map(|p| p.1)))
+            .ok_or_else(|| Error::Invalid(format!("plotting '{title}': no finite points")))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(xr.0..xr.1, yr.0..yr.1)
+            .map_err(plot_err)?;
+        chart
+            .configure_mesh()
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .draw()
+            .map_err(plot_err)?;
+        for (i, s) in series.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            chart
+                .draw_series(LineSeries::new(
+                    s.points
+                        .iter()
+                        .copied()
+                        .filter(|p| p.0.is_finite() && p.1.is_finite()),
+                    color.stroke_width(2),
+                ))
+                .map_err(plot_err)?
+                .label(s.label.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
+        }
+        if series.len() > 1 {
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .map_err(plot_err)?;
+        }
+        root.present().map_err(plot_err)?;
+    }
+    Ok(svg)
+}
+
+/// A histogram of `values` in `bins` equal bins, as SVG text.
+pub fn histogram(title: &str, x_label: &str, values: &[f64], bins: usize) -> Result<String> {
+    let (lo, hi) = range(values.iter().copied())
+        .ok_or_else(|| Error::Invalid(format!("plotting '{title}': no finite values")))?;
+    let bins = bins.max(1);
+    let width = (hi - lo) / bins as f64;
+    let mut counts = vec![0usize; bins];
+    for &v in values.iter().filter(|v| v.is_finite()) {
+        counts[(((v - lo) / width) as usize).min(bins - 1)] += 1;
+    }
+    let top = counts.iter().copied().max().unwrap_or(1).max(1) as f64 * 1.05;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (800, 480)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(lo..hi, 0f64..top)
+            .map_err(plot_err)?;
+        chart
+            .configure_mesh()
+            .x_desc(x_label)
+            .y_desc("examples")
+            .draw()
+            .map_err(plot_err)?;
+        chart
+            .draw_series(counts.iter().enumerate().map(|(i, &c)| {
+                let x0 = lo + i as f64 * width;
+                Rectangle::new([(x0, 0.0), (x0 + width, c as f64)], COLORS[0].filled())
+            }))
+            .map_err(plot_err)?;
+        root.present().map_err(plot_err)?;
+    }
+    Ok(svg)
+}
+
+/// A line chart of the series that have points, or `None` when none has.
+fn chart_if_any(title: &str, x: &str, y: &str, series: Vec<Series>) -> Result<Option<String>> {
+    let series: Vec<Series> = series
+        .into_iter()
+        .filter(|s| s.points.iter().any(|p| p.0.is_finite() && p.1.is_finite()))
+        .collect();
+    if series.is_empty() {
+        return Ok(None);
+    }
+    line_chart(title, x, y, &series).map(Some)
+}
+
+/// The training curves of a run: log10 loss and the normalized margins against epoch
+/// (the paper's Figure 1 panels), as SVG charts; a chart is `None` when it has no point
+/// (the normalized-margin chart before any epoch separates the data).
+pub fn training_curves(metrics: &[EpochMetrics]) -> Result<(Option<String>, Option<String>)> {
+    let pts = |f: &dyn Fn(&EpochMetrics) -> Option<f64>| -> Vec<(f64, f64)> {
+        metrics
+            .iter()
+            .filter_map(|m| f(m).map(|v| (m.epoch as f64, v)))
+            .collect()
+    };
+    let loss = chart_if_any(
+        "training loss",
+        "epoch",
+        "log10 loss",
+        vec![
+            Series {
+                label: "mean loss".into(),
+                points: pts(&|m| Some(m.log10_loss)),
+            },
+            Series {
+                label: "summed loss".into(),
+                points: pts(&|m| Some(m.log10_loss_sum)),
+            },
+        ],
+    )?;
+    // Normalized margins are tiny and of different scales: plot log10 of the positive ones.
+    let lg = |v: Option<f64>| v.filter(|&x| x > 0.0).map(f64::log10);
+    let margin = chart_if_any(
+        "normalized margin (positive values)",
+        "epoch",
+        "log10 margin",
+        vec![
+            Series {
+                label: "q_min / rho^L".into(),
+                points: pts(&|m| lg(m.normalized_margin)),
+            },
+            Series {
+                label: "q_min / prod ||W_i||".into(),
+                points: pts(&|m| lg(m.layer_normalized_margin)),
+            },
+            Series {
+                label: "smoothed margin".into(),
+                points: pts(&|m| lg(m.smoothed_margin)),
+            },
+        ],
+    )?;
+    Ok((loss, margin))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn charts_are_svg_with_the_labels() {
+        let s = line_chart(
+            "t",
+            "epoch",
+            "y",
+            &[Series {
+                label: "curve".into(),
+                points: vec![(0.0, 1.0), (1.0, f64::NAN), (2.0, 3.0)],
+            }],
+        )
+        .unwrap();
+        assert!(s.starts_with("<svg") && s.contains("epoch"));
+        let h = histogram("h", "margin", &[1.0, 2.0, 2.5, 9.0], 4).unwrap();
+        assert!(h.contains("<rect"));
+        assert!(line_chart("t", "x", "y", &[]).is_err());
+        assert!(histogram("h", "x", &[f64::NAN], 3).is_err());
+    }
+}
