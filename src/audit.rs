@@ -440,9 +440,28 @@ impl AuditReport {
         s
     }
 
-    /// The margin histogram as a standalone SVG (hand-written; no font libraries).
+    /// The margin histogram as a standalone SVG: [`crate::plot::histogram`] (plotters' SVG
+    /// backend), or the hand-written [`histogram_svg`] where plotters cannot draw it (no
+    /// finite value, all values equal).
     pub fn histogram_svg(&self, bins: usize) -> String {
-        histogram_svg(&self.margin_lower_bounds, bins.max(1))
+        let v = &self.margin_lower_bounds;
+        let finite = || v.iter().copied().filter(|x| x.is_finite());
+        let distinct =
+            finite().fold(f64::INFINITY, f64::min) < finite().fold(f64::NEG_INFINITY, f64::max);
+        if distinct
+            && let Ok(svg) = crate::plot::histogram(
+                &format!(
+                    "certified lower bounds of the margins q_n ({} examples)",
+                    v.len()
+                ),
+                "lower bound of q_n",
+                v,
+                bins.max(1),
+            )
+        {
+            return svg;
+        }
+        histogram_svg(v, bins.max(1))
     }
 
     /// Writes `audit.json`, `certificate.json`, `report.md` and `margins.svg` into `dir`.
@@ -462,7 +481,8 @@ impl AuditReport {
     }
 }
 
-/// A histogram of finite `values` as SVG (non-finite values are counted in the caption).
+/// A hand-written histogram of finite `values` as SVG (non-finite values are counted in the
+/// caption); the fallback of [`AuditReport::histogram_svg`].
 pub fn histogram_svg(values: &[f64], bins: usize) -> String {
     use std::fmt::Write;
     let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
