@@ -13,6 +13,7 @@ pub mod error;
 pub mod fetch;
 pub mod model;
 pub mod nn;
+pub mod robust;
 pub mod train;
 
 pub use error::{Error, Result};
