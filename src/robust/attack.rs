@@ -164,12 +164,12 @@ impl GradNet {
             }
             Task::Multi(k) => {
                 let y = label as usize;
-                let (j, zj) = (0..k)
-                    .filter(|&j| j != y)
-                    .map(|j| (j, z[j]))
-                    .fold((usize::MAX, f64::NEG_INFINITY), |a, b| {
+                let (j, zj) = (0..k).filter(|&j| j != y).map(|j| (j, z[j])).fold(
+                    (usize::MAX, f64::NEG_INFINITY),
+                    |a, b| {
                         if b.1 > a.1 { b } else { a }
-                    });
+                    },
+                );
                 dz[y] = 1.0;
                 dz[j] = -1.0;
                 z[y] - zj

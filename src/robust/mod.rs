@@ -438,3 +438,29 @@ impl RobustReport {
         s
     }
 }
+
+/// Writes `robust.json` (the whole report), `robust-curve.json` and `robust.svg` into `dir`
+/// (created if missing).
+pub fn write_outputs(rep: &RobustReport, dir: &std::path::Path) -> Result<()> {
+    let io =
+        |e: std::io::Error, what: &str| Error::Invalid(format!("{}: {what}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(|e| io(e, "cannot create the directory"))?;
+    let ser = |v: &dyn erased::Ser| v.json();
+    std::fs::write(dir.join("robust.json"), ser(rep)).map_err(|e| io(e, "robust.json"))?;
+    std::fs::write(dir.join("robust-curve.json"), ser(&rep.curve))
+        .map_err(|e| io(e, "robust-curve.json"))?;
+    std::fs::write(dir.join("robust.svg"), rep.svg()).map_err(|e| io(e, "robust.svg"))?;
+    Ok(())
+}
+
+mod erased {
+    /// Pretty JSON of a serializable value.
+    pub trait Ser {
+        fn json(&self) -> String;
+    }
+    impl<T: serde::Serialize> Ser for T {
+        fn json(&self) -> String {
+            serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+        }
+    }
+}
