@@ -75,6 +75,11 @@ fn check_report(rep: &robust::RobustReport, what: &str) {
             e.attack
         );
         assert!(e.margin_only <= e.certified.max(e.margin_only), "{what}");
+        if let Some(c) = e.crown {
+            assert!(c <= e.attack, "{what}: CROWN radius above attack radius");
+            // CROWN(+IBP) bisects a pointwise larger lower bound: never below IBP's radius.
+            assert!(c >= e.certified, "{what}: CROWN {c} < IBP {}", e.certified);
+        }
         if e.margin[0] > 0.0 {
             assert!(e.certified > 0.0, "{what}: positive margin but zero radius");
         }
@@ -122,6 +127,7 @@ fn trained_nets_certified_below_attack() {
             };
             let rep = robust::run(&spec, &params, &eval, &opts).unwrap();
             check_report(&rep, &format!("{name} {norm:?}"));
+            println!("{name} {norm:?}\n{}", rep.table());
             let dir = tempfile::tempdir().unwrap();
             robust::write_outputs(&rep, dir.path()).unwrap();
             let back: robust::RobustReport = serde_json::from_str(
@@ -224,6 +230,10 @@ proptest! {
                 // grid points are in [0,1]²; allow the f64 evaluation's rounding in x0.
                 prop_assert!(e.certified <= grid + 1e-12, "{:?} ex {}: certified {} > grid {}", norm, e.index, e.certified, grid);
                 prop_assert!(e.certified <= e.attack);
+                if let Some(c) = e.crown {
+                    prop_assert!(c <= grid + 1e-12, "CROWN {} > grid {}", c, grid);
+                    prop_assert!(c >= e.certified);
+                }
             }
         }
         // Lipschitz bound vs observed gap ratios on random pairs.

@@ -435,6 +435,7 @@ pub struct AttackResult {
 /// Searches by bisection on ε in `(0, eps_max]` for the smallest radius at which PGD finds a
 /// verified adversarial point. Only points proven misclassified by the certified forward pass
 /// count. An example already not classified correctly (certified `q ≤ 0`) gets radius 0.
+#[allow(clippy::too_many_arguments)]
 pub fn attack(
     g: &GradNet,
     net: &CertifiedNet,
@@ -459,8 +460,10 @@ pub fn attack(
     }
     let mut best: Option<(f64, Vec<f64>)> = None;
     let mut try_eps = |eps: f64, best: &mut Option<(f64, Vec<f64>)>| -> Result<bool> {
-        if let Some(x) = pgd(g, &x0, label, task, eps, norm, opts, &mut rng) {
-            if verified_adversarial(net, &x, label, task)? {
+        if let Some(x) = pgd(g, &x0, label, task, eps, norm, opts, &mut rng)
+            && verified_adversarial(net, &x, label, task)?
+        {
+            {
                 let r = distance_up(pixels, &x, norm);
                 if best.as_ref().is_none_or(|(b, _)| r < *b) {
                     *best = Some((r, x));

@@ -12,6 +12,7 @@
 //! the input domain `[0,1]^d` for L∞; the L2 certificate holds on all of `R^d`, a superset.
 
 pub mod attack;
+pub mod crown;
 pub mod lipschitz;
 
 use serde::{Deserialize, Serialize};
@@ -198,6 +199,10 @@ pub struct ExampleRadii {
     /// bound `lo(q_n)/(√2·Lip)` (L2 runs only; 0 otherwise).
     #[serde(with = "ext_f64")]
     pub margin_only: f64,
+    /// L∞ only, dense/ReLU networks only: certified lower bound by bisection on the
+    /// `max(IBP, CROWN)` margin bound (`None` when not computed).
+    #[serde(default)]
+    pub crown: Option<f64>,
     /// Upper bound from a verified adversarial point (`inf` when the attack found none).
     #[serde(with = "ext_f64")]
     pub attack: f64,
@@ -293,6 +298,17 @@ pub fn run(
             vec![0.0; data.len()],
         ),
     };
+    let crown_r = match (opts.norm, crown::Crown::new(spec, params)) {
+        (Norm::Inf, Ok(c)) => Some(crown::crown_radius(
+            &c,
+            &net,
+            data,
+            task,
+            opts.eps_max,
+            opts.steps,
+        )?),
+        _ => None,
+    };
     let g = GradNet::new(spec, params)?;
     let aopts = AttackOptions {
         bisection: opts.steps,
@@ -321,10 +337,14 @@ pub fn run(
             margin: [margins[n].lo, margins[n].hi],
             certified: certified[n],
             margin_only: margin_only[n],
+            crown: crown_r.as_ref().map(|r| r[n]),
             attack: a?.radius,
         });
     }
-    let violations = examples.iter().filter(|e| e.certified > e.attack).count();
+    let violations = examples
+        .iter()
+        .filter(|e| e.certified > e.attack || e.crown.is_some_and(|c| c > e.attack))
+        .count();
     let curve = curve(&examples, opts.eps_max, 21);
     Ok(RobustReport {
         norm: opts.norm,
@@ -384,6 +404,12 @@ impl RobustReport {
                 .filter(|e| e.attack.is_infinite())
                 .count()
         );
+        if self.examples.iter().any(|e| e.crown.is_some()) {
+            s += &format!(
+                "median radius: CROWN(+IBP) {}\n",
+                med(|e| e.crown.unwrap_or(f64::NAN))
+            );
+        }
         s += "     eps   certified   empirical\n";
         for i in 0..self.curve.eps.len() {
             s += &format!(
