@@ -109,8 +109,8 @@ impl Crown {
                     }
                     // |next_k − (Wᵀλ)_k| ≤ γ_out Σ_o |W_ok λ_o| + out·η; times |a_k|.
                     let mut slack = 0.0f64;
-                    for kk in 0..n {
-                        let err = up(up(gamma * abs[kk]) + n_eta);
+                    for (kk, &a) in abs.iter().enumerate() {
+                        let err = up(up(gamma * a) + n_eta);
                         let amax = inp.lo(kk).abs().max(inp.hi(kk).abs());
                         slack = up(slack + up(err * amax));
                     }
