@@ -5,9 +5,10 @@
 //! product and square root is rounded upward with [`up`] (Lemma 1 of proofs/forward.md:
 //! `up(RN(a)) ≥ a`), so each returned number is `≥` the exact real quantity it bounds.
 
-use crate::certify::enclosure::{U, up};
+use crate::certify::enclosure::{ETA, U, down, gamma_up, up};
 use crate::error::{Error, Result};
 use crate::model::{Layer, ModelSpec, Params};
+use ndarray::{Array2, linalg::general_mat_mul};
 
 /// Upper bound on `Σ |v_i|` (each partial sum rounded up).
 fn abs_sum_up(v: impl Iterator<Item = f64>) -> f64 {
@@ -31,7 +32,51 @@ pub fn dense_norm_up(w: &[f32], out: usize, inp: usize) -> f64 {
     let one = (0..inp)
         .map(|i| abs_sum_up((0..out).map(|o| w[o * inp + i] as f64)))
         .fold(0.0, f64::max);
-    fro.min(up(up(one * inf).sqrt()))
+    let mut best = fro.min(up(up(one * inf).sqrt()));
+    if let Some(g) = gram_norm_up(w, out, inp) {
+        best = best.min(g);
+    }
+    best
+}
+
+/// Certified `||W||₂ ≤ ||G||_F^{1/2}` with `G = A Aᵀ` the smaller Gram matrix (`A = W` or
+/// `Wᵀ`, `G` symmetric PSD with `λ_max(G) = σ_max(W)²` and `λ_max ≤ ||G||_F`). `G` is
+/// computed in f64 (any order) and each entry bounded in absolute value by
+/// `|fl(G_ij)| + γ_m S_ij + mη` with `S ≥ |A||A|ᵀ` from `(fl(|A||A|ᵀ) + mη)/(1 − γ_m)` (Higham,
+/// as in proofs/forward.md). `None` when the dot length is too long or the result overflows.
+pub fn gram_norm_up(w: &[f32], out: usize, inp: usize) -> Option<f64> {
+    let (r, m, a) = if out <= inp {
+        (
+            out,
+            inp,
+            Array2::from_shape_fn((out, inp), |(i, j)| w[i * inp + j] as f64),
+        )
+    } else {
+        (
+            inp,
+            out,
+            Array2::from_shape_fn((inp, out), |(i, j)| w[j * inp + i] as f64),
+        )
+    };
+    if r == 0 || r > 4096 {
+        return None;
+    }
+    let gamma = gamma_up(m).ok()?;
+    let inv = up(1.0 / down(1.0 - gamma));
+    let m_eta = m as f64 * ETA;
+    let aa = a.mapv(f64::abs);
+    let mut g = Array2::<f64>::zeros((r, r));
+    let mut sabs = Array2::<f64>::zeros((r, r));
+    general_mat_mul(1.0, &a, &a.t(), 0.0, &mut g);
+    general_mat_mul(1.0, &aa, &aa.t(), 0.0, &mut sabs);
+    let mut f2 = 0.0f64;
+    for (gv, sv) in g.iter().zip(sabs.iter()) {
+        let s_exact = up(up(up(*sv + m_eta) * inv) + m_eta);
+        let bound = up(up(gv.abs() + up(gamma * s_exact)) + m_eta);
+        f2 = up(f2 + up(bound * bound));
+    }
+    let v = up(up(f2.sqrt()).sqrt());
+    v.is_finite().then_some(v)
 }
 
 /// Certified upper bound on the L2 operator norm of a conv layer with weights
