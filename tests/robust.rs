@@ -391,3 +391,37 @@ fn cli_robust_end_to_end_and_bad_input() {
         assert!(t.to_lowercase().contains(needle), "{needle}: {t}");
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// The certified dense and conv norm bounds are above a power-iteration estimate of
+    /// `σ_max` (a lower bound of it: a Rayleigh quotient), and the dense bound is below the
+    /// Frobenius norm.
+    #[test]
+    fn norm_bounds_above_power_iteration(out in 1usize..9, inp in 1usize..9, seed in any::<u64>()) {
+        let mut s = seed | 1;
+        let mut rnd = || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; ((s >> 11) as f64 / (1u64 << 53) as f64 - 0.5) as f32 };
+        let w: Vec<f32> = (0..out * inp).map(|_| rnd()).collect();
+        let wf: Vec<f64> = w.iter().map(|&v| v as f64).collect();
+        let mut v = vec![1.0f64; inp];
+        let mut sigma = 0.0;
+        for _ in 0..300 {
+            let u: Vec<f64> = (0..out).map(|o| (0..inp).map(|i| wf[o * inp + i] * v[i]).sum()).collect();
+            let nv: Vec<f64> = (0..inp).map(|i| (0..out).map(|o| wf[o * inp + i] * u[o]).sum()).collect();
+            let n = nv.iter().map(|x| x * x).sum::<f64>().sqrt();
+            if n == 0.0 { break; }
+            let nu = u.iter().map(|x| x * x).sum::<f64>().sqrt();
+            let nvv = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+            sigma = nu / nvv;
+            v = nv.iter().map(|x| x / n).collect();
+        }
+        let b = dense_norm_up(&w, out, inp);
+        prop_assert!(sigma <= b * (1.0 + 1e-12), "{} > {}", sigma, b);
+        let fro = wf.iter().map(|x| x * x).sum::<f64>().sqrt();
+        prop_assert!(b <= fro * (1.0 + 1e-12));
+        // A 1×1 conv is the dense map applied per pixel: same operator norm.
+        let c = robust::lipschitz::conv_norm_up(&w, out, inp, 1);
+        prop_assert!(sigma <= c * (1.0 + 1e-12));
+    }
+}
