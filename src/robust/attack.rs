@@ -380,7 +380,6 @@ fn pgd(
     opts: &AttackOptions,
     rng: &mut SplitMix,
 ) -> Option<Vec<f64>> {
-    let d = x0.len();
     for r in 0..opts.restarts.max(1) {
         let mut x = x0.to_vec();
         if r > 0 {
@@ -417,7 +416,6 @@ fn pgd(
         if g.margin_grad(&x, label, task).0 < 0.0 {
             return Some(x);
         }
-        let _ = d;
     }
     None
 }
