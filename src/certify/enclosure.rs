@@ -374,6 +374,43 @@ impl CertifiedNet {
         Ok(out)
     }
 
+    /// Enclosure of the logits of every real input in the box `x` (`[batch, input_len]`,
+    /// any reals, not only pixels `p / 255`): used for interval bound propagation by
+    /// `robust`. Errors on a shape mismatch, an invalid box or an overflow.
+    pub fn logits_of_ball(&self, x: &BallVec, batch: usize) -> Result<BallVec> {
+        if x.len() != batch * self.input_len || !x.is_valid() {
+            return Err(Error::Shape(format!(
+                "an input box of {} values for a batch of {batch} inputs of {} values (or a \
+                 non-finite box)",
+                x.len(),
+                self.input_len
+            )));
+        }
+        let mut x = x.clone();
+        for (i, step) in self.steps.iter().enumerate() {
+            x = self.apply_seq(i, step, x, batch)?;
+        }
+        Ok(x)
+    }
+
+    /// Like [`CertifiedNet::logits_of_ball`] but returns the box and every layer's output
+    /// enclosure (index `i + 1` = output of layer `i`), sequentially.
+    pub fn forward_of_ball(&self, x: &BallVec, batch: usize) -> Result<Vec<BallVec>> {
+        if x.len() != batch * self.input_len || !x.is_valid() {
+            return Err(Error::Shape(format!(
+                "an input box of {} values for a batch of {batch} inputs of {} values",
+                x.len(),
+                self.input_len
+            )));
+        }
+        let mut out = vec![x.clone()];
+        for (i, step) in self.steps.iter().enumerate() {
+            let next = self.apply(i, step, out.last().expect("non-empty"), batch)?;
+            out.push(next);
+        }
+        Ok(out)
+    }
+
     /// Enclosure of the logits only (see [`logit_enclosures`]).
     pub fn logits(&self, pixels: &[u8], batch: usize) -> Result<BallVec> {
         self.check_pixels(pixels, batch)?;

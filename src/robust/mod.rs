@@ -1,0 +1,492 @@
+//! Certified robustness radii from the margin, checked against real attacks.
+//!
+//! Every certified radius is a claim about the exact real network (stored f32 weights as
+//! exact reals, inputs `p / 255`), computed with outward rounding:
+//! - L2 ([`lipschitz`]): `r_n ≥ min_j s_nj / Lip(Φ_y − Φ_j)` with certified upper bounds on
+//!   the gap Lipschitz constants (proofs/robust-lipschitz.md). Holds for all real
+//!   perturbations (no clipping needed).
+//! - L∞ ([`ibp_radius`]): interval bound propagation through the certified forward pass on
+//!   the box `[x − ε, x + ε] ∩ [0,1]^d` (clipped to the pixel domain), bisection on ε.
+//!
+//! [`attack`] gives upper bounds (PGD, verified on the real network). Robustness is over
+//! the input domain `[0,1]^d` for L∞; the L2 certificate holds on all of `R^d`, a superset.
+
+pub mod attack;
+pub mod crown;
+pub mod lipschitz;
+
+use serde::{Deserialize, Serialize};
+
+use crate::certify::bounds::ext_f64;
+use crate::certify::enclosure::{
+    BallVec, CertifiedNet, down, input_enclosure, interval_to_ball, up,
+};
+use crate::certify::margin::{Task, gaps, margin_of};
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::model::{ModelSpec, Params};
+pub use attack::{AttackOptions, AttackResult, GradNet};
+pub use lipschitz::{Lipschitz, lipschitz};
+
+/// The norm of a perturbation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Norm {
+    /// Euclidean.
+    L2,
+    /// Max-norm.
+    Inf,
+}
+
+impl std::str::FromStr for Norm {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "2" | "l2" | "L2" => Ok(Norm::L2),
+            "inf" | "linf" | "Linf" => Ok(Norm::Inf),
+            o => Err(Error::Invalid(format!("unknown norm {o:?}: use 2 or inf"))),
+        }
+    }
+}
+
+/// The L∞ input box `[x − ε, x + ε] ∩ [0,1]` around the exact pixels, as a ball enclosing it
+/// (endpoints rounded outward).
+pub fn linf_box(pixels: &[u8], eps: &[f64], input_len: usize) -> BallVec {
+    let e = input_enclosure(pixels);
+    let mut mid = Vec::with_capacity(e.len());
+    let mut rad = Vec::with_capacity(e.len());
+    for i in 0..e.len() {
+        let ep = eps[i / input_len.max(1)];
+        let lo = down(e.lo(i) - ep).max(0.0);
+        let hi = up(e.hi(i) + ep).min(1.0);
+        let (m, r) = interval_to_ball(lo, hi.max(lo));
+        mid.push(m);
+        rad.push(r);
+    }
+    BallVec { mid, rad }
+}
+
+/// Certified lower bounds of the margins of a batch of examples over their L∞ boxes.
+fn ibp_margins(
+    net: &CertifiedNet,
+    data: &Dataset,
+    idx: &[usize],
+    eps: &[f64],
+    task: Task,
+) -> Result<Vec<f64>> {
+    let il = data.shape.len();
+    let px: Vec<u8> = idx
+        .iter()
+        .flat_map(|&n| data.image(n).iter().copied())
+        .collect();
+    let b = linf_box(&px, eps, il);
+    let logits = net.logits_of_ball(&b, idx.len())?;
+    Ok(idx
+        .iter()
+        .enumerate()
+        .map(|(k, &n)| margin_of(&gaps(&logits, k, data.labels[n], task)).lo)
+        .collect())
+}
+
+/// Certified L∞ radii by IBP with bisection (`steps` halvings of `[0, eps_max]`): for every
+/// returned `r_n > 0`, the certified margin lower bound is `> 0` on the whole box of radius
+/// `r_n` clipped to `[0,1]^d`. 0 when not even the clean point is certified.
+pub fn ibp_radius(
+    net: &CertifiedNet,
+    data: &Dataset,
+    task: Task,
+    eps_max: f64,
+    steps: usize,
+) -> Result<Vec<f64>> {
+    use rayon::prelude::*;
+    let n = data.len();
+    let chunks: Vec<Vec<usize>> = (0..n)
+        .collect::<Vec<_>>()
+        .chunks(32)
+        .map(|c| c.to_vec())
+        .collect();
+    let parts: Vec<Result<Vec<f64>>> = chunks
+        .par_iter()
+        .map(|idx| {
+            let m = idx.len();
+            let mut lo = vec![0.0; m];
+            let mut hi = vec![eps_max; m];
+            // clean certification, then eps_max.
+            let q0 = ibp_margins(net, data, idx, &vec![0.0; m], task)?;
+            let qm = ibp_margins(net, data, idx, &hi, task)?;
+            let mut done: Vec<bool> = (0..m).map(|k| q0[k] <= 0.0 || qm[k] > 0.0).collect();
+            for k in 0..m {
+                if qm[k] > 0.0 {
+                    lo[k] = eps_max;
+                }
+            }
+            for _ in 0..steps {
+                let mids: Vec<f64> = (0..m).map(|k| 0.5 * (lo[k] + hi[k])).collect();
+                let q = ibp_margins(net, data, idx, &mids, task)?;
+                for k in 0..m {
+                    if done[k] {
+                        continue;
+                    }
+                    if q[k] > 0.0 {
+                        lo[k] = mids[k];
+                    } else {
+                        hi[k] = mids[k];
+                    }
+                }
+                if done.iter().all(|d| *d) {
+                    break;
+                }
+            }
+            done.iter_mut().for_each(|d| *d = true);
+            Ok(lo)
+        })
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    for p in parts {
+        out.extend(p?);
+    }
+    Ok(out)
+}
+
+/// Certified L2 radii from the margin: `r_n = min_{j≠y} down(lo(s_nj) / Lip_j)` (0 when some
+/// `lo(s_nj) ≤ 0`). Gap `s_j` moves by at most `Lip_j ||δ||₂`, so `s_j(x + δ) > 0` for
+/// `||δ||₂ < r_n`.
+pub fn lipschitz_radius(
+    net: &CertifiedNet,
+    lip: &Lipschitz,
+    data: &Dataset,
+    task: Task,
+) -> Result<Vec<f64>> {
+    let logits = net.logits(&data.pixels, data.len())?;
+    Ok((0..data.len())
+        .map(|n| {
+            let y = data.labels[n];
+            let g = gaps(&logits, n, y, task);
+            let others: Vec<usize> = match task {
+                Task::Binary => vec![0],
+                Task::Multi(k) => (0..k).filter(|&j| j != y as usize).collect(),
+            };
+            g.iter()
+                .zip(others)
+                .map(|(s, j)| {
+                    let l = lip.gap(y as usize, j);
+                    if s.lo <= 0.0 || l.is_nan() {
+                        0.0
+                    } else if l == 0.0 {
+                        f64::INFINITY
+                    } else {
+                        down(s.lo / l).max(0.0)
+                    }
+                })
+                .fold(f64::INFINITY, f64::min)
+        })
+        .collect())
+}
+
+/// Per-example result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExampleRadii {
+    /// Index in the dataset.
+    pub index: usize,
+    /// Label.
+    pub label: u8,
+    /// Certified margin enclosure of the clean example `[lo, hi]`.
+    pub margin: [f64; 2],
+    /// Certified lower bound on the radius (L2: Lipschitz; L∞: IBP).
+    #[serde(with = "ext_f64")]
+    pub certified: f64,
+    /// Certified L2 lower bound from the minimum margin alone: `lo(q_min)`-style uniform
+    /// bound `lo(q_n)/(√2·Lip)` (L2 runs only; 0 otherwise).
+    #[serde(with = "ext_f64")]
+    pub margin_only: f64,
+    /// L∞ only, dense/ReLU networks only: certified lower bound by bisection on the
+    /// `max(IBP, CROWN)` margin bound (`None` when not computed).
+    #[serde(default)]
+    pub crown: Option<f64>,
+    /// Upper bound from a verified adversarial point (`inf` when the attack found none).
+    #[serde(with = "ext_f64")]
+    pub attack: f64,
+}
+
+/// Robust accuracy at each ε: certified (lower bound on the true robust accuracy) and
+/// empirical (upper bound).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Curve {
+    /// ε grid.
+    pub eps: Vec<f64>,
+    /// Fraction of examples with certified radius `> ε`.
+    pub certified: Vec<f64>,
+    /// Fraction with attack radius `> ε`.
+    pub empirical: Vec<f64>,
+}
+
+/// The report of one robustness run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RobustReport {
+    /// Norm.
+    pub norm: Norm,
+    /// Largest ε searched.
+    pub eps_max: f64,
+    /// Certified upper bound on the network's L2 Lipschitz constant.
+    #[serde(with = "ext_f64")]
+    pub lipschitz: f64,
+    /// Per example.
+    pub examples: Vec<ExampleRadii>,
+    /// Robust accuracy curves.
+    pub curve: Curve,
+    /// Number of examples whose certified radius exceeds the attack radius (must be 0).
+    pub violations: usize,
+}
+
+/// Options of [`run`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RobustOptions {
+    /// Norm.
+    pub norm: Norm,
+    /// Largest ε.
+    pub eps_max: f64,
+    /// Bisection steps (certified and attack).
+    pub steps: usize,
+    /// Attack settings.
+    pub attack: AttackOptions,
+}
+
+/// Certified and empirical radii of every example of `data`.
+pub fn run(
+    spec: &ModelSpec,
+    params: &Params,
+    data: &Dataset,
+    opts: &RobustOptions,
+) -> Result<RobustReport> {
+    use rayon::prelude::*;
+    if !(opts.eps_max.is_finite() && opts.eps_max > 0.0) {
+        return Err(Error::Invalid(format!(
+            "eps-max must be a positive number, got {}",
+            opts.eps_max
+        )));
+    }
+    if data.shape != spec.input {
+        return Err(Error::Shape(format!(
+            "the data has shape {:?}, the model input {:?}",
+            data.shape, spec.input
+        )));
+    }
+    let net = CertifiedNet::new(spec, params)?;
+    let task = Task::new(net.outputs(), data.classes)?;
+    let lip = lipschitz(spec, params)?;
+    let logits = net.logits(&data.pixels, data.len())?;
+    let margins: Vec<_> = (0..data.len())
+        .map(|n| margin_of(&gaps(&logits, n, data.labels[n], task)))
+        .collect();
+    let (certified, margin_only) = match opts.norm {
+        Norm::L2 => {
+            let c = lipschitz_radius(&net, &lip, data, task)?;
+            let s2 = up(std::f64::consts::SQRT_2);
+            let l = if task == Task::Binary {
+                lip.network
+            } else {
+                up(s2 * lip.network)
+            };
+            let m = margins
+                .iter()
+                .map(|q| if q.lo > 0.0 { down(q.lo / l) } else { 0.0 })
+                .collect();
+            (c, m)
+        }
+        Norm::Inf => (
+            ibp_radius(&net, data, task, opts.eps_max, opts.steps)?,
+            vec![0.0; data.len()],
+        ),
+    };
+    let crown_r = match (opts.norm, crown::Crown::new(spec, params)) {
+        (Norm::Inf, Ok(c)) => Some(crown::crown_radius(
+            &c,
+            &net,
+            data,
+            task,
+            opts.eps_max,
+            opts.steps,
+        )?),
+        _ => None,
+    };
+    let g = GradNet::new(spec, params)?;
+    let aopts = AttackOptions {
+        bisection: opts.steps,
+        ..opts.attack
+    };
+    let attacks: Vec<Result<AttackResult>> = (0..data.len())
+        .into_par_iter()
+        .map(|n| {
+            attack::attack(
+                &g,
+                &net,
+                data.image(n),
+                data.labels[n],
+                task,
+                opts.norm,
+                opts.eps_max,
+                &aopts,
+            )
+        })
+        .collect();
+    let mut examples = Vec::with_capacity(data.len());
+    for (n, a) in attacks.into_iter().enumerate() {
+        examples.push(ExampleRadii {
+            index: n,
+            label: data.labels[n],
+            margin: [margins[n].lo, margins[n].hi],
+            certified: certified[n],
+            margin_only: margin_only[n],
+            crown: crown_r.as_ref().map(|r| r[n]),
+            attack: a?.radius,
+        });
+    }
+    let violations = examples
+        .iter()
+        .filter(|e| e.certified > e.attack || e.crown.is_some_and(|c| c > e.attack))
+        .count();
+    let curve = curve(&examples, opts.eps_max, 21);
+    Ok(RobustReport {
+        norm: opts.norm,
+        eps_max: opts.eps_max,
+        lipschitz: lip.network,
+        examples,
+        curve,
+        violations,
+    })
+}
+
+/// Robust accuracy curves on `points` evenly spaced ε in `[0, eps_max]`.
+pub fn curve(ex: &[ExampleRadii], eps_max: f64, points: usize) -> Curve {
+    let n = ex.len().max(1) as f64;
+    let eps: Vec<f64> = (0..points)
+        .map(|i| eps_max * i as f64 / (points.max(2) - 1) as f64)
+        .collect();
+    let frac = |f: &dyn Fn(&ExampleRadii) -> f64, e: f64| {
+        ex.iter().filter(|x| f(x) > e).count() as f64 / n
+    };
+    Curve {
+        certified: eps.iter().map(|&e| frac(&|x| x.certified, e)).collect(),
+        empirical: eps.iter().map(|&e| frac(&|x| x.attack, e)).collect(),
+        eps,
+    }
+}
+
+/// Median of the finite values (`None` when there are none).
+pub fn median(v: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut v: Vec<f64> = v.filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    Some(v[v.len() / 2])
+}
+
+impl RobustReport {
+    /// A text table of the curves and medians.
+    pub fn table(&self) -> String {
+        let mut s = format!(
+            "norm {:?}, {} examples, certified Lipschitz bound {:.4e}, violations {}\n",
+            self.norm,
+            self.examples.len(),
+            self.lipschitz,
+            self.violations
+        );
+        let med = |f: fn(&ExampleRadii) -> f64| {
+            median(self.examples.iter().map(f)).map_or("-".into(), |m| format!("{m:.4e}"))
+        };
+        s += &format!(
+            "median radius: certified {}, attack {} (attack found nothing for {} examples)\n",
+            med(|e| e.certified),
+            med(|e| e.attack),
+            self.examples
+                .iter()
+                .filter(|e| e.attack.is_infinite())
+                .count()
+        );
+        if self.examples.iter().any(|e| e.crown.is_some()) {
+            s += &format!(
+                "median radius: CROWN(+IBP) {}\n",
+                med(|e| e.crown.unwrap_or(f64::NAN))
+            );
+        }
+        s += "     eps   certified   empirical\n";
+        for i in 0..self.curve.eps.len() {
+            s += &format!(
+                "{:8.4}  {:10.3}  {:10.3}\n",
+                self.curve.eps[i], self.curve.certified[i], self.curve.empirical[i]
+            );
+        }
+        s
+    }
+
+    /// A hand-written SVG plot of the two robust-accuracy curves (no font dependencies).
+    pub fn svg(&self) -> String {
+        let (w, h, m) = (480.0, 320.0, 40.0);
+        let c = &self.curve;
+        let xm = c.eps.last().copied().unwrap_or(1.0).max(f64::MIN_POSITIVE);
+        let pt = |e: f64, a: f64| {
+            format!(
+                "{:.1},{:.1}",
+                m + (w - 2.0 * m) * e / xm,
+                h - m - (h - 2.0 * m) * a
+            )
+        };
+        let line = |v: &[f64], col: &str| {
+            let pts: Vec<String> = c.eps.iter().zip(v).map(|(&e, &a)| pt(e, a)).collect();
+            format!(
+                "<polyline fill=\"none\" stroke=\"{col}\" stroke-width=\"2\" points=\"{}\"/>\n",
+                pts.join(" ")
+            )
+        };
+        let mut s = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+        );
+        s += &format!(
+            "<line x1=\"{m}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n",
+            h - m,
+            w - m,
+            h - m
+        );
+        s += &format!(
+            "<line x1=\"{m}\" y1=\"{m}\" x2=\"{m}\" y2=\"{}\" stroke=\"black\"/>\n",
+            h - m
+        );
+        s += &line(&c.certified, "#1f77b4");
+        s += &line(&c.empirical, "#d62728");
+        s += &format!(
+            "<text x=\"{}\" y=\"{}\" font-size=\"12\">eps ({:?}), max {xm:.3}</text>\n",
+            w / 2.0 - 40.0,
+            h - 10.0,
+            self.norm
+        );
+        s += "<text x=\"5\" y=\"20\" font-size=\"12\">robust accuracy: certified (blue) / attack (red)</text>\n</svg>\n";
+        s
+    }
+}
+
+/// Writes `robust.json` (the whole report), `robust-curve.json` and `robust.svg` into `dir`
+/// (created if missing).
+pub fn write_outputs(rep: &RobustReport, dir: &std::path::Path) -> Result<()> {
+    let io =
+        |e: std::io::Error, what: &str| Error::Invalid(format!("{}: {what}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(|e| io(e, "cannot create the directory"))?;
+    let ser = |v: &dyn erased::Ser| v.json();
+    std::fs::write(dir.join("robust.json"), ser(rep)).map_err(|e| io(e, "robust.json"))?;
+    std::fs::write(dir.join("robust-curve.json"), ser(&rep.curve))
+        .map_err(|e| io(e, "robust-curve.json"))?;
+    std::fs::write(dir.join("robust.svg"), rep.svg()).map_err(|e| io(e, "robust.svg"))?;
+    Ok(())
+}
+
+mod erased {
+    /// Pretty JSON of a serializable value.
+    pub trait Ser {
+        fn json(&self) -> String;
+    }
+    impl<T: serde::Serialize> Ser for T {
+        fn json(&self) -> String {
+            serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+        }
+    }
+}

@@ -1,0 +1,427 @@
+//! Robustness radii: certified lower bounds never exceed exact or attack-found radii.
+
+use margincert::certify::enclosure::CertifiedNet;
+use margincert::data::{DataSource, Dataset};
+use margincert::model::{Layer, ModelSpec, Padding, Params, Shape, presets};
+use margincert::robust::{
+    self, AttackOptions, GradNet, Norm, RobustOptions, lipschitz::dense_norm_up,
+};
+use margincert::train::{EpochOutcome, LossKind, Schedule, TrainConfig, Trainer};
+use proptest::prelude::*;
+
+fn embedded_train(n: usize) -> Dataset {
+    let split = "embedded".parse::<DataSource>().unwrap().load().unwrap();
+    split.train.take(n)
+}
+
+fn train(spec: &ModelSpec, data: &Dataset, epochs: usize) -> Params {
+    let params = Params::he_normal(spec, 3).unwrap();
+    let cfg = TrainConfig {
+        loss: LossKind::CrossEntropy,
+        batch: 32,
+        epochs,
+        seed: 7,
+        schedule: Schedule::paper_loss_based(),
+        save_at_log10: vec![],
+        stop_log10_loss: None,
+    };
+    let mut t = Trainer::new(spec, params, cfg, data, None, None).unwrap();
+    let start = std::time::Instant::now();
+    for _ in 0..10 * epochs {
+        if let EpochOutcome::Finished(_) = t.step_epoch(start).unwrap() {
+            break;
+        }
+    }
+    t.params().clone()
+}
+
+fn small_cnn(classes: usize) -> ModelSpec {
+    ModelSpec {
+        name: "small-cnn".into(),
+        input: Shape { c: 1, h: 28, w: 28 },
+        layers: vec![
+            Layer::Conv2d {
+                out: 4,
+                kernel: 5,
+                stride: 2,
+                padding: Padding::Valid,
+                bias: false,
+            },
+            Layer::Relu,
+            Layer::MaxPool {
+                size: 2,
+                stride: None,
+            },
+            Layer::Flatten,
+            Layer::Dense {
+                out: classes,
+                bias: false,
+            },
+        ],
+    }
+}
+
+fn check_report(rep: &robust::RobustReport, what: &str) {
+    assert_eq!(
+        rep.violations, 0,
+        "{what}: certified radius above attack radius"
+    );
+    for e in &rep.examples {
+        assert!(
+            e.certified <= e.attack,
+            "{what}: example {}: {} > {}",
+            e.index,
+            e.certified,
+            e.attack
+        );
+        // The global-constant bound lo(q)/(√2 Lip) is never above the per-gap bound
+        // (up to the last ulps of the two roundings).
+        assert!(
+            e.margin_only <= e.certified * (1.0 + 1e-9),
+            "{what}: {} > {}",
+            e.margin_only,
+            e.certified
+        );
+        if rep.norm == Norm::L2 && e.margin[0] > 0.0 {
+            assert!(e.margin_only > 0.0, "{what}");
+        }
+        if let Some(c) = e.crown {
+            assert!(c <= e.attack, "{what}: CROWN radius above attack radius");
+            // CROWN(+IBP) bisects a pointwise larger lower bound: never below IBP's radius.
+            assert!(c >= e.certified, "{what}: CROWN {c} < IBP {}", e.certified);
+        }
+        if e.margin[0] > 0.0 {
+            assert!(e.certified > 0.0, "{what}: positive margin but zero radius");
+        }
+    }
+    let certified_pos = rep.examples.iter().filter(|e| e.certified > 0.0).count();
+    let attacked = rep.examples.iter().filter(|e| e.attack.is_finite()).count();
+    assert!(
+        certified_pos > 0 && attacked > 0,
+        "{what}: {certified_pos} certified, {attacked} attacked"
+    );
+    // Curves: certified accuracy ≤ empirical at every ε, both non-increasing.
+    let c = &rep.curve;
+    for i in 0..c.eps.len() {
+        assert!(
+            c.certified[i] <= c.empirical[i],
+            "{what}: curve at {}",
+            c.eps[i]
+        );
+        if i > 0 {
+            assert!(c.certified[i] <= c.certified[i - 1] && c.empirical[i] <= c.empirical[i - 1]);
+        }
+    }
+}
+
+/// On a trained MLP and a trained small CNN (embedded MNIST subset), for both norms, every
+/// example's certified radius is at most its verified attack radius.
+#[test]
+fn trained_nets_certified_below_attack() {
+    let data = embedded_train(300);
+    let eval = data.take(24);
+    let mlp = presets::mlp_with(data.shape, &[32], 10);
+    let cnn = small_cnn(10);
+    for (name, spec) in [("mlp", mlp), ("cnn", cnn)] {
+        let params = train(&spec, &data, 8);
+        for (norm, eps) in [(Norm::L2, 4.0), (Norm::Inf, 0.25)] {
+            let opts = RobustOptions {
+                norm,
+                eps_max: eps,
+                steps: 7,
+                attack: AttackOptions {
+                    steps: 15,
+                    restarts: 2,
+                    ..Default::default()
+                },
+            };
+            let rep = robust::run(&spec, &params, &eval, &opts).unwrap();
+            check_report(&rep, &format!("{name} {norm:?}"));
+            println!("{name} {norm:?}\n{}", rep.table());
+            let dir = tempfile::tempdir().unwrap();
+            robust::write_outputs(&rep, dir.path()).unwrap();
+            let back: robust::RobustReport = serde_json::from_str(
+                &std::fs::read_to_string(dir.path().join("robust.json")).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(back.examples.len(), rep.examples.len());
+            assert!(
+                std::fs::read_to_string(dir.path().join("robust.svg"))
+                    .unwrap()
+                    .contains("<polyline")
+            );
+        }
+    }
+}
+
+/// Exact σ_max of a 2×2 matrix (largest root of the characteristic polynomial of WᵀW, in
+/// 256-bit MPFR) never exceeds the certified bound.
+#[test]
+fn dense_norm_bound_above_exact_sigma_max() {
+    use rug::Float;
+    let mats: [[f32; 4]; 4] = [
+        [1.0, 2.0, 3.0, 4.0],
+        [1e-3, -7.0, 0.5, 0.25],
+        [3.0, 0.0, 0.0, 3.0],
+        [1.0, 1.0, 1.0, 1.0],
+    ];
+    for m in mats {
+        let f = |v: f32| Float::with_val(256, v);
+        let (a, b, c, d) = (f(m[0]), f(m[1]), f(m[2]), f(m[3]));
+        // WᵀW = [[a²+c², ab+cd],[ab+cd, b²+d²]]; λ_max = (t + sqrt(t² − 4 det))/2.
+        let p = Float::with_val(256, &a * &a) + Float::with_val(256, &c * &c);
+        let q = Float::with_val(256, &b * &b) + Float::with_val(256, &d * &d);
+        let r = Float::with_val(256, &a * &b) + Float::with_val(256, &c * &d);
+        let t = Float::with_val(256, &p + &q);
+        let det = Float::with_val(256, &p * &q) - Float::with_val(256, &r * &r);
+        let disc = Float::with_val(256, &t * &t) - Float::with_val(256, 4 * det);
+        let lam: Float = (t + disc.sqrt()) / 2u32;
+        let sigma = lam.sqrt();
+        let bound = dense_norm_up(&m, 2, 2);
+        assert!(
+            Float::with_val(256, bound) >= sigma,
+            "{m:?}: {bound} < {sigma}"
+        );
+        // and not absurdly loose: within the Frobenius norm.
+        let fro: f64 = m.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+        assert!(bound <= fro * (1.0 + 1e-12));
+    }
+}
+
+fn tiny_net() -> impl Strategy<Value = (ModelSpec, Params)> {
+    (2usize..6, any::<u64>()).prop_map(|(h, seed)| {
+        let spec = presets::mlp_with(Shape::flat(2), &[h], 2);
+        let params = Params::he_normal(&spec, seed).unwrap();
+        (spec, params)
+    })
+}
+
+/// Smallest distance from `x0` to a grid point whose f64 margin is clearly negative (an
+/// upper bound on the exact radius, up to the grid; the threshold keeps rounding out of it).
+fn grid_radius(g: &GradNet, x0: &[f64], label: u8, norm: Norm) -> f64 {
+    let n = 160;
+    let mut best = f64::INFINITY;
+    for i in 0..=n {
+        for j in 0..=n {
+            let x = [i as f64 / n as f64, j as f64 / n as f64];
+            let z = g.logits(&x);
+            let y = label as usize;
+            if z[y] - z[1 - y] < -1e-9 {
+                let (dx, dy) = ((x[0] - x0[0]).abs(), (x[1] - x0[1]).abs());
+                let d = match norm {
+                    Norm::L2 => (dx * dx + dy * dy).sqrt(),
+                    Norm::Inf => dx.max(dy),
+                };
+                best = best.min(d);
+            }
+        }
+    }
+    best
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Certified radii of tiny random nets (2-D inputs) never exceed the radius found by an
+    /// exhaustive grid search, nor the verified attack radius; the Lipschitz bound is above
+    /// every observed ratio |q(x) − q(x')| / ||x − x'||.
+    #[test]
+    fn tiny_nets_certified_below_exact((spec, params) in tiny_net(), px in proptest::collection::vec(any::<u8>(), 8)) {
+        let labels: Vec<u8> = (0..4).map(|i| px[2 * i] % 2).collect();
+        let data = Dataset::new("tiny", Shape::flat(2), px.clone(), labels, 2).unwrap();
+        let g = GradNet::new(&spec, &params).unwrap();
+        for norm in [Norm::L2, Norm::Inf] {
+            let opts = RobustOptions { norm, eps_max: 1.5, steps: 12, attack: AttackOptions { steps: 20, restarts: 4, ..Default::default() } };
+            let rep = robust::run(&spec, &params, &data, &opts).unwrap();
+            prop_assert_eq!(rep.violations, 0);
+            for e in &rep.examples {
+                let x0: Vec<f64> = data.image(e.index).iter().map(|&p| p as f64 / 255.0).collect();
+                let grid = grid_radius(&g, &x0, e.label, norm);
+                // grid points are in [0,1]²; allow the f64 evaluation's rounding in x0.
+                prop_assert!(e.certified <= grid + 1e-12, "{:?} ex {}: certified {} > grid {}", norm, e.index, e.certified, grid);
+                prop_assert!(e.certified <= e.attack);
+                if let Some(c) = e.crown {
+                    prop_assert!(c <= grid + 1e-12, "CROWN {} > grid {}", c, grid);
+                    prop_assert!(c >= e.certified);
+                }
+            }
+        }
+        // Lipschitz bound vs observed gap ratios on random pairs.
+        let lip = robust::lipschitz(&spec, &params).unwrap();
+        for k in 0..4 {
+            let a = [px[k] as f64 / 255.0, px[k + 1] as f64 / 255.0];
+            let b = [px[k + 4] as f64 / 255.0, px[(k + 5) % 8] as f64 / 255.0];
+            let d = ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt();
+            if d > 1e-6 {
+                let (za, zb) = (g.logits(&a), g.logits(&b));
+                let ratio = ((za[0] - za[1]) - (zb[0] - zb[1])).abs() / d;
+                prop_assert!(ratio <= lip.gap(0, 1) * (1.0 + 1e-9), "{} > {}", ratio, lip.gap(0, 1));
+                let net_ratio = ((za[0] - zb[0]).powi(2) + (za[1] - zb[1]).powi(2)).sqrt() / d;
+                prop_assert!(net_ratio <= lip.network * (1.0 + 1e-9));
+            }
+        }
+    }
+}
+
+/// IBP certification is consistent with the certified forward pass: a positive-radius example
+/// has a positive certified clean margin, and a non-certified one gets radius 0.
+#[test]
+fn ibp_zero_radius_iff_clean_margin_not_certified() {
+    let data = embedded_train(150);
+    let spec = presets::mlp_with(data.shape, &[16], 10);
+    let params = train(&spec, &data, 5);
+    let net = CertifiedNet::new(&spec, &params).unwrap();
+    let eval = data.take(20);
+    let task = margincert::certify::margin::Task::Multi(10);
+    let r = robust::ibp_radius(&net, &eval, task, 0.2, 8).unwrap();
+    let logits = net.logits(&eval.pixels, eval.len()).unwrap();
+    let q = margincert::certify::margin::margins(&logits, &eval.labels, task).unwrap();
+    for n in 0..eval.len() {
+        // a positive IBP radius implies a certified positive clean margin.
+        if r[n] > 0.0 {
+            assert!(q[n].lo > 0.0, "example {n}");
+        }
+        if q[n].lo <= 0.0 {
+            assert_eq!(r[n], 0.0);
+        }
+    }
+    assert!(r.iter().any(|&v| v > 0.0));
+}
+
+/// Bad options give errors, not panics.
+#[test]
+fn bad_options_are_errors() {
+    let data = embedded_train(4);
+    let spec = presets::mlp_with(data.shape, &[4], 10);
+    let params = Params::he_normal(&spec, 1).unwrap();
+    let opts = RobustOptions {
+        norm: Norm::L2,
+        eps_max: -1.0,
+        steps: 3,
+        attack: AttackOptions::default(),
+    };
+    assert!(robust::run(&spec, &params, &data, &opts).is_err());
+    let wrong = presets::mlp_with(Shape::flat(3), &[4], 10);
+    let p2 = Params::he_normal(&wrong, 1).unwrap();
+    let opts = RobustOptions {
+        eps_max: 1.0,
+        ..opts
+    };
+    assert!(robust::run(&wrong, &p2, &data, &opts).is_err());
+    assert!("7".parse::<Norm>().is_err());
+}
+
+fn cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_margincert"))
+        .args(["--threads", "2"])
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `margincert robust` end to end on a freshly trained checkpoint, both norms, and clean
+/// failures (non-zero exit, an error line, no panic) on bad input.
+#[test]
+fn cli_robust_end_to_end_and_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let o = cli(&[
+        "train",
+        "--model",
+        "small-mlp",
+        "--train-subset",
+        "100",
+        "--test-subset",
+        "50",
+        "--batch",
+        "25",
+        "--epochs",
+        "4",
+        "--quiet",
+        "--out",
+        d,
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let ckpt = dir.path().join("last.safetensors");
+    let ck = ckpt.to_str().unwrap();
+    for norm in ["2", "inf"] {
+        let out = dir.path().join(format!("r{norm}"));
+        let o = cli(&[
+            "robust",
+            ck,
+            "--norm",
+            norm,
+            "--subset",
+            "8",
+            "--steps",
+            "5",
+            "--restarts",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        let t = text(&o);
+        assert!(o.status.success(), "{t}");
+        assert!(t.contains("violations 0") && t.contains("certified"), "{t}");
+        let rep: robust::RobustReport =
+            serde_json::from_str(&std::fs::read_to_string(out.join("robust.json")).unwrap())
+                .unwrap();
+        assert_eq!(rep.examples.len(), 8);
+        assert!(out.join("robust-curve.json").exists() && out.join("robust.svg").exists());
+    }
+    for (args, needle) in [
+        (vec!["robust", ck, "--norm", "7"], "norm"),
+        (
+            vec!["robust", "/nonexistent.safetensors", "--norm", "2"],
+            "nonexistent",
+        ),
+        (vec!["robust", ck, "--norm", "2", "--eps-max=-1"], "eps"),
+    ] {
+        let o = cli(&args);
+        let t = text(&o);
+        assert!(!o.status.success() && !t.contains("panicked"), "{t}");
+        assert!(t.to_lowercase().contains(needle), "{needle}: {t}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// The certified dense and conv norm bounds are above a power-iteration estimate of
+    /// `σ_max` (a lower bound of it: a Rayleigh quotient), and the dense bound is below the
+    /// Frobenius norm.
+    #[test]
+    fn norm_bounds_above_power_iteration(out in 1usize..9, inp in 1usize..9, seed in any::<u64>()) {
+        let mut s = seed | 1;
+        let mut rnd = || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; ((s >> 11) as f64 / (1u64 << 53) as f64 - 0.5) as f32 };
+        let w: Vec<f32> = (0..out * inp).map(|_| rnd()).collect();
+        let wf: Vec<f64> = w.iter().map(|&v| v as f64).collect();
+        let mut v = vec![1.0f64; inp];
+        let mut sigma = 0.0;
+        for _ in 0..300 {
+            let u: Vec<f64> = (0..out).map(|o| (0..inp).map(|i| wf[o * inp + i] * v[i]).sum()).collect();
+            let nv: Vec<f64> = (0..inp).map(|i| (0..out).map(|o| wf[o * inp + i] * u[o]).sum()).collect();
+            let n = nv.iter().map(|x| x * x).sum::<f64>().sqrt();
+            if n == 0.0 { break; }
+            let nu = u.iter().map(|x| x * x).sum::<f64>().sqrt();
+            let nvv = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+            sigma = nu / nvv;
+            v = nv.iter().map(|x| x / n).collect();
+        }
+        let b = dense_norm_up(&w, out, inp);
+        prop_assert!(sigma <= b * (1.0 + 1e-12), "{} > {}", sigma, b);
+        let fro = wf.iter().map(|x| x * x).sum::<f64>().sqrt();
+        prop_assert!(b <= fro * (1.0 + 1e-12));
+        // A 1×1 conv is the dense map applied per pixel: same operator norm.
+        let c = robust::lipschitz::conv_norm_up(&w, out, inp, 1);
+        prop_assert!(sigma <= c * (1.0 + 1e-12));
+    }
+}
