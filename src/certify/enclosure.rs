@@ -6,13 +6,12 @@
 //! FMA use or underflow of the f64 arithmetic that computes them.
 //!
 //! Dense and conv layers run at matrix-product speed: `W·m` and `|W|·v` are two ordinary
-//! f64 matrix products (ndarray / matrixmultiply, any summation order), and the radius is
+//! f64 matrix products (the `gemm` crate, any summation order), and the radius is
 //! widened by Higham's a-priori bound `|fl(aᵀb) − aᵀb| ≤ γ_n |a|ᵀ|b| + n·η`
 //! (`γ_n = nu/(1−nu)`, `u = 2⁻⁵³`, `η = 2⁻¹⁰⁷⁴`). Every upward rounding is done with
 //! [`up`] (`f64::next_up` of the round-to-nearest result), which is never below the exact
 //! value (Lemma 1 of `proofs/forward.md`).
 
-use ndarray::{ArrayView2, ArrayViewMut2, linalg::general_mat_mul};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -484,21 +483,117 @@ pub fn input_enclosure(pixels: &[u8]) -> BallVec {
     }
 }
 
-/// `C = A · Bᵀ` for row-major `a: [m, k]`, `b: [n, k]`, into `c: [m, n]` (plain f64, any
-/// summation order — the error bound does not depend on it).
-fn mat_abt<T: ndarray::LinalgScalar>(a: &[T], b: &[T], c: &mut [T], m: usize, n: usize, k: usize) {
-    let a = ArrayView2::from_shape((m, k), a).expect("shape");
-    let b = ArrayView2::from_shape((n, k), b).expect("shape");
-    let mut c = ArrayViewMut2::from_shape((m, n), c).expect("shape");
-    general_mat_mul(T::one(), &a, &b.t(), T::zero(), &mut c);
+/// `C[m, n] = A · B` through the `gemm` crate, on the calling thread, with `a` read at
+/// `a[i·ars + p·acs]`, `b` at `b[p·brs + j·bcs]` and `C` row-major (stride `n`).
+///
+/// `gemm` is a classical blocked (BLIS-style) product: every output entry is a sum of
+/// exactly its `k` products `a_ip b_pj`, each rounded once (or fused into an FMA), in some
+/// order; no Strassen-like scheme and no reduced-precision accumulation for `f32`/`f64`
+/// (proofs/forward.md, "What is assumed"). Higham's bound holds for any such order.
+#[allow(clippy::too_many_arguments)]
+fn gemm_into<T: Copy + 'static + num_one::One>(
+    a: &[T],
+    ars: usize,
+    acs: usize,
+    b: &[T],
+    brs: usize,
+    bcs: usize,
+    c: &mut [T],
+    m: usize,
+    n: usize,
+    k: usize,
+) {
+    let fits = |d: &[T], rs: usize, cs: usize, r: usize, cc: usize| {
+        r == 0 || cc == 0 || (r - 1) * rs + (cc - 1) * cs < d.len()
+    };
+    assert!(fits(a, ars, acs, m, k) && fits(b, brs, bcs, k, n) && c.len() >= m * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        c[..m * n].fill(T::zero());
+        return;
+    }
+    // SAFETY: the assert above proves every element read, `a[i·ars + p·acs]` (i < m, p < k)
+    // and `b[p·brs + j·bcs]` (p < k, j < n), and every element written, `c[i·n + j]`,
+    // lies inside its slice; `c` is borrowed mutably so it aliases neither input. With
+    // `read_dst == false` gemm never reads `c`. Strides index existing slices, so they fit
+    // in isize.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            acs as isize,
+            ars as isize,
+            b.as_ptr(),
+            bcs as isize,
+            brs as isize,
+            T::zero(),
+            T::one(),
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// The scalars the certified products run in (binary32 and binary64 only).
+mod num_one {
+    /// `0` and `1` of a float type (both exact).
+    pub trait One: Sized {
+        /// Zero.
+        fn zero() -> Self;
+        /// One.
+        fn one() -> Self;
+    }
+    impl One for f32 {
+        fn zero() -> Self {
+            0.0
+        }
+        fn one() -> Self {
+            1.0
+        }
+    }
+    impl One for f64 {
+        fn zero() -> Self {
+            0.0
+        }
+        fn one() -> Self {
+            1.0
+        }
+    }
+}
+
+/// `C = A · Bᵀ` for row-major `a: [m, k]`, `b: [n, k]`, into `c: [m, n]` (any summation
+/// order — the error bound does not depend on it).
+fn mat_abt<T: Copy + 'static + num_one::One>(
+    a: &[T],
+    b: &[T],
+    c: &mut [T],
+    m: usize,
+    n: usize,
+    k: usize,
+) {
+    gemm_into(a, k, 1, b, 1, k, c, m, n, k);
 }
 
 /// `C = A · B` for row-major `a: [m, k]`, `b: [k, n]`.
-fn mat_ab<T: ndarray::LinalgScalar>(a: &[T], b: &[T], c: &mut [T], m: usize, n: usize, k: usize) {
-    let a = ArrayView2::from_shape((m, k), a).expect("shape");
-    let b = ArrayView2::from_shape((k, n), b).expect("shape");
-    let mut c = ArrayViewMut2::from_shape((m, n), c).expect("shape");
-    general_mat_mul(T::one(), &a, &b, T::zero(), &mut c);
+fn mat_ab<T: Copy + 'static + num_one::One>(
+    a: &[T],
+    b: &[T],
+    c: &mut [T],
+    m: usize,
+    n: usize,
+    k: usize,
+) {
+    gemm_into(a, k, 1, b, n, 1, c, m, n, k);
 }
 
 fn dense(a: &Affine, x: &BallVec, batch: usize, il: usize) -> BallVec {
