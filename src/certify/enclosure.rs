@@ -826,49 +826,48 @@ fn pool(w: &Window, c: usize, x: &BallVec, batch: usize, max: bool) -> BallVec {
     let kkf = exact(kk);
     let mut mid = vec![0.0; batch * ol];
     let mut rad = vec![0.0; batch * ol];
-    for b in 0..batch {
-        for ch in 0..c {
-            for oy in 0..w.out_h {
-                for ox in 0..w.out_w {
-                    let o = b * ol + ch * p + oy * w.out_w + ox;
-                    let idx = |ky: usize, kx: usize| {
-                        // valid pooling: every window position is inside the input.
-                        let iy = oy * w.stride + ky;
-                        let ix = ox * w.stride + kx;
-                        b * il + ch * w.in_h * w.in_w + iy * w.in_w + ix
-                    };
-                    if max {
-                        // max_i x_i ∈ [m_b − r_b, max_i (m_i + r_i)] ⊂ m_b ± max_i r_i where
-                        // m_b is the largest midpoint (m_i ≤ m_b): exact, no rounding.
-                        let (mut mb, mut rb) = (f64::NEG_INFINITY, 0.0f64);
-                        for ky in 0..w.k {
-                            for kx in 0..w.k {
-                                let i = idx(ky, kx);
-                                mb = mb.max(x.mid[i]);
-                                rb = rb.max(x.rad[i]);
-                            }
+    let plane = w.in_h * w.in_w;
+    // One input plane (example b, channel ch) and its output plane at a time; valid
+    // pooling: every window position is inside the input plane.
+    let planes_in = x.mid.chunks_exact(plane).zip(x.rad.chunks_exact(plane));
+    let planes_out = mid.chunks_exact_mut(p).zip(rad.chunks_exact_mut(p));
+    debug_assert_eq!(x.mid.len(), batch * il);
+    for ((xm, xr), (om, or)) in planes_in.zip(planes_out) {
+        for oy in 0..w.out_h {
+            for ox in 0..w.out_w {
+                let o = oy * w.out_w + ox;
+                let base = oy * w.stride * w.in_w + ox * w.stride;
+                if max {
+                    // max_i x_i ∈ [m_b − r_b, max_i (m_i + r_i)] ⊂ m_b ± max_i r_i where
+                    // m_b is the largest midpoint (m_i ≤ m_b): exact, no rounding.
+                    let (mut mb, mut rb) = (f64::NEG_INFINITY, 0.0f64);
+                    for ky in 0..w.k {
+                        let row = base + ky * w.in_w;
+                        for (&m, &r) in xm[row..row + w.k].iter().zip(&xr[row..row + w.k]) {
+                            mb = mb.max(m);
+                            rb = rb.max(r);
                         }
-                        mid[o] = mb;
-                        rad[o] = rb;
-                    } else {
-                        let (mut s, mut a, mut t) = (0.0f64, 0.0f64, 0.0f64);
-                        for ky in 0..w.k {
-                            for kx in 0..w.k {
-                                let i = idx(ky, kx);
-                                s += x.mid[i];
-                                a += x.mid[i].abs();
-                                t += x.rad[i];
-                            }
-                        }
-                        // Exact Σ r ≤ t/(1−γ) and |s − Σ m| ≤ γ Σ|m| ≤ γ a/(1−γ) (sums of
-                        // floats underflow exactly, no η needed).
-                        let sum_rad = up(up(up(up(g * a) + t)) * inv_one_minus_g);
-                        let m = s / kkf;
-                        // |RN(s/k²) − s/k²| ≤ u|m| + η.
-                        let r = up(up(sum_rad / kkf) + up(up(U * m.abs()) + ETA));
-                        mid[o] = m;
-                        rad[o] = r;
                     }
+                    om[o] = mb;
+                    or[o] = rb;
+                } else {
+                    let (mut s, mut a, mut t) = (0.0f64, 0.0f64, 0.0f64);
+                    for ky in 0..w.k {
+                        let row = base + ky * w.in_w;
+                        for (&m, &r) in xm[row..row + w.k].iter().zip(&xr[row..row + w.k]) {
+                            s += m;
+                            a += m.abs();
+                            t += r;
+                        }
+                    }
+                    // Exact Σ r ≤ t/(1−γ) and |s − Σ m| ≤ γ Σ|m| ≤ γ a/(1−γ) (sums of
+                    // floats underflow exactly, no η needed).
+                    let sum_rad = up(up(up(up(g * a) + t)) * inv_one_minus_g);
+                    let m = s / kkf;
+                    // |RN(s/k²) − s/k²| ≤ u|m| + η.
+                    let r = up(up(sum_rad / kkf) + up(up(U * m.abs()) + ETA));
+                    om[o] = m;
+                    or[o] = r;
                 }
             }
         }
