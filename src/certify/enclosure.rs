@@ -233,22 +233,30 @@ impl Affine {
     /// `R = RN(RN(s·F) + E) ≥ (s + nη)/(1 − γ_n) + D + nη`, which bounds `|W x − c|` for
     /// every `x` in the input ball (proofs/forward.md, Theorem 1).
     ///
-    /// With `single`, `s` is the binary32 product `fl₃₂(|W| RN₃₂(v))` and the constants of
-    /// §4b are used instead.
+    /// With `s32 = Some(t)`, `t` is the binary32 product `fl₃₂(|W| RN₃₂(v))` (exactly
+    /// widened to f64 on the fly, overwriting `s`) and the constants of §4b are used instead.
     fn finish(
         &self,
         c: &mut [f64],
         s: &mut [f64],
         feature_of: impl Fn(usize) -> usize,
-        single: bool,
+        s32: Option<&[f32]>,
     ) {
-        let (f, e) = if single {
-            (self.f32_f, self.f32_e)
-        } else {
-            (self.f, self.e)
-        };
-        for s in s.iter_mut() {
-            *s = *s * f + e;
+        match s32 {
+            Some(t) => {
+                let (f, e) = (self.f32_f, self.f32_e);
+                debug_assert_eq!(t.len(), s.len());
+                for (s, &t) in s.iter_mut().zip(t) {
+                    // f32 → f64 is exact.
+                    *s = t as f64 * f + e;
+                }
+            }
+            None => {
+                let (f, e) = (self.f, self.e);
+                for s in s.iter_mut() {
+                    *s = *s * f + e;
+                }
+            }
         }
         if let Some(b) = &self.bias {
             for (i, (c, s)) in c.iter_mut().zip(s.iter_mut()).enumerate() {
@@ -600,23 +608,22 @@ fn dense(a: &Affine, x: &BallVec, batch: usize, il: usize) -> BallVec {
     let mut c = vec![0.0; batch * a.out];
     let mut s = vec![0.0; batch * a.out];
     mat_abt(&x.mid, &a.w, &mut c, batch, a.out, il);
-    let mut single = false;
+    let mut s32 = None;
     if let Some(w32) = &a.w_abs32 {
         // |W|·v in binary32 (proofs/forward.md §4b); fall back to f64 on overflow.
         let v32 = a.inflate_input32(&x.mid, &x.rad);
-        let mut s32 = vec![0f32; batch * a.out];
-        mat_abt(&v32, w32, &mut s32, batch, a.out, il);
-        if s32.iter().fold(true, |ok, x| ok & x.is_finite()) {
-            s.iter_mut().zip(&s32).for_each(|(s, &t)| *s = t as f64);
-            single = true;
+        let mut t = vec![0f32; batch * a.out];
+        mat_abt(&v32, w32, &mut t, batch, a.out, il);
+        if t.iter().fold(true, |ok, x| ok & x.is_finite()) {
+            s32 = Some(t);
         }
     }
-    if !single {
+    if s32.is_none() {
         let v = a.inflate_input(&x.mid, &x.rad);
         mat_abt(&v, &a.w_abs, &mut s, batch, a.out, il);
     }
     let out = a.out;
-    a.finish(&mut c, &mut s, |i| i % out, single);
+    a.finish(&mut c, &mut s, |i| i % out, s32.as_deref());
     BallVec { mid: c, rad: s }
 }
 
@@ -754,10 +761,7 @@ fn conv(a: &Affine, w: &Window, c_in: usize, x: &BallVec, batch: usize) -> BallV
             // |W|·v in binary32 (proofs/forward.md §4b); fall back to f64 on overflow.
             im2col(&v32[b * il..(b + 1) * il], &table, &mut col_v32);
             mat_ab(w32, &col_v32, &mut s32, a.out, p, k);
-            if s32.iter().fold(true, |ok, x| ok & x.is_finite()) {
-                s.iter_mut().zip(&s32).for_each(|(s, &t)| *s = t as f64);
-                single = true;
-            }
+            single = s32.iter().fold(true, |ok, x| ok & x.is_finite());
         }
         if !single {
             let v = v.get_or_insert_with(|| a.inflate_input(&x.mid, &x.rad));
@@ -765,7 +769,7 @@ fn conv(a: &Affine, w: &Window, c_in: usize, x: &BallVec, batch: usize) -> BallV
             im2col(&v[b * il..(b + 1) * il], &table, &mut col_v);
             mat_ab(&a.w_abs, &col_v, s, a.out, p, k);
         }
-        a.finish(c, s, |i| i / p, single);
+        a.finish(c, s, |i| i / p, single.then_some(&s32[..]));
     }
     BallVec { mid, rad }
 }
