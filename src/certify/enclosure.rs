@@ -6,13 +6,12 @@
 //! FMA use or underflow of the f64 arithmetic that computes them.
 //!
 //! Dense and conv layers run at matrix-product speed: `W·m` and `|W|·v` are two ordinary
-//! f64 matrix products (ndarray / matrixmultiply, any summation order), and the radius is
+//! f64 matrix products (the `gemm` crate, any summation order), and the radius is
 //! widened by Higham's a-priori bound `|fl(aᵀb) − aᵀb| ≤ γ_n |a|ᵀ|b| + n·η`
 //! (`γ_n = nu/(1−nu)`, `u = 2⁻⁵³`, `η = 2⁻¹⁰⁷⁴`). Every upward rounding is done with
 //! [`up`] (`f64::next_up` of the round-to-nearest result), which is never below the exact
 //! value (Lemma 1 of `proofs/forward.md`).
 
-use ndarray::{ArrayView2, ArrayViewMut2, linalg::general_mat_mul};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -234,22 +233,30 @@ impl Affine {
     /// `R = RN(RN(s·F) + E) ≥ (s + nη)/(1 − γ_n) + D + nη`, which bounds `|W x − c|` for
     /// every `x` in the input ball (proofs/forward.md, Theorem 1).
     ///
-    /// With `single`, `s` is the binary32 product `fl₃₂(|W| RN₃₂(v))` and the constants of
-    /// §4b are used instead.
+    /// With `s32 = Some(t)`, `t` is the binary32 product `fl₃₂(|W| RN₃₂(v))` (exactly
+    /// widened to f64 on the fly, overwriting `s`) and the constants of §4b are used instead.
     fn finish(
         &self,
         c: &mut [f64],
         s: &mut [f64],
         feature_of: impl Fn(usize) -> usize,
-        single: bool,
+        s32: Option<&[f32]>,
     ) {
-        let (f, e) = if single {
-            (self.f32_f, self.f32_e)
-        } else {
-            (self.f, self.e)
-        };
-        for s in s.iter_mut() {
-            *s = *s * f + e;
+        match s32 {
+            Some(t) => {
+                let (f, e) = (self.f32_f, self.f32_e);
+                debug_assert_eq!(t.len(), s.len());
+                for (s, &t) in s.iter_mut().zip(t) {
+                    // f32 → f64 is exact.
+                    *s = t as f64 * f + e;
+                }
+            }
+            None => {
+                let (f, e) = (self.f, self.e);
+                for s in s.iter_mut() {
+                    *s = *s * f + e;
+                }
+            }
         }
         if let Some(b) = &self.bias {
             for (i, (c, s)) in c.iter_mut().zip(s.iter_mut()).enumerate() {
@@ -521,44 +528,139 @@ pub fn input_enclosure(pixels: &[u8]) -> BallVec {
     }
 }
 
-/// `C = A · Bᵀ` for row-major `a: [m, k]`, `b: [n, k]`, into `c: [m, n]` (plain f64, any
-/// summation order — the error bound does not depend on it).
-fn mat_abt<T: ndarray::LinalgScalar>(a: &[T], b: &[T], c: &mut [T], m: usize, n: usize, k: usize) {
-    let a = ArrayView2::from_shape((m, k), a).expect("shape");
-    let b = ArrayView2::from_shape((n, k), b).expect("shape");
-    let mut c = ArrayViewMut2::from_shape((m, n), c).expect("shape");
-    general_mat_mul(T::one(), &a, &b.t(), T::zero(), &mut c);
+/// `C[m, n] = A · B` through the `gemm` crate, on the calling thread, with `a` read at
+/// `a[i·ars + p·acs]`, `b` at `b[p·brs + j·bcs]` and `C` row-major (stride `n`).
+///
+/// `gemm` is a classical blocked (BLIS-style) product: every output entry is a sum of
+/// exactly its `k` products `a_ip b_pj`, each rounded once (or fused into an FMA), in some
+/// order; no Strassen-like scheme and no reduced-precision accumulation for `f32`/`f64`
+/// (proofs/forward.md, "What is assumed"). Higham's bound holds for any such order.
+#[allow(clippy::too_many_arguments)]
+fn gemm_into<T: Copy + 'static + num_one::One>(
+    a: &[T],
+    ars: usize,
+    acs: usize,
+    b: &[T],
+    brs: usize,
+    bcs: usize,
+    c: &mut [T],
+    m: usize,
+    n: usize,
+    k: usize,
+) {
+    let fits = |d: &[T], rs: usize, cs: usize, r: usize, cc: usize| {
+        r == 0 || cc == 0 || (r - 1) * rs + (cc - 1) * cs < d.len()
+    };
+    assert!(fits(a, ars, acs, m, k) && fits(b, brs, bcs, k, n) && c.len() >= m * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        c[..m * n].fill(T::zero());
+        return;
+    }
+    // SAFETY: the assert above proves every element read, `a[i·ars + p·acs]` (i < m, p < k)
+    // and `b[p·brs + j·bcs]` (p < k, j < n), and every element written, `c[i·n + j]`,
+    // lies inside its slice; `c` is borrowed mutably so it aliases neither input. With
+    // `read_dst == false` gemm never reads `c`. Strides index existing slices, so they fit
+    // in isize.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            acs as isize,
+            ars as isize,
+            b.as_ptr(),
+            bcs as isize,
+            brs as isize,
+            T::zero(),
+            T::one(),
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// The scalars the certified products run in (binary32 and binary64 only).
+mod num_one {
+    /// `0` and `1` of a float type (both exact).
+    pub trait One: Sized {
+        /// Zero.
+        fn zero() -> Self;
+        /// One.
+        fn one() -> Self;
+    }
+    impl One for f32 {
+        fn zero() -> Self {
+            0.0
+        }
+        fn one() -> Self {
+            1.0
+        }
+    }
+    impl One for f64 {
+        fn zero() -> Self {
+            0.0
+        }
+        fn one() -> Self {
+            1.0
+        }
+    }
+}
+
+/// `C = A · Bᵀ` for row-major `a: [m, k]`, `b: [n, k]`, into `c: [m, n]` (any summation
+/// order — the error bound does not depend on it).
+fn mat_abt<T: Copy + 'static + num_one::One>(
+    a: &[T],
+    b: &[T],
+    c: &mut [T],
+    m: usize,
+    n: usize,
+    k: usize,
+) {
+    gemm_into(a, k, 1, b, 1, k, c, m, n, k);
 }
 
 /// `C = A · B` for row-major `a: [m, k]`, `b: [k, n]`.
-fn mat_ab<T: ndarray::LinalgScalar>(a: &[T], b: &[T], c: &mut [T], m: usize, n: usize, k: usize) {
-    let a = ArrayView2::from_shape((m, k), a).expect("shape");
-    let b = ArrayView2::from_shape((k, n), b).expect("shape");
-    let mut c = ArrayViewMut2::from_shape((m, n), c).expect("shape");
-    general_mat_mul(T::one(), &a, &b, T::zero(), &mut c);
+fn mat_ab<T: Copy + 'static + num_one::One>(
+    a: &[T],
+    b: &[T],
+    c: &mut [T],
+    m: usize,
+    n: usize,
+    k: usize,
+) {
+    gemm_into(a, k, 1, b, n, 1, c, m, n, k);
 }
 
 fn dense(a: &Affine, x: &BallVec, batch: usize, il: usize) -> BallVec {
     let mut c = vec![0.0; batch * a.out];
     let mut s = vec![0.0; batch * a.out];
     mat_abt(&x.mid, &a.w, &mut c, batch, a.out, il);
-    let mut single = false;
+    let mut s32 = None;
     if let Some(w32) = &a.w_abs32 {
         // |W|·v in binary32 (proofs/forward.md §4b); fall back to f64 on overflow.
         let v32 = a.inflate_input32(&x.mid, &x.rad);
-        let mut s32 = vec![0f32; batch * a.out];
-        mat_abt(&v32, w32, &mut s32, batch, a.out, il);
-        if s32.iter().fold(true, |ok, x| ok & x.is_finite()) {
-            s.iter_mut().zip(&s32).for_each(|(s, &t)| *s = t as f64);
-            single = true;
+        let mut t = vec![0f32; batch * a.out];
+        mat_abt(&v32, w32, &mut t, batch, a.out, il);
+        if t.iter().fold(true, |ok, x| ok & x.is_finite()) {
+            s32 = Some(t);
         }
     }
-    if !single {
+    if s32.is_none() {
         let v = a.inflate_input(&x.mid, &x.rad);
         mat_abt(&v, &a.w_abs, &mut s, batch, a.out, il);
     }
     let out = a.out;
-    a.finish(&mut c, &mut s, |i| i % out, single);
+    a.finish(&mut c, &mut s, |i| i % out, s32.as_deref());
     BallVec { mid: c, rad: s }
 }
 
@@ -696,10 +798,7 @@ fn conv(a: &Affine, w: &Window, c_in: usize, x: &BallVec, batch: usize) -> BallV
             // |W|·v in binary32 (proofs/forward.md §4b); fall back to f64 on overflow.
             im2col(&v32[b * il..(b + 1) * il], &table, &mut col_v32);
             mat_ab(w32, &col_v32, &mut s32, a.out, p, k);
-            if s32.iter().fold(true, |ok, x| ok & x.is_finite()) {
-                s.iter_mut().zip(&s32).for_each(|(s, &t)| *s = t as f64);
-                single = true;
-            }
+            single = s32.iter().fold(true, |ok, x| ok & x.is_finite());
         }
         if !single {
             let v = v.get_or_insert_with(|| a.inflate_input(&x.mid, &x.rad));
@@ -707,7 +806,7 @@ fn conv(a: &Affine, w: &Window, c_in: usize, x: &BallVec, batch: usize) -> BallV
             im2col(&v[b * il..(b + 1) * il], &table, &mut col_v);
             mat_ab(&a.w_abs, &col_v, s, a.out, p, k);
         }
-        a.finish(c, s, |i| i / p, single);
+        a.finish(c, s, |i| i / p, single.then_some(&s32[..]));
     }
     BallVec { mid, rad }
 }
@@ -768,49 +867,48 @@ fn pool(w: &Window, c: usize, x: &BallVec, batch: usize, max: bool) -> BallVec {
     let kkf = exact(kk);
     let mut mid = vec![0.0; batch * ol];
     let mut rad = vec![0.0; batch * ol];
-    for b in 0..batch {
-        for ch in 0..c {
-            for oy in 0..w.out_h {
-                for ox in 0..w.out_w {
-                    let o = b * ol + ch * p + oy * w.out_w + ox;
-                    let idx = |ky: usize, kx: usize| {
-                        // valid pooling: every window position is inside the input.
-                        let iy = oy * w.stride + ky;
-                        let ix = ox * w.stride + kx;
-                        b * il + ch * w.in_h * w.in_w + iy * w.in_w + ix
-                    };
-                    if max {
-                        // max_i x_i ∈ [m_b − r_b, max_i (m_i + r_i)] ⊂ m_b ± max_i r_i where
-                        // m_b is the largest midpoint (m_i ≤ m_b): exact, no rounding.
-                        let (mut mb, mut rb) = (f64::NEG_INFINITY, 0.0f64);
-                        for ky in 0..w.k {
-                            for kx in 0..w.k {
-                                let i = idx(ky, kx);
-                                mb = mb.max(x.mid[i]);
-                                rb = rb.max(x.rad[i]);
-                            }
+    let plane = w.in_h * w.in_w;
+    // One input plane (example b, channel ch) and its output plane at a time; valid
+    // pooling: every window position is inside the input plane.
+    let planes_in = x.mid.chunks_exact(plane).zip(x.rad.chunks_exact(plane));
+    let planes_out = mid.chunks_exact_mut(p).zip(rad.chunks_exact_mut(p));
+    debug_assert_eq!(x.mid.len(), batch * il);
+    for ((xm, xr), (om, or)) in planes_in.zip(planes_out) {
+        for oy in 0..w.out_h {
+            for ox in 0..w.out_w {
+                let o = oy * w.out_w + ox;
+                let base = oy * w.stride * w.in_w + ox * w.stride;
+                if max {
+                    // max_i x_i ∈ [m_b − r_b, max_i (m_i + r_i)] ⊂ m_b ± max_i r_i where
+                    // m_b is the largest midpoint (m_i ≤ m_b): exact, no rounding.
+                    let (mut mb, mut rb) = (f64::NEG_INFINITY, 0.0f64);
+                    for ky in 0..w.k {
+                        let row = base + ky * w.in_w;
+                        for (&m, &r) in xm[row..row + w.k].iter().zip(&xr[row..row + w.k]) {
+                            mb = mb.max(m);
+                            rb = rb.max(r);
                         }
-                        mid[o] = mb;
-                        rad[o] = rb;
-                    } else {
-                        let (mut s, mut a, mut t) = (0.0f64, 0.0f64, 0.0f64);
-                        for ky in 0..w.k {
-                            for kx in 0..w.k {
-                                let i = idx(ky, kx);
-                                s += x.mid[i];
-                                a += x.mid[i].abs();
-                                t += x.rad[i];
-                            }
-                        }
-                        // Exact Σ r ≤ t/(1−γ) and |s − Σ m| ≤ γ Σ|m| ≤ γ a/(1−γ) (sums of
-                        // floats underflow exactly, no η needed).
-                        let sum_rad = up(up(up(up(g * a) + t)) * inv_one_minus_g);
-                        let m = s / kkf;
-                        // |RN(s/k²) − s/k²| ≤ u|m| + η.
-                        let r = up(up(sum_rad / kkf) + up(up(U * m.abs()) + ETA));
-                        mid[o] = m;
-                        rad[o] = r;
                     }
+                    om[o] = mb;
+                    or[o] = rb;
+                } else {
+                    let (mut s, mut a, mut t) = (0.0f64, 0.0f64, 0.0f64);
+                    for ky in 0..w.k {
+                        let row = base + ky * w.in_w;
+                        for (&m, &r) in xm[row..row + w.k].iter().zip(&xr[row..row + w.k]) {
+                            s += m;
+                            a += m.abs();
+                            t += r;
+                        }
+                    }
+                    // Exact Σ r ≤ t/(1−γ) and |s − Σ m| ≤ γ Σ|m| ≤ γ a/(1−γ) (sums of
+                    // floats underflow exactly, no η needed).
+                    let sum_rad = up(up(up(up(g * a) + t)) * inv_one_minus_g);
+                    let m = s / kkf;
+                    // |RN(s/k²) − s/k²| ≤ u|m| + η.
+                    let r = up(up(sum_rad / kkf) + up(up(U * m.abs()) + ETA));
+                    om[o] = m;
+                    or[o] = r;
                 }
             }
         }
