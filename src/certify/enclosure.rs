@@ -479,8 +479,9 @@ impl CertifiedNet {
         let p = &self.plan[i];
         let (il, ol) = (p.input.len(), p.output.len());
         debug_assert_eq!(x.len(), batch * il);
-        // ReLU, max-pool and flatten map finite balls to finite balls exactly (no
-        // arithmetic), so only the other steps need the finiteness check.
+        // Max-pool and flatten map finite balls to finite balls exactly (no arithmetic);
+        // every other step (ReLU rounds `m + r` up) needs the finiteness check.
+
         let (y, check) = match step {
             Step::Dense(a) if self.mode == RadiusMode::RowSum => {
                 (rowsum_layer(a, None, &x, batch, il), true)
@@ -493,7 +494,7 @@ impl CertifiedNet {
             Step::MaxPool(w, c) => (pool(w, *c, &x, batch, true), false),
             Step::AvgPool(w, c) => (pool(w, *c, &x, batch, false), true),
             Step::Identity => (x, false),
-            Step::Relu => (relu(x), false),
+            Step::Relu => (relu(x), true),
             Step::Leaky(s) => (leaky(x, *s), true),
         };
         debug_assert_eq!(y.len(), batch * ol);
@@ -811,15 +812,27 @@ fn conv(a: &Affine, w: &Window, c_in: usize, x: &BallVec, batch: usize) -> BallV
     BallVec { mid, rad }
 }
 
-/// ReLU on balls, exactly (no rounding): if `−m ≥ r` every input is `≤ 0` and the output
-/// is exactly `0 ± 0`; otherwise ReLU is 1-Lipschitz, so `relu(x) ∈ relu(m) ± r`
-/// (comparisons and `max(m, 0)` are exact).
+/// ReLU on balls. If `m ≥ r` every input is `≥ 0`: identity. If `−m ≥ r` every input is
+/// `≤ 0`: exactly `0 ± 0`. Otherwise the ball straddles 0 and the image is `[0, m + r]`:
+/// with `h = up(m + r) ≥ m + r`, `c = RN(h/2)` and `ρ = up(max(h − c, c))`, the ball `c ± ρ`
+/// holds `[0, h]` (`c + ρ ≥ h`, `c − ρ ≤ 0`), which is tighter than `max(m, 0) ± r` (its
+/// width `h ≈ m + r` is below `2r` because `|m| < r`). Comparisons are exact; the two `up`
+/// steps are the only roundings (proofs/forward.md, "ReLU").
 fn relu(x: BallVec) -> BallVec {
     let BallVec { mut mid, mut rad } = x;
     for (m, r) in mid.iter_mut().zip(rad.iter_mut()) {
-        let dead = -*m >= *r;
-        *m = if dead { 0.0 } else { m.max(0.0) };
-        *r = if dead { 0.0 } else { *r };
+        if *m >= *r {
+            continue;
+        }
+        if -*m >= *r {
+            (*m, *r) = (0.0, 0.0);
+            continue;
+        }
+        // Straddling: m + r > 0 is computed rounding up (up(RN(m + r)) ≥ m + r).
+        let h = up(*m + *r);
+        let c = 0.5 * h;
+        // c − ρ ≤ 0 needs ρ ≥ c; c + ρ ≥ h needs ρ ≥ h − c (rounded up).
+        (*m, *r) = (c, up((h - c).max(c)));
     }
     BallVec { mid, rad }
 }
