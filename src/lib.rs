@@ -15,6 +15,7 @@ pub mod fetch;
 pub mod model;
 pub mod nn;
 pub mod plot;
+pub mod reproduce;
 pub mod train;
 
 pub use error::{Error, Result};
