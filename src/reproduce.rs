@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::certify::certificate::{certify, CertifyOptions};
+use crate::certify::certificate::{CertifyOptions, certify};
 use crate::checkpoint::Checkpoint;
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
 use crate::model::Params;
-use crate::plot::{line_chart, Series};
-use crate::train::run::{read_metrics, run, RunOptions};
+use crate::plot::{Series, line_chart};
+use crate::train::run::{RunOptions, read_metrics, run};
 
 /// A named run config of a bundle: `(run name, TOML text)`.
 pub type NamedConfig = (&'static str, &'static str);
@@ -215,7 +215,11 @@ pub fn reproduce(name: &str, out: &Path, full: bool, threads: usize) -> Result<R
         )?;
         println!("{run_name}: stopped ({})", summary.reason);
         let mut run_rows = Vec::new();
-        for p in summary.kept.iter().chain(std::iter::once(&summary.final_checkpoint)) {
+        for p in summary
+            .kept
+            .iter()
+            .chain(std::iter::once(&summary.final_checkpoint))
+        {
             let r = certify_row(run_name, p, &cfg)?;
             println!(
                 "  {} epoch {}: normalized margin {}",
@@ -244,7 +248,10 @@ pub fn reproduce(name: &str, out: &Path, full: bool, threads: usize) -> Result<R
         let kkt = |f: fn(&Row) -> Option<f64>| -> Vec<(f64, f64)> {
             run_rows
                 .iter()
-                .filter_map(|r| f(r).filter(|v| *v > 0.0).map(|v| (r.epoch as f64, v.log10())))
+                .filter_map(|r| {
+                    f(r).filter(|v| *v > 0.0)
+                        .map(|v| (r.epoch as f64, v.log10()))
+                })
                 .collect()
         };
         eps_series.push(Series {
