@@ -62,14 +62,15 @@ enum Command {
     /// certify its kept checkpoints and final one, and write the Figure-1 curves (constant vs
     /// loss-based step), the Table-1 margin table (Markdown + JSON) and the certified KKT
     /// epsilon/delta bounds against epoch. Bundles: mnist-small (bias-free MNIST CNN on 50
-    /// embedded images, minutes on 2 cores), mnist (the paper's size; needs `fetch`),
+    /// embedded images, minutes on 2 cores), mnist-small-bias (same with biases), mnist (the
+    /// paper's size; needs `fetch`),
     /// linear-svm (linear model, logistic loss, MNIST 0 vs 1).
     Reproduce(ReproduceArgs),
 }
 
 #[derive(Args, Debug)]
 struct ReproduceArgs {
-    /// The bundle: mnist-small, mnist, linear-svm.
+    /// The bundle: mnist-small, mnist-small-bias, mnist, linear-svm.
     name: String,
     /// Output directory.
     #[arg(long, default_value = "reproduce-out")]

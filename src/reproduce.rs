@@ -76,6 +76,21 @@ pub fn bundles(full: bool) -> Vec<Bundle> {
             ],
         },
         Bundle {
+            name: "mnist-small-bias",
+            about: "Figure 1 at small size for the MNIST CNN with biases (not homogeneous: loss \
+                    and q_min are certified, the normalized margin and KKT are not)",
+            configs: vec![
+                (
+                    "constant",
+                    include_str!("../fixtures/configs/mnist-small-bias-constant.toml"),
+                ),
+                (
+                    "loss-based",
+                    include_str!("../fixtures/configs/mnist-small-bias-loss-based.toml"),
+                ),
+            ],
+        },
+        Bundle {
             name: "linear-svm",
             about: "linear model, logistic loss, MNIST 0 vs 1 (40 embedded images): normalized \
                     margin increases towards the hard-margin SVM value",
@@ -297,4 +312,49 @@ pub fn reproduce(name: &str, out: &Path, full: bool, threads: usize) -> Result<R
     }
     println!("Figure 8 (robust accuracy vs eps): not available in this build");
     Ok(Report { rows, files })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_bundle_config_parses_and_names_are_unique() {
+        for full in [false, true] {
+            let bs = bundles(full);
+            for (i, b) in bs.iter().enumerate() {
+                assert!(bs[..i].iter().all(|o| o.name != b.name));
+                for (run, text) in &b.configs {
+                    let c: RunConfig =
+                        toml::from_str(text).unwrap_or_else(|e| panic!("{}/{run}: {e}", b.name));
+                    assert!(!c.description.is_empty(), "{}/{run}", b.name);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_fixture_config_file_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/configs");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                RunConfig::from_file(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 9, "only {n} configs");
+    }
+
+    #[test]
+    fn unknown_bundle_is_a_clear_error() {
+        let out = std::env::temp_dir().join("margincert-reproduce-unknown");
+        match reproduce("no-such-bundle", &out, false, 1) {
+            Err(Error::Invalid(m)) => {
+                assert!(m.contains("no-such-bundle") && m.contains("linear-svm"))
+            }
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
 }
