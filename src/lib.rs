@@ -17,6 +17,7 @@ pub mod import;
 pub mod model;
 pub mod nn;
 pub mod plot;
+pub mod reproduce;
 pub mod robust;
 pub mod train;
 

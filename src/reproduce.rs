@@ -1,0 +1,361 @@
+//! `margincert reproduce NAME`: the paper's experiments as bundles of run configs. Each run
+//! is trained, every kept checkpoint (and the final one) is certified, and the bundle writes
+//! the Figure-1 curves (constant vs loss-based step on the same axes), the Table-1 margin
+//! table (Markdown + JSON) and the certified KKT `ε`/`δ` upper bounds against epoch (SVG).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::certify::certificate::{CertifyOptions, certify};
+use crate::checkpoint::Checkpoint;
+use crate::config::RunConfig;
+use crate::error::{Error, Result};
+use crate::model::Params;
+use crate::plot::{Series, line_chart};
+use crate::train::run::{RunOptions, read_metrics, run};
+
+/// A named run config of a bundle: `(run name, TOML text)`.
+pub type NamedConfig = (&'static str, &'static str);
+
+/// A named group of runs reproducing one experiment of the paper.
+#[derive(Clone, Debug)]
+pub struct Bundle {
+    /// Name given on the command line.
+    pub name: &'static str,
+    /// What it reproduces and at which size.
+    pub about: &'static str,
+    /// The run configs (TOML text, embedded in the binary).
+    pub configs: Vec<NamedConfig>,
+}
+
+/// All bundles. `full` selects the paper-size configs where a bundle has them.
+pub fn bundles(full: bool) -> Vec<Bundle> {
+    let mnist = if full {
+        vec![
+            (
+                "constant",
+                include_str!("../fixtures/configs/mnist-cnn-constant-lr.toml"),
+            ),
+            (
+                "loss-based",
+                include_str!("../fixtures/configs/mnist-cnn-paper.toml"),
+            ),
+        ]
+    } else {
+        vec![
+            (
+                "constant",
+                include_str!("../fixtures/configs/mnist-small-constant.toml"),
+            ),
+            (
+                "loss-based",
+                include_str!("../fixtures/configs/mnist-small-loss-based.toml"),
+            ),
+        ]
+    };
+    vec![
+        Bundle {
+            name: "mnist-small",
+            about: "Figure 1 / Table 1 at small size: bias-free MNIST CNN on 50 embedded images, \
+                    constant vs loss-based step (with --full: the paper-size configs, needs data)",
+            configs: mnist.clone(),
+        },
+        Bundle {
+            name: "mnist",
+            about: "Figure 1 / Table 1 at the paper's size (all of MNIST; needs `margincert fetch`)",
+            configs: vec![
+                (
+                    "constant",
+                    include_str!("../fixtures/configs/mnist-cnn-constant-lr.toml"),
+                ),
+                (
+                    "loss-based",
+                    include_str!("../fixtures/configs/mnist-cnn-paper.toml"),
+                ),
+            ],
+        },
+        Bundle {
+            name: "mnist-small-bias",
+            about: "Figure 1 at small size for the MNIST CNN with biases (not homogeneous: loss \
+                    and q_min are certified, the normalized margin and KKT are not)",
+            configs: vec![
+                (
+                    "constant",
+                    include_str!("../fixtures/configs/mnist-small-bias-constant.toml"),
+                ),
+                (
+                    "loss-based",
+                    include_str!("../fixtures/configs/mnist-small-bias-loss-based.toml"),
+                ),
+            ],
+        },
+        Bundle {
+            name: "linear-svm",
+            about: "linear model, logistic loss, MNIST 0 vs 1 (40 embedded images): normalized \
+                    margin increases towards the hard-margin SVM value",
+            configs: vec![(
+                "linear",
+                include_str!("../fixtures/configs/linear-svm.toml"),
+            )],
+        },
+    ]
+}
+
+/// One certified checkpoint: the row of the margin table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    /// Run name within the bundle.
+    pub run: String,
+    /// Checkpoint file name.
+    pub checkpoint: String,
+    /// Epoch at which it was saved.
+    pub epoch: usize,
+    /// Certified enclosure of `q_min`.
+    pub q_min: [f64; 2],
+    /// Certified enclosure of the normalized margin `q_min / ρ^L` (`None`: not homogeneous).
+    pub normalized: Option<[f64; 2]>,
+    /// Certified enclosure of `log10` of the summed loss.
+    pub log10_loss: [f64; 2],
+    /// Certified KKT `ε` upper bound (paper multipliers), when certified.
+    pub kkt_epsilon_upper: Option<f64>,
+    /// Certified KKT `δ` upper bound (paper multipliers), when certified.
+    pub kkt_delta_upper: Option<f64>,
+}
+
+/// Certifies one checkpoint on the data of `cfg` and returns its table row.
+pub fn certify_row(run_name: &str, path: &Path, cfg: &RunConfig) -> Result<Row> {
+    let ck = Checkpoint::load(path)?;
+    let split = cfg.data.load()?;
+    let opts = CertifyOptions {
+        loss: cfg.train.loss,
+        ..CertifyOptions::default()
+    };
+    let c = certify(&ck.spec, &ck.params, &split.train, &opts)?;
+    let epoch = ck.train.as_ref().map_or(0, |t| t.state.epoch);
+    Ok(Row {
+        run: run_name.to_string(),
+        checkpoint: path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        epoch,
+        q_min: [c.margin.q_min.lo, c.margin.q_min.hi],
+        normalized: c.normalized.as_ref().map(|n| [n.by_rho.lo, n.by_rho.hi]),
+        log10_loss: [c.loss.log10.lo, c.loss.log10.hi],
+        kkt_epsilon_upper: c.kkt.as_ref().map(|k| k.paper.epsilon_upper),
+        kkt_delta_upper: c.kkt.as_ref().map(|k| k.paper.delta_upper),
+    })
+}
+
+/// What [`reproduce`] wrote.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The certified rows, per run in epoch order.
+    pub rows: Vec<Row>,
+    /// Files written.
+    pub files: Vec<PathBuf>,
+}
+
+fn write(path: PathBuf, text: &str, files: &mut Vec<PathBuf>) -> Result<()> {
+    std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
+    files.push(path);
+    Ok(())
+}
+
+fn fmt_pair(p: [f64; 2]) -> String {
+    format!("[{:.6e}, {:.6e}]", p[0], p[1])
+}
+
+/// The margin table (Table 1) as Markdown.
+pub fn markdown_table(rows: &[Row]) -> String {
+    let mut s = String::from(
+        "| run | checkpoint | epoch | q_min (certified) | q_min/rho^L (certified) | log10 loss (certified) | KKT eps upper | KKT delta upper |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3e}"));
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | [{:.3}, {:.3}] | {} | {} |\n",
+            r.run,
+            r.checkpoint,
+            r.epoch,
+            fmt_pair(r.q_min),
+            r.normalized.map_or("-".into(), fmt_pair),
+            r.log10_loss[0],
+            r.log10_loss[1],
+            opt(r.kkt_epsilon_upper),
+            opt(r.kkt_delta_upper),
+        ));
+    }
+    s
+}
+
+/// Runs bundle `name` into `out`: trains each config, certifies the kept and final
+/// checkpoints, writes `table.md`, `table.json`, `figure1-loss.svg`,
+/// `figure1-normalized-margin.svg` and `kkt.svg`.
+pub fn reproduce(name: &str, out: &Path, full: bool, threads: usize) -> Result<Report> {
+    let all = bundles(full);
+    let bundle = all.iter().find(|b| b.name == name).ok_or_else(|| {
+        Error::Invalid(format!(
+            "unknown bundle '{name}'; known: {}",
+            all.iter().map(|b| b.name).collect::<Vec<_>>().join(", ")
+        ))
+    })?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let mut rows = Vec::new();
+    let mut files = Vec::new();
+    let mut loss_series = Vec::new();
+    let mut margin_series = Vec::new();
+    let mut eps_series = Vec::new();
+    let mut delta_series = Vec::new();
+    for (run_name, text) in &bundle.configs {
+        let cfg: RunConfig = toml::from_str(text)
+            .map_err(|e| Error::Invalid(format!("bundle config '{run_name}': {e}")))?;
+        let split = cfg.data.load()?;
+        let spec = cfg.spec(&split)?;
+        let params = Params::he_normal(&spec, cfg.train.seed)?;
+        let dir = out.join(run_name);
+        let opts = RunOptions {
+            out: dir.clone(),
+            data: cfg.data.clone(),
+            threads,
+            print_epochs: false,
+        };
+        let summary = run(
+            &spec,
+            params,
+            cfg.train.clone(),
+            &split.train,
+            Some(&split.test),
+            None,
+            &opts,
+        )?;
+        println!("{run_name}: stopped ({})", summary.reason);
+        let mut run_rows = Vec::new();
+        for p in summary
+            .kept
+            .iter()
+            .chain(std::iter::once(&summary.final_checkpoint))
+        {
+            let r = certify_row(run_name, p, &cfg)?;
+            println!(
+                "  {} epoch {}: normalized margin {}",
+                r.checkpoint,
+                r.epoch,
+                r.normalized.map_or("-".into(), fmt_pair)
+            );
+            run_rows.push(r);
+        }
+        run_rows.sort_by_key(|r| r.epoch);
+        let metrics = read_metrics(&dir.join("metrics.jsonl"))?;
+        loss_series.push(Series {
+            label: run_name.to_string(),
+            points: metrics
+                .iter()
+                .map(|m| (m.epoch as f64, m.log10_loss))
+                .collect(),
+        });
+        margin_series.push(Series {
+            label: run_name.to_string(),
+            points: metrics
+                .iter()
+                .filter_map(|m| m.normalized_margin.map(|v| (m.epoch as f64, v)))
+                .collect(),
+        });
+        let kkt = |f: fn(&Row) -> Option<f64>| -> Vec<(f64, f64)> {
+            run_rows
+                .iter()
+                .filter_map(|r| {
+                    f(r).filter(|v| *v > 0.0)
+                        .map(|v| (r.epoch as f64, v.log10()))
+                })
+                .collect()
+        };
+        eps_series.push(Series {
+            label: format!("{run_name}: log10 eps"),
+            points: kkt(|r| r.kkt_epsilon_upper),
+        });
+        delta_series.push(Series {
+            label: format!("{run_name}: log10 delta"),
+            points: kkt(|r| r.kkt_delta_upper),
+        });
+        rows.extend(run_rows);
+    }
+    write(out.join("table.md"), &markdown_table(&rows), &mut files)?;
+    let json = serde_json::to_string_pretty(&rows)
+        .map_err(|e| Error::Invalid(format!("serializing the table: {e}")))?;
+    write(out.join("table.json"), &json, &mut files)?;
+    let svg = line_chart("log10 training loss", "epoch", "log10 loss", &loss_series)?;
+    write(out.join("figure1-loss.svg"), &svg, &mut files)?;
+    if margin_series.iter().any(|s| !s.points.is_empty()) {
+        let svg = line_chart(
+            "normalized margin q_min / rho^L",
+            "epoch",
+            "normalized margin",
+            &margin_series,
+        )?;
+        write(out.join("figure1-normalized-margin.svg"), &svg, &mut files)?;
+    }
+    let kkt_series: Vec<Series> = eps_series
+        .into_iter()
+        .chain(delta_series)
+        .filter(|s| !s.points.is_empty())
+        .collect();
+    if kkt_series.is_empty() {
+        println!("KKT: no checkpoint had a certified KKT bound; kkt.svg not written");
+    } else {
+        let svg = line_chart(
+            "certified KKT upper bounds (paper multipliers)",
+            "epoch",
+            "log10 bound",
+            &kkt_series,
+        )?;
+        write(out.join("kkt.svg"), &svg, &mut files)?;
+    }
+    println!("Figure 8 (robust accuracy vs eps): not available in this build");
+    Ok(Report { rows, files })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_bundle_config_parses_and_names_are_unique() {
+        for full in [false, true] {
+            let bs = bundles(full);
+            for (i, b) in bs.iter().enumerate() {
+                assert!(bs[..i].iter().all(|o| o.name != b.name));
+                for (run, text) in &b.configs {
+                    let c: RunConfig =
+                        toml::from_str(text).unwrap_or_else(|e| panic!("{}/{run}: {e}", b.name));
+                    assert!(!c.description.is_empty(), "{}/{run}", b.name);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_fixture_config_file_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/configs");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                RunConfig::from_file(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 9, "only {n} configs");
+    }
+
+    #[test]
+    fn unknown_bundle_is_a_clear_error() {
+        let out = std::env::temp_dir().join("margincert-reproduce-unknown");
+        match reproduce("no-such-bundle", &out, false, 1) {
+            Err(Error::Invalid(m)) => {
+                assert!(m.contains("no-such-bundle") && m.contains("linear-svm"))
+            }
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+}

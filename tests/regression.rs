@@ -1,0 +1,123 @@
+//! The checker's output as a regression test: the small checkpoints in `fixtures/expected/`
+//! are re-certified and compared with their stored certificates.
+//!
+//! Compared exactly: the dataset (name, size, classes, SHA-256), the spec, the homogeneity
+//! degree, the margin counts and support set, and the `q_min` enclosure (a minimum of
+//! per-example enclosures, independent of any summation order). Compared with relative
+//! tolerance 1e-9: the norms, normalized margin and loss enclosures (sums whose order a
+//! parallel reduction may change, which moves outward-rounded endpoints by a few ulps).
+//! The KKT bounds depend on a numeric NNLS/estimate path and are only required to stay
+//! present (or absent).
+//!
+//! Regenerate with `cargo test --test regression -- --ignored regenerate_expected`.
+
+use std::path::{Path, PathBuf};
+
+use margincert::certify::certificate::{Certificate, CertifyOptions, certify};
+use margincert::checkpoint::Checkpoint;
+use margincert::config::RunConfig;
+use margincert::model::Params;
+use margincert::train::run::{RunOptions, run, threshold_file};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `(checkpoint file, certificate file)` pairs in `fixtures/expected/`.
+const CASES: [(&str, &str); 2] = [
+    ("linear-loss-1e-5.safetensors", "linear-loss-1e-5.cert.json"),
+    ("linear-last.safetensors", "linear-last.cert.json"),
+];
+
+fn cfg() -> RunConfig {
+    RunConfig::from_file(&root().join("fixtures/configs/linear-svm.toml")).unwrap()
+}
+
+fn certify_file(path: &Path, cfg: &RunConfig) -> Certificate {
+    let ck = Checkpoint::load(path).unwrap();
+    let split = cfg.data.load().unwrap();
+    let opts = CertifyOptions {
+        loss: cfg.train.loss,
+        ..CertifyOptions::default()
+    };
+    certify(&ck.spec, &ck.params, &split.train, &opts).unwrap()
+}
+
+fn close(a: f64, b: f64, what: &str) {
+    let tol = 1e-9 * a.abs().max(b.abs());
+    assert!(
+        a == b || (a - b).abs() <= tol,
+        "{what}: expected {a}, got {b}"
+    );
+}
+
+#[test]
+fn recertified_fixtures_match_expected() {
+    let cfg = cfg();
+    let dir = root().join("fixtures/expected");
+    for (ck, cert) in CASES {
+        let text = std::fs::read_to_string(dir.join(cert)).unwrap();
+        let want = Certificate::from_json(&text).unwrap();
+        let got = certify_file(&dir.join(ck), &cfg);
+        assert_eq!(want.dataset, got.dataset, "{ck}: dataset");
+        assert_eq!(want.spec, got.spec, "{ck}: spec");
+        assert_eq!(want.homogeneity.degree, got.homogeneity.degree, "{ck}");
+        assert_eq!(want.margin.support, got.margin.support, "{ck}: support");
+        assert_eq!(want.margin.examples, got.margin.examples);
+        assert_eq!(
+            want.margin.certified_positive,
+            got.margin.certified_positive
+        );
+        assert_eq!(
+            want.margin.certified_nonpositive,
+            got.margin.certified_nonpositive
+        );
+        // The enclosure's end points depend on the summation order of the matrix-product
+        // library (a midpoint is a rounded sum), so they are compared to 1e-9 relative.
+        close(want.margin.q_min.lo, got.margin.q_min.lo, "q_min.lo");
+        close(want.margin.q_min.hi, got.margin.q_min.hi, "q_min.hi");
+        close(want.norms.rho.lo, got.norms.rho.lo, "rho.lo");
+        close(want.norms.rho.hi, got.norms.rho.hi, "rho.hi");
+        let (wn, gn) = (want.normalized.unwrap(), got.normalized.unwrap());
+        close(wn.by_rho.lo, gn.by_rho.lo, "normalized.lo");
+        close(wn.by_rho.hi, gn.by_rho.hi, "normalized.hi");
+        close(want.loss.log10.lo, got.loss.log10.lo, "log10 loss lo");
+        close(want.loss.log10.hi, got.loss.log10.hi, "log10 loss hi");
+        assert_eq!(want.kkt.is_some(), got.kkt.is_some(), "{ck}: kkt presence");
+    }
+}
+
+/// Retrains the linear-svm fixture and rewrites `fixtures/expected/`.
+#[test]
+#[ignore = "rewrites fixtures/expected; run `cargo test --test regression -- --ignored regenerate_expected`"]
+fn regenerate_expected() {
+    let cfg = cfg();
+    let split = cfg.data.load().unwrap();
+    let spec = cfg.spec(&split).unwrap();
+    let params = Params::he_normal(&spec, cfg.train.seed).unwrap();
+    let out = std::env::temp_dir().join(format!("margincert-regen-{}", std::process::id()));
+    let opts = RunOptions {
+        out: out.clone(),
+        data: cfg.data.clone(),
+        threads: 1,
+        print_epochs: false,
+    };
+    run(
+        &spec,
+        params,
+        cfg.train.clone(),
+        &split.train,
+        None,
+        None,
+        &opts,
+    )
+    .unwrap();
+    let dir = root().join("fixtures/expected");
+    std::fs::create_dir_all(&dir).unwrap();
+    let sources = [out.join(threshold_file(-5.0)), out.join("last.safetensors")];
+    for ((ck, cert), src) in CASES.iter().zip(sources) {
+        std::fs::copy(&src, dir.join(ck)).unwrap();
+        let c = certify_file(&dir.join(ck), &cfg);
+        std::fs::write(dir.join(cert), c.to_json()).unwrap();
+    }
+}
