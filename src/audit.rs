@@ -8,8 +8,8 @@
 //! is at most `E`; `--require-homogeneous` when the structural proof gives a degree and no
 //! witness refutes it. Estimates appear in the report, labelled as such, and never decide.
 //!
-//! Robustness radii are not part of this build: [`AuditReport::robust`] is `None` with
-//! [`ROBUST_UNAVAILABLE`] as the reason (the hook the `robust` module will fill).
+//! Robustness radii ([`crate::robust`]): certified L2 and L∞ radii with verified attack
+//! radii on the first [`RobustAudit::examples`] examples of the split.
 
 use std::path::Path;
 
@@ -23,8 +23,71 @@ use crate::checkpoint::{Checkpoint, write_atomic};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 
-/// Why [`AuditReport::robust`] is empty in this build.
-pub const ROBUST_UNAVAILABLE: &str = "robustness: not yet available in this build";
+/// Settings of the robustness part of an audit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RobustAudit {
+    /// Examples (the first ones of the split) whose radii are certified and attacked.
+    pub examples: usize,
+    /// Largest L2 radius searched.
+    pub eps_max_l2: f64,
+    /// Largest L∞ radius searched.
+    pub eps_max_linf: f64,
+    /// Bisection steps (certified and attack).
+    pub steps: usize,
+    /// PGD random restarts.
+    pub restarts: usize,
+}
+
+impl Default for RobustAudit {
+    fn default() -> Self {
+        Self {
+            examples: 16,
+            eps_max_l2: 3.0,
+            eps_max_linf: 0.3,
+            steps: 10,
+            restarts: 3,
+        }
+    }
+}
+
+/// Certified and attack radii in both norms.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RobustnessAudit {
+    /// L2 radii (certified from the margin and a certified Lipschitz bound).
+    pub l2: crate::robust::RobustReport,
+    /// L∞ radii (certified by interval bound propagation, CROWN on MLPs).
+    pub linf: crate::robust::RobustReport,
+}
+
+fn robustness(
+    spec: &crate::model::ModelSpec,
+    params: &crate::model::Params,
+    data: &Dataset,
+    ra: &RobustAudit,
+) -> Result<RobustnessAudit> {
+    use crate::robust::{AttackOptions, Norm, RobustOptions, run};
+    let data = data.take(ra.examples.min(data.len()));
+    let go = |norm, eps_max| {
+        run(
+            spec,
+            params,
+            &data,
+            &RobustOptions {
+                norm,
+                eps_max,
+                steps: ra.steps,
+                attack: AttackOptions {
+                    restarts: ra.restarts,
+                    ..AttackOptions::default()
+                },
+            },
+        )
+    };
+    Ok(RobustnessAudit {
+        l2: go(Norm::L2, ra.eps_max_l2)?,
+        linf: go(Norm::Inf, ra.eps_max_linf)?,
+    })
+}
 
 /// Requirements that decide the audit's exit status. Each is checked on certified bounds.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -35,6 +98,9 @@ pub struct Requirements {
     pub homogeneous: bool,
     /// A certified upper bound on the KKT ε must be at most this.
     pub kkt_epsilon: Option<f64>,
+    /// Every audited example's certified L∞ radius must be at least this.
+    #[serde(default)]
+    pub linf: Option<f64>,
 }
 
 /// Options of [`audit`].
@@ -46,6 +112,8 @@ pub struct AuditOptions {
     pub kkt: Option<KktOptions>,
     /// Bins of the margin histogram (≥ 1).
     pub bins: usize,
+    /// Robustness radii; `None` skips them.
+    pub robust: Option<RobustAudit>,
     /// The exit gates.
     pub require: Requirements,
 }
@@ -59,6 +127,7 @@ impl Default for AuditOptions {
                 ..KktOptions::default()
             }),
             bins: 30,
+            robust: Some(RobustAudit::default()),
             require: Requirements::default(),
         }
     }
@@ -88,8 +157,8 @@ pub struct AuditReport {
     pub kkt: Option<KktCertificate>,
     /// Why [`AuditReport::kkt`] is absent.
     pub kkt_omitted: Option<String>,
-    /// HOOK for the robustness radii (filled by the `robust` module once wired).
-    pub robust: Option<serde_json::Value>,
+    /// Certified and attack radii (L2 and L∞).
+    pub robust: Option<RobustnessAudit>,
     /// Why [`AuditReport::robust`] is absent.
     pub robust_omitted: Option<String>,
     /// Certified lower bounds of every example's margin `q_n`, in data order (the
@@ -149,14 +218,18 @@ pub fn audit(
             (Some(k), None)
         }
     };
+    let (robust, robust_omitted) = match &opts.robust {
+        None => (None, Some("not requested".to_string())),
+        Some(ra) => (Some(robustness(spec, params, data, ra)?), None),
+    };
     let mut report = AuditReport {
         source: source.to_string(),
         import_notes: import_notes.to_vec(),
         certificate,
         kkt,
         kkt_omitted,
-        robust: None,
-        robust_omitted: Some(ROBUST_UNAVAILABLE.to_string()),
+        robust,
+        robust_omitted,
         margin_lower_bounds,
         requirements: Vec::new(),
     };
@@ -224,6 +297,36 @@ fn check_requirements(r: &AuditReport, req: &Requirements) -> Vec<RequirementChe
         };
         out.push(RequirementCheck {
             requirement: format!("normalized margin ≥ {x:e}"),
+            met,
+            detail,
+        });
+    }
+    if let Some(e) = req.linf {
+        let (met, detail) = match &r.robust {
+            Some(rb) => {
+                let worst = rb
+                    .linf
+                    .examples
+                    .iter()
+                    .map(|x| x.crown.map_or(x.certified, |c| c.max(x.certified)))
+                    .fold(f64::INFINITY, f64::min);
+                (
+                    worst >= e,
+                    format!(
+                        "smallest certified L∞ radius over {} examples: {worst:e}",
+                        rb.linf.examples.len()
+                    ),
+                )
+            }
+            None => (
+                false,
+                r.robust_omitted
+                    .clone()
+                    .unwrap_or_else(|| "no robustness radii".into()),
+            ),
+        };
+        out.push(RequirementCheck {
+            requirement: format!("certified L∞ radius ≥ {e:e} on every audited example"),
             met,
             detail,
         });
@@ -424,13 +527,26 @@ impl AuditReport {
             }
         }
         let _ = writeln!(s, "\n## Robustness\n");
-        let _ = writeln!(
-            s,
-            "{}",
-            self.robust_omitted
-                .as_deref()
-                .unwrap_or("see the JSON report")
-        );
+        match &self.robust {
+            Some(rb) => {
+                let _ = writeln!(
+                    s,
+                    "Certified radii are proven lower bounds on the distance to a changed \
+                     prediction; attack radii are measured upper bounds (points found by PGD \
+                     and verified misclassified by the certified forward pass).\n"
+                );
+                for (name, rep) in [("L2", &rb.l2), ("L∞", &rb.linf)] {
+                    let _ = writeln!(s, "### {name}\n\n```\n{}```\n", rep.table());
+                }
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "Not computed: {}.",
+                    self.robust_omitted.as_deref().unwrap_or("not requested")
+                );
+            }
+        }
         let _ = writeln!(
             s,
             "\n## Margin histogram\n\n![certified lower bounds of q_n](margins.svg)\n\nThe \

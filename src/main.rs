@@ -126,6 +126,15 @@ struct AuditArgs {
     /// Require a certified KKT epsilon of at most E.
     #[arg(long)]
     require_kkt_epsilon: Option<f64>,
+    /// Require every audited example's certified L∞ radius to be at least R.
+    #[arg(long)]
+    require_linf: Option<f64>,
+    /// Skip the robustness radii (certified and attack).
+    #[arg(long, conflicts_with = "require_linf")]
+    no_robust: bool,
+    /// Examples (the first ones of the split) whose robustness radii are computed.
+    #[arg(long, default_value_t = 16)]
+    robust_examples: usize,
 }
 
 #[derive(Args, Debug)]
@@ -773,6 +782,15 @@ fn audit_cmd(a: &AuditArgs) -> Result<()> {
         margin: a.require_margin,
         homogeneous: a.require_homogeneous,
         kkt_epsilon: a.require_kkt_epsilon,
+        linf: a.require_linf,
+    };
+    o.robust = if a.no_robust {
+        None
+    } else {
+        o.robust.map(|r| margincert::audit::RobustAudit {
+            examples: a.robust_examples,
+            ..r
+        })
     };
     let source = format!("{}", a.model.display());
     let report = audit(&imp.checkpoint, &data, &source, &imp.notes, &o)?;

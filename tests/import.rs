@@ -166,6 +166,7 @@ fn audit_of_non_homogeneous_model_names_the_layer_and_fails_its_gates() {
             margin: Some(0.0),
             homogeneous: true,
             kkt_epsilon: Some(1e9),
+            linf: None,
         },
         ..Default::default()
     };
@@ -191,11 +192,18 @@ fn audit_of_non_homogeneous_model_names_the_layer_and_fails_its_gates() {
                 .unwrap()
                 .contains("not homogeneous")
     );
-    assert_eq!(r.robust, None);
-    assert_eq!(
-        r.robust_omitted.as_deref(),
-        Some(margincert::audit::ROBUST_UNAVAILABLE)
-    );
+    // Robustness radii need no homogeneity: they are computed for the biased net too, and
+    // no certified radius may exceed the radius of a verified adversarial point.
+    let rb = r.robust.as_ref().expect("robustness radii");
+    assert!(r.robust_omitted.is_none());
+    for rep in [&rb.l2, &rb.linf] {
+        assert_eq!(rep.examples.len(), 16);
+        assert_eq!(rep.violations, 0);
+        for x in &rep.examples {
+            assert!(x.certified <= x.attack, "{x:?}");
+        }
+    }
+    assert!(md.contains("### L2") && md.contains("### L∞"), "{md}");
 }
 
 #[test]
@@ -213,23 +221,50 @@ fn audit_gates_follow_the_certified_bounds() {
     let gamma = base.certificate.normalized.as_ref().unwrap().by_rho.lo;
     let eps = margincert::audit::best_epsilon(base.kkt.as_ref().unwrap());
     assert!(gamma > 0.0 && eps.is_finite());
-    let with = |margin, kkt_epsilon| {
+    let with = |margin, kkt_epsilon, linf| {
         let o = AuditOptions {
             require: Requirements {
                 margin: Some(margin),
                 homogeneous: true,
                 kkt_epsilon: Some(kkt_epsilon),
+                linf: Some(linf),
             },
             ..Default::default()
         };
         audit(&imp.checkpoint, &d, "mlp", &imp.notes, &o).unwrap()
     };
-    let pass = with(gamma, eps);
+    let rb = base.robust.as_ref().expect("robustness radii");
+    let linf = rb
+        .linf
+        .examples
+        .iter()
+        .map(|x| x.crown.map_or(x.certified, |c| c.max(x.certified)))
+        .fold(f64::INFINITY, f64::min);
+    assert!(linf > 0.0, "{:?}", rb.linf.examples);
+    let pass = with(gamma, eps, linf);
     assert!(pass.passed(), "{:?}", pass.requirements);
-    let fail = with(gamma * 1.001, eps * 0.999);
+    let fail = with(gamma * 1.001, eps * 0.999, linf * 1.001);
     let unmet: Vec<_> = fail.unmet().iter().map(|r| r.requirement.clone()).collect();
-    assert_eq!(unmet.len(), 2, "{unmet:?}");
-    assert!(unmet[0].contains("margin") && unmet[1].contains("KKT"));
+    assert_eq!(unmet.len(), 3, "{unmet:?}");
+    assert!(unmet[0].contains("margin") && unmet[1].contains("L∞") && unmet[2].contains("KKT"));
+    // Skipping the radii fails the L∞ gate with the reason.
+    let skipped = audit(
+        &imp.checkpoint,
+        &d,
+        "mlp",
+        &imp.notes,
+        &AuditOptions {
+            robust: None,
+            require: Requirements {
+                linf: Some(0.0),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(skipped.unmet().len(), 1);
+    assert!(skipped.unmet()[0].detail.contains("not requested"));
     // The report files.
     let dir = tempfile::tempdir().unwrap();
     pass.write(dir.path(), 20).unwrap();
@@ -797,15 +832,32 @@ fn cli_audit_exits_nonzero_listing_unmet_requirements() {
         String::from_utf8_lossy(&ok.stderr)
     );
     assert!(String::from_utf8_lossy(&ok.stdout).contains("converted 2 tensors from bf16 exactly"));
-    let bad = run(&["--require-margin", "10", "--require-kkt-epsilon", "1"]);
+    let report = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    assert!(report.contains("### L∞"), "{report}");
+    let bad = run(&[
+        "--require-margin",
+        "10",
+        "--require-kkt-epsilon",
+        "1",
+        "--require-linf",
+        "0.5",
+        "--robust-examples",
+        "4",
+    ]);
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(
         err.contains("requirements not certified")
             && err.contains("normalized margin")
-            && err.contains("KKT"),
+            && err.contains("KKT")
+            && err.contains("L∞ radius"),
         "{err}"
     );
+    let skipped = run(&["--no-robust"]);
+    assert!(skipped.status.success());
+    assert!(String::from_utf8_lossy(&skipped.stdout).contains("Not computed: not requested"));
+    let conflict = run(&["--no-robust", "--require-linf", "0.1"]);
+    assert!(!conflict.status.success());
 }
 
 #[test]
