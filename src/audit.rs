@@ -23,6 +23,9 @@ use crate::checkpoint::{Checkpoint, write_atomic};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 
+/// Files of the robust-accuracy-against-ε plots written by [`AuditReport::write`] (L2, L∞).
+pub const ROBUST_PLOTS: [&str; 2] = ["robust_l2.svg", "robust_linf.svg"];
+
 /// Settings of the robustness part of an audit.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RobustAudit {
@@ -535,8 +538,15 @@ impl AuditReport {
                      prediction; attack radii are measured upper bounds (points found by PGD \
                      and verified misclassified by the certified forward pass).\n"
                 );
-                for (name, rep) in [("L2", &rb.l2), ("L∞", &rb.linf)] {
-                    let _ = writeln!(s, "### {name}\n\n```\n{}```\n", rep.table());
+                for ((name, rep), file) in [("L2", &rb.l2), ("L∞", &rb.linf)]
+                    .into_iter()
+                    .zip(ROBUST_PLOTS)
+                {
+                    let _ = writeln!(
+                        s,
+                        "### {name}\n\n```\n{}```\n\n![robust accuracy against ε, {name}]({file})\n",
+                        rep.table()
+                    );
                 }
             }
             None => {
@@ -593,6 +603,11 @@ impl AuditReport {
             &dir.join("margins.svg"),
             self.histogram_svg(bins).as_bytes(),
         )?;
+        if let Some(rb) = &self.robust {
+            for (file, rep) in ROBUST_PLOTS.iter().zip([&rb.l2, &rb.linf]) {
+                write_atomic(&dir.join(file), rep.svg().as_bytes())?;
+            }
+        }
         Ok(())
     }
 }

@@ -1,7 +1,8 @@
 //! `margincert reproduce NAME`: the paper's experiments as bundles of run configs. Each run
 //! is trained, every kept checkpoint (and the final one) is certified, and the bundle writes
 //! the Figure-1 curves (constant vs loss-based step on the same axes), the Table-1 margin
-//! table (Markdown + JSON) and the certified KKT `ε`/`δ` upper bounds against epoch (SVG).
+//! table (Markdown + JSON), the certified KKT `ε`/`δ` upper bounds against epoch (SVG), and
+//! Figure 8: L2 robust accuracy against ε (certified and attack) of every certified checkpoint.
 
 use std::path::{Path, PathBuf};
 
@@ -91,6 +92,15 @@ pub fn bundles(full: bool) -> Vec<Bundle> {
             ],
         },
         Bundle {
+            name: "two-layer-relu",
+            about: "two-layer bias-free ReLU net (784-100-1), logistic loss, MNIST 0 vs 1 (40 \
+                    embedded images): normalized margin increases, KKT bounds decrease",
+            configs: vec![(
+                "two-layer",
+                include_str!("../fixtures/configs/two-layer-relu.toml"),
+            )],
+        },
+        Bundle {
             name: "linear-svm",
             about: "linear model, logistic loss, MNIST 0 vs 1 (40 embedded images): normalized \
                     margin increases towards the hard-margin SVM value",
@@ -147,11 +157,67 @@ pub fn certify_row(run_name: &str, path: &Path, cfg: &RunConfig) -> Result<Row> 
     })
 }
 
+/// Training examples (the first ones) whose L2 robustness is measured for Figure 8.
+pub const FIGURE8_EXAMPLES: usize = 16;
+/// Largest L2 radius of Figure 8's curves (the paper plots ε up to about 0.5 of its L2
+/// attack; our pixels are `p/255`, so distances are in the same units as the paper's).
+pub const FIGURE8_EPS_MAX: f64 = 3.0;
+
+/// Figure 8 for one checkpoint: robust accuracy against the L2 radius on the first
+/// [`FIGURE8_EXAMPLES`] training examples, certified (margin / Lipschitz: a lower bound) and
+/// empirical (verified PGD-L2 attack points: an upper bound).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RobustCurve {
+    /// Run name within the bundle.
+    pub run: String,
+    /// Checkpoint file name.
+    pub checkpoint: String,
+    /// Epoch at which it was saved.
+    pub epoch: usize,
+    /// The curves.
+    pub curve: crate::robust::Curve,
+    /// Examples whose certified radius exceeded their attack radius (must be 0).
+    pub violations: usize,
+}
+
+/// Computes [`RobustCurve`] of the checkpoint at `path` on the training split of `cfg`.
+pub fn robust_curve(run_name: &str, path: &Path, cfg: &RunConfig) -> Result<RobustCurve> {
+    use crate::robust::{AttackOptions, Norm, RobustOptions};
+    let ck = Checkpoint::load(path)?;
+    let split = cfg.data.load()?;
+    let data = split.train.take(FIGURE8_EXAMPLES.min(split.train.len()));
+    let rep = crate::robust::run(
+        &ck.spec,
+        &ck.params,
+        &data,
+        &RobustOptions {
+            norm: Norm::L2,
+            eps_max: FIGURE8_EPS_MAX,
+            steps: 10,
+            attack: AttackOptions {
+                restarts: 2,
+                ..AttackOptions::default()
+            },
+        },
+    )?;
+    Ok(RobustCurve {
+        run: run_name.to_string(),
+        checkpoint: path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        epoch: ck.train.as_ref().map_or(0, |t| t.state.epoch),
+        curve: rep.curve,
+        violations: rep.violations,
+    })
+}
+
 /// What [`reproduce`] wrote.
 #[derive(Clone, Debug)]
 pub struct Report {
     /// The certified rows, per run in epoch order.
     pub rows: Vec<Row>,
+    /// Figure 8's curves, one per certified checkpoint (same order as `rows`).
+    pub robust: Vec<RobustCurve>,
     /// Files written.
     pub files: Vec<PathBuf>,
 }
@@ -191,7 +257,9 @@ pub fn markdown_table(rows: &[Row]) -> String {
 
 /// Runs bundle `name` into `out`: trains each config, certifies the kept and final
 /// checkpoints, writes `table.md`, `table.json`, `figure1-loss.svg`,
-/// `figure1-normalized-margin.svg` and `kkt.svg`.
+/// `figure1-normalized-margin.svg`, `kkt.svg`, and Figure 8 (`figure8.json`,
+/// `figure8-attack.svg`, `figure8-certified.svg`: L2 robust accuracy against ε of every
+/// certified checkpoint on the first [`FIGURE8_EXAMPLES`] training examples).
 pub fn reproduce(name: &str, out: &Path, full: bool, threads: usize) -> Result<Report> {
     let all = bundles(full);
     let bundle = all.iter().find(|b| b.name == name).ok_or_else(|| {
@@ -207,6 +275,7 @@ pub fn reproduce(name: &str, out: &Path, full: bool, threads: usize) -> Result<R
     let mut margin_series = Vec::new();
     let mut eps_series = Vec::new();
     let mut delta_series = Vec::new();
+    let mut robust = Vec::new();
     for (run_name, text) in &bundle.configs {
         let cfg: RunConfig = toml::from_str(text)
             .map_err(|e| Error::Invalid(format!("bundle config '{run_name}': {e}")))?;
@@ -244,6 +313,14 @@ pub fn reproduce(name: &str, out: &Path, full: bool, threads: usize) -> Result<R
                 r.normalized.map_or("-".into(), fmt_pair)
             );
             run_rows.push(r);
+            let rc = robust_curve(run_name, p, &cfg)?;
+            if rc.violations > 0 {
+                return Err(Error::Certify(format!(
+                    "{}: a certified L2 radius exceeded a verified attack radius on {} examples",
+                    rc.checkpoint, rc.violations
+                )));
+            }
+            robust.push(rc);
         }
         run_rows.sort_by_key(|r| r.epoch);
         let metrics = read_metrics(&dir.join("metrics.jsonl"))?;
@@ -311,8 +388,38 @@ pub fn reproduce(name: &str, out: &Path, full: bool, threads: usize) -> Result<R
         )?;
         write(out.join("kkt.svg"), &svg, &mut files)?;
     }
-    println!("Figure 8 (robust accuracy vs eps): not available in this build");
-    Ok(Report { rows, files })
+    robust.sort_by(|a, b| (&a.run, a.epoch).cmp(&(&b.run, b.epoch)));
+    let json = serde_json::to_string_pretty(&robust)
+        .map_err(|e| Error::Invalid(format!("serializing Figure 8: {e}")))?;
+    write(out.join("figure8.json"), &json, &mut files)?;
+    for (file, title, pick) in [
+        (
+            "figure8-attack.svg",
+            "L2 robust accuracy on the training set (PGD-L2 attack: upper bound)",
+            (|c: &crate::robust::Curve| c.empirical.clone())
+                as fn(&crate::robust::Curve) -> Vec<f64>,
+        ),
+        (
+            "figure8-certified.svg",
+            "certified L2 robust accuracy on the training set (margin / Lipschitz: lower bound)",
+            |c: &crate::robust::Curve| c.certified.clone(),
+        ),
+    ] {
+        let series: Vec<Series> = robust
+            .iter()
+            .map(|r| Series {
+                label: format!("{} epoch {}", r.run, r.epoch),
+                points: r.curve.eps.iter().copied().zip(pick(&r.curve)).collect(),
+            })
+            .collect();
+        let svg = line_chart(title, "eps (L2)", "robust accuracy", &series)?;
+        write(out.join(file), &svg, &mut files)?;
+    }
+    Ok(Report {
+        rows,
+        robust,
+        files,
+    })
 }
 
 #[cfg(test)]

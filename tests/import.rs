@@ -268,7 +268,14 @@ fn audit_gates_follow_the_certified_bounds() {
     // The report files.
     let dir = tempfile::tempdir().unwrap();
     pass.write(dir.path(), 20).unwrap();
-    for f in ["audit.json", "certificate.json", "report.md", "margins.svg"] {
+    for f in [
+        "audit.json",
+        "certificate.json",
+        "report.md",
+        "margins.svg",
+        "robust_l2.svg",
+        "robust_linf.svg",
+    ] {
         assert!(dir.path().join(f).exists(), "{f}");
     }
     let svg = std::fs::read_to_string(dir.path().join("margins.svg")).unwrap();
