@@ -62,6 +62,18 @@ pub struct RobustnessAudit {
     pub linf: crate::robust::RobustReport,
 }
 
+impl RobustnessAudit {
+    /// The smallest certified L∞ radius over the audited examples, each the larger of its
+    /// IBP and (where computed) CROWN radius — both proven lower bounds.
+    pub fn min_certified_linf(&self) -> f64 {
+        self.linf
+            .examples
+            .iter()
+            .map(|x| x.crown.map_or(x.certified, |c| c.max(x.certified)))
+            .fold(f64::INFINITY, f64::min)
+    }
+}
+
 fn robustness(
     spec: &crate::model::ModelSpec,
     params: &crate::model::Params,
@@ -307,12 +319,7 @@ fn check_requirements(r: &AuditReport, req: &Requirements) -> Vec<RequirementChe
     if let Some(e) = req.linf {
         let (met, detail) = match &r.robust {
             Some(rb) => {
-                let worst = rb
-                    .linf
-                    .examples
-                    .iter()
-                    .map(|x| x.crown.map_or(x.certified, |c| c.max(x.certified)))
-                    .fold(f64::INFINITY, f64::min);
+                let worst = rb.min_certified_linf();
                 (
                     worst >= e,
                     format!(

@@ -234,12 +234,15 @@ fn audit_gates_follow_the_certified_bounds() {
         audit(&imp.checkpoint, &d, "mlp", &imp.notes, &o).unwrap()
     };
     let rb = base.robust.as_ref().expect("robustness radii");
-    let linf = rb
-        .linf
-        .examples
-        .iter()
-        .map(|x| x.crown.map_or(x.certified, |c| c.max(x.certified)))
-        .fold(f64::INFINITY, f64::min);
+    let linf = rb.min_certified_linf();
+    assert_eq!(
+        linf,
+        rb.linf
+            .examples
+            .iter()
+            .map(|x| x.crown.unwrap_or(0.0).max(x.certified))
+            .fold(f64::INFINITY, f64::min)
+    );
     assert!(linf > 0.0, "{:?}", rb.linf.examples);
     let pass = with(gamma, eps, linf);
     assert!(pass.passed(), "{:?}", pass.requirements);
