@@ -79,17 +79,31 @@ pub fn bundles(full: bool) -> Vec<Bundle> {
         Bundle {
             name: "mnist-small-bias",
             about: "Figure 1 at small size for the MNIST CNN with biases (not homogeneous: loss \
-                    and q_min are certified, the normalized margin and KKT are not)",
-            configs: vec![
-                (
-                    "constant",
-                    include_str!("../fixtures/configs/mnist-small-bias-constant.toml"),
-                ),
-                (
-                    "loss-based",
-                    include_str!("../fixtures/configs/mnist-small-bias-loss-based.toml"),
-                ),
-            ],
+                    and q_min are certified, the normalized margin and KKT are not; with --full: \
+                    the paper-size configs, needs data)",
+            configs: if full {
+                vec![
+                    (
+                        "constant",
+                        include_str!("../fixtures/configs/mnist-cnn-bias-constant-lr.toml"),
+                    ),
+                    (
+                        "loss-based",
+                        include_str!("../fixtures/configs/mnist-cnn-bias-paper.toml"),
+                    ),
+                ]
+            } else {
+                vec![
+                    (
+                        "constant",
+                        include_str!("../fixtures/configs/mnist-small-bias-constant.toml"),
+                    ),
+                    (
+                        "loss-based",
+                        include_str!("../fixtures/configs/mnist-small-bias-loss-based.toml"),
+                    ),
+                ]
+            },
         },
         Bundle {
             name: "two-layer-relu",
