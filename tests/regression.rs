@@ -23,14 +23,34 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `(checkpoint file, certificate file)` pairs in `fixtures/expected/`.
-const CASES: [(&str, &str); 2] = [
-    ("linear-loss-1e-5.safetensors", "linear-loss-1e-5.cert.json"),
-    ("linear-last.safetensors", "linear-last.cert.json"),
+/// `(config in fixtures/configs, checkpoint file, certificate file)` in `fixtures/expected/`:
+/// the linear model (logistic loss, binary) and a tiny CNN (strided conv, max- and
+/// avg-pool, ReLU and LeakyReLU; cross-entropy, 10 classes).
+const CASES: [(&str, &str, &str); 4] = [
+    (
+        "linear-svm.toml",
+        "linear-loss-1e-5.safetensors",
+        "linear-loss-1e-5.cert.json",
+    ),
+    (
+        "linear-svm.toml",
+        "linear-last.safetensors",
+        "linear-last.cert.json",
+    ),
+    (
+        "tiny-cnn.toml",
+        "tiny-cnn-loss-1e-5.safetensors",
+        "tiny-cnn-loss-1e-5.cert.json",
+    ),
+    (
+        "tiny-cnn.toml",
+        "tiny-cnn-last.safetensors",
+        "tiny-cnn-last.cert.json",
+    ),
 ];
 
-fn cfg() -> RunConfig {
-    RunConfig::from_file(&root().join("fixtures/configs/linear-svm.toml")).unwrap()
+fn cfg(file: &str) -> RunConfig {
+    RunConfig::from_file(&root().join("fixtures/configs").join(file)).unwrap()
 }
 
 fn certify_file(path: &Path, cfg: &RunConfig) -> Certificate {
@@ -53,9 +73,9 @@ fn close(a: f64, b: f64, what: &str) {
 
 #[test]
 fn recertified_fixtures_match_expected() {
-    let cfg = cfg();
     let dir = root().join("fixtures/expected");
-    for (ck, cert) in CASES {
+    for (config, ck, cert) in CASES {
+        let cfg = cfg(config);
         let text = std::fs::read_to_string(dir.join(cert)).unwrap();
         let want = Certificate::from_json(&text).unwrap();
         let got = certify_file(&dir.join(ck), &cfg);
@@ -87,15 +107,22 @@ fn recertified_fixtures_match_expected() {
     }
 }
 
-/// Retrains the linear-svm fixture and rewrites `fixtures/expected/`.
+/// Retrains the fixture configs and rewrites `fixtures/expected/`.
 #[test]
 #[ignore = "rewrites fixtures/expected; run `cargo test --test regression -- --ignored regenerate_expected`"]
 fn regenerate_expected() {
-    let cfg = cfg();
+    for config in ["linear-svm.toml", "tiny-cnn.toml"] {
+        regenerate(config);
+    }
+}
+
+fn regenerate(config: &str) {
+    let cfg = cfg(config);
     let split = cfg.data.load().unwrap();
     let spec = cfg.spec(&split).unwrap();
     let params = Params::he_normal(&spec, cfg.train.seed).unwrap();
-    let out = std::env::temp_dir().join(format!("margincert-regen-{}", std::process::id()));
+    let out =
+        std::env::temp_dir().join(format!("margincert-regen-{config}-{}", std::process::id()));
     let opts = RunOptions {
         out: out.clone(),
         data: cfg.data.clone(),
@@ -115,9 +142,11 @@ fn regenerate_expected() {
     let dir = root().join("fixtures/expected");
     std::fs::create_dir_all(&dir).unwrap();
     let sources = [out.join(threshold_file(-5.0)), out.join("last.safetensors")];
-    for ((ck, cert), src) in CASES.iter().zip(sources) {
+    let cases = CASES.iter().filter(|c| c.0 == config);
+    for ((_, ck, cert), src) in cases.zip(sources) {
         std::fs::copy(&src, dir.join(ck)).unwrap();
         let c = certify_file(&dir.join(ck), &cfg);
         std::fs::write(dir.join(cert), c.to_json()).unwrap();
     }
+    let _ = std::fs::remove_dir_all(&out);
 }
