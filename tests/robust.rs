@@ -517,7 +517,7 @@ mod crown_cnn {
             }
         }
         let image: Vec<u8> = (0..input.len()).map(|_| rng.random()).collect();
-        let k = rng.random_range(1..=6u8);
+        let k = rng.random_range(1..=40u8);
         let label = rng.random_range(0..3u8);
         (spec, params, image, k, label)
     }
@@ -581,7 +581,7 @@ mod crown_cnn {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(40))]
+        #![proptest_config(ProptestConfig::with_cases(200))]
 
         /// Soundness of CROWN on random small CNNs: each gap's CROWN lower bound is at most
         /// the exact gap (rational reference) at 24 sampled pixel points of the box
@@ -677,5 +677,68 @@ mod crown_cnn {
             rep.examples.len()
         );
         assert!(above > 0);
+    }
+
+    /// Measurement (not a default test): median certified L∞ radius of IBP and CROWN(+IBP)
+    /// and the verified attack radius on a paper-CNN checkpoint, on the first
+    /// `MARGINCERT_CROWN_N` (default 32) embedded test images, with CROWN radii per second.
+    #[test]
+    #[ignore = "measurement; MARGINCERT_CNN_CKPT=path/to/mnist-cnn.safetensors cargo test --release --test robust paper_cnn_crown_figures -- --ignored --nocapture"]
+    fn paper_cnn_crown_figures() {
+        let Ok(path) = std::env::var("MARGINCERT_CNN_CKPT") else {
+            println!("skipped: MARGINCERT_CNN_CKPT is not set");
+            return;
+        };
+        let ck = margincert::checkpoint::Checkpoint::load(std::path::Path::new(&path)).unwrap();
+        let n: usize = std::env::var("MARGINCERT_CROWN_N")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(32);
+        let split = "embedded".parse::<DataSource>().unwrap().load().unwrap();
+        let data = split.test.take(n);
+        let net = CertifiedNet::new(&ck.spec, &ck.params).unwrap();
+        let task = Task::new(net.outputs(), data.classes).unwrap();
+        let crown = Crown::new(&ck.spec, &ck.params).unwrap();
+        let (eps_max, steps) = (0.1, 10);
+        let t = std::time::Instant::now();
+        let ibp = robust::ibp_radius(&net, &data, task, eps_max, steps).unwrap();
+        let t_ibp = t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
+        let cr = margincert::robust::crown::crown_radius(&crown, &net, &data, task, eps_max, steps)
+            .unwrap();
+        let t_crown = t.elapsed().as_secs_f64();
+        let opts = RobustOptions {
+            norm: Norm::Inf,
+            eps_max,
+            steps,
+            attack: AttackOptions::default(),
+        };
+        let rep = robust::run(&ck.spec, &ck.params, &data, &opts).unwrap();
+        assert_eq!(rep.violations, 0);
+        for (e, c) in rep.examples.iter().zip(&cr) {
+            assert!(*c <= e.attack && *c >= ibp[e.index]);
+        }
+        let med = |v: &[f64]| robust::median(v.iter().copied()).unwrap_or(f64::NAN);
+        // The attack median counts "nothing found below eps_max" as +∞.
+        let mut att: Vec<f64> = rep.examples.iter().map(|e| e.attack).collect();
+        att.sort_by(|a, b| a.total_cmp(b));
+        let att_med = att[att.len() / 2];
+        println!(
+            "{} examples on {} threads: median L∞ radius IBP {:.4e}, CROWN(+IBP) {:.4e}, attack {:.4e}; \
+             certified > 0: IBP {}, CROWN {}; CROWN > IBP on {}; IBP {:.2} s ({:.2}/s), \
+             CROWN {:.2} s ({:.2} radii/s)",
+            n,
+            rayon::current_num_threads(),
+            med(&ibp),
+            med(&cr),
+            att_med,
+            ibp.iter().filter(|&&r| r > 0.0).count(),
+            cr.iter().filter(|&&r| r > 0.0).count(),
+            cr.iter().zip(&ibp).filter(|(c, i)| c > i).count(),
+            t_ibp,
+            n as f64 / t_ibp,
+            t_crown,
+            n as f64 / t_crown
+        );
     }
 }

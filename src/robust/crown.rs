@@ -148,7 +148,7 @@ impl Crown {
                 Layer::Flatten => Step::Flatten,
                 Layer::Relu => Step::Act { slope: 0.0 },
                 Layer::LeakyRelu { slope } => {
-                    if !(slope <= 1.0) {
+                    if slope.is_nan() || slope > 1.0 {
                         return Err(Error::Certify(format!(
                             "CROWN relaxes LeakyReLU with slope ≤ 1 only (convex), not {slope}"
                         )));
