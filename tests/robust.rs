@@ -679,6 +679,85 @@ mod crown_cnn {
         assert!(above > 0);
     }
 
+    /// Rounding charges are necessary: nets whose gap is `−x/1024` on the input `x = p/255`,
+    /// while the f64 back-substitution `fl(Wᵀλ)` rounds `2⁶⁰ − 2⁻¹⁰` to `2⁶⁰` and cancels to an
+    /// exactly-zero input coefficient. Without charging that rounding error the bound would
+    /// be `0 > −x/1024`; with it, the bound is below the exact (rational) gap. Through a conv
+    /// layer (1x1 kernels, 2 channels) and a dense layer (each fails without its charge),
+    /// plus an overlapping max-pool's accumulation (soundness only, see below).
+    #[test]
+    fn crown_rounding_charges_needed() {
+        let big = 2f32.powi(60);
+        let small = 2f32.powi(-10);
+        let conv_spec = ModelSpec {
+            name: "cancel-conv".into(),
+            input: Shape::new(1, 1, 1),
+            layers: vec![
+                Layer::conv(2, 1, 1, Padding::Valid, false),
+                Layer::conv(2, 1, 1, Padding::Valid, false),
+                Layer::Flatten,
+            ],
+        };
+        let dense_spec = ModelSpec {
+            name: "cancel-dense".into(),
+            input: Shape::flat(1),
+            layers: vec![Layer::dense(2, false), Layer::dense(2, false)],
+        };
+        // A 3x3/1 max-pool on a 3x5 image whose pixel x at (1, 2) dominates all three
+        // (overlapping) windows, so every pool output is exactly x; out 0 = 2⁶⁰ P0 − 2⁻¹⁰ P1
+        // − 2⁶⁰ P2. The pool routes 2⁶⁰, −2⁻¹⁰, −2⁶⁰ to x's coefficient in that order: the
+        // accumulation rounds 2⁶⁰ − 2⁻¹⁰ to 2⁶⁰ and then cancels to exactly 0 (the true
+        // coefficient is −2⁻¹⁰). Here the dense layer's own a-priori charge (≈ 2u·2⁶⁰) is
+        // larger than the pool's realised error, so this case checks soundness only (removing
+        // the pool's charge alone does not make it fail).
+        let pool_spec = ModelSpec {
+            name: "cancel-pool".into(),
+            input: Shape::new(1, 3, 5),
+            layers: vec![
+                Layer::MaxPool {
+                    size: 3,
+                    stride: Some(1),
+                },
+                Layer::Flatten,
+                Layer::dense(2, false),
+            ],
+        };
+        for spec in [conv_spec, dense_spec, pool_spec] {
+            let mut params = Params::he_normal(&spec, 1).unwrap();
+            let image = |p: u8| {
+                let n = spec.input.len();
+                let mut v = vec![0u8; n];
+                v[if n == 1 { 0 } else { 7 }] = p; // x: pixel 0, or (1, 2)
+                v
+            };
+            if spec.name == "cancel-pool" {
+                params.layers[0].weight = vec![big, -small, -big, 0.0, 0.0, 0.0];
+            } else {
+                params.layers[0].weight = vec![1.0, 1.0];
+                // out 0 = 2⁶⁰ h0 − 2⁶⁰ h1, out 1 = 2⁻¹⁰ h0: gap out0 − out1 = −2⁻¹⁰ x.
+                params.layers[1].weight = vec![big, -big, small, 0.0];
+            }
+            let net = CertifiedNet::new(&spec, &params).unwrap();
+            let crown = Crown::new(&spec, &params).unwrap();
+            for p in [1u8, 77, 255] {
+                let img = image(p);
+                let b = robust::linf_box(&img, &[0.0], img.len());
+                let encl = net.forward_of_ball(&b, 1).unwrap();
+                let lb = crown.gap_lowers(&encl, 0, Task::Multi(2)).unwrap()[0];
+                let z = reference_logits_exact(&spec, &params, &img).unwrap();
+                let gap = Rational::from(&z[0] - &z[1]);
+                assert!(gap < 0, "{}: the construction", spec.name);
+                assert!(lb.is_finite() && lb > -1e4, "{}: {lb}", spec.name);
+                assert!(
+                    Rational::from_f64(lb).unwrap() <= gap,
+                    "{}, p = {p}: CROWN {lb} > exact gap {}",
+                    spec.name,
+                    gap.to_f64()
+                );
+            }
+        }
+    }
+
     /// Measurement (not a default test): median certified L∞ radius of IBP and CROWN(+IBP)
     /// and the verified attack radius on a paper-CNN checkpoint, on the first
     /// `MARGINCERT_CROWN_N` (default 32) embedded test images, with CROWN radii per second.
