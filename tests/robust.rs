@@ -778,7 +778,7 @@ mod crown_cnn {
         let net = CertifiedNet::new(&ck.spec, &ck.params).unwrap();
         let task = Task::new(net.outputs(), data.classes).unwrap();
         let crown = Crown::new(&ck.spec, &ck.params).unwrap();
-        let (eps_max, steps) = (0.1, 10);
+        let (eps_max, steps) = (0.1, 14);
         let t = std::time::Instant::now();
         let ibp = robust::ibp_radius(&net, &data, task, eps_max, steps).unwrap();
         let t_ibp = t.elapsed().as_secs_f64();
@@ -802,6 +802,12 @@ mod crown_cnn {
         let mut att: Vec<f64> = rep.examples.iter().map(|e| e.attack).collect();
         att.sort_by(|a, b| a.total_cmp(b));
         let att_med = att[att.len() / 2];
+        let found = att.iter().filter(|a| a.is_finite()).count();
+        println!(
+            "attack found an adversarial point below eps_max = {eps_max} for {found} of {n} \
+             examples (median of those {:.4e})",
+            med(&att)
+        );
         println!(
             "{} examples on {} threads: median L∞ radius IBP {:.4e}, CROWN(+IBP) {:.4e}, attack {:.4e}; \
              certified > 0: IBP {}, CROWN {}; CROWN > IBP on {}; IBP {:.2} s ({:.2}/s), \

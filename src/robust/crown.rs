@@ -24,17 +24,19 @@ use crate::model::{Layer, ModelSpec, Params, Window};
 /// One layer prepared for back-substitution.
 #[derive(Clone, Debug)]
 enum Step {
-    /// `z = W a + b`, `W: [out, inp]` row-major (exact f32 values as f64), `wabs = |W|`.
+    /// `z = W a + b`, `W: [out, inp]` row-major (exact f32 values as f64);
+    /// `colsum[k] ≥ Σ_o |W[o, k]|` (rounded up).
     Dense {
         out: usize,
         inp: usize,
         w: Vec<f64>,
-        wabs: Vec<f64>,
+        colsum: Vec<f64>,
         bias: Option<Vec<f64>>,
     },
     /// `z[o, p] = Σ_r W[o, r] col[r, p] + b[o]` with the im2col gather `table[r·P + p]`
     /// (`u32::MAX` in the zero padding), `W: [out, fan]`, `fan = c_in·k·k`, `P = oh·ow`.
-    /// `terms ≥` the number of products summed into one entry of `Wᵀλ` (`out·⌈k/s⌉²`).
+    /// `terms ≥` the number of products summed into one entry of `Wᵀλ` (`out·⌈k/s⌉²`);
+    /// `colsum[i] ≥ Σ_{o,ky,kx} |W[o, c(i), ky, kx]|` for input `i` of channel `c(i)`.
     Conv {
         out: usize,
         fan: usize,
@@ -42,7 +44,7 @@ enum Step {
         in_len: usize,
         terms: usize,
         w: Vec<f64>,
-        wabs: Vec<f64>,
+        colsum: Vec<f64>,
         bias: Option<Vec<f64>>,
         table: Vec<u32>,
     },
@@ -109,10 +111,17 @@ impl Crown {
                     let l = it.next().ok_or_else(missing)?;
                     let w = f64s(&l.weight);
                     gamma_up(out)?;
+                    let n = p.input.len();
+                    let mut colsum = vec![0.0f64; n];
+                    for row in w.chunks_exact(n.max(1)) {
+                        for (c, v) in colsum.iter_mut().zip(row) {
+                            *c = up(*c + v.abs());
+                        }
+                    }
                     Step::Dense {
                         out,
-                        inp: p.input.len(),
-                        wabs: w.iter().map(|v| v.abs()).collect(),
+                        inp: n,
+                        colsum,
                         w,
                         bias: l.bias.as_deref().map(f64s),
                     }
@@ -126,13 +135,22 @@ impl Crown {
                     let terms = out * per_dim * per_dim;
                     gamma_up(terms)?;
                     let w = f64s(&l.weight);
+                    let (c_in, kk) = (p.input.c, kernel * kernel);
+                    let mut chsum = vec![0.0f64; c_in];
+                    for row in w.chunks_exact((c_in * kk).max(1)) {
+                        for (r, v) in row.iter().enumerate() {
+                            chsum[r / kk] = up(chsum[r / kk] + v.abs());
+                        }
+                    }
+                    let plane = p.input.h * p.input.w;
+                    let colsum = (0..p.input.len()).map(|i| chsum[i / plane]).collect();
                     Step::Conv {
                         out,
                         fan: p.input.c * kernel * kernel,
                         pixels: win.out_h * win.out_w,
                         in_len: p.input.len(),
                         terms,
-                        wabs: w.iter().map(|v| v.abs()).collect(),
+                        colsum,
                         w,
                         bias: l.bias.as_deref().map(f64s),
                         table: gather_table(&win, p.input.c),
@@ -233,7 +251,7 @@ impl Crown {
                     out,
                     inp: n,
                     w,
-                    wabs,
+                    colsum,
                     bias,
                 } => {
                     if let Some(b) = bias {
@@ -241,13 +259,7 @@ impl Crown {
                     }
                     let mut next = vec![0.0; ns * n];
                     mat_ab_f64(&lam, w, &mut next, ns, *n, *out);
-                    let labs: Vec<f64> = lam.iter().map(|v| v.abs()).collect();
-                    let mut absn = vec![0.0; ns * n];
-                    mat_ab_f64(&labs, wabs, &mut absn, ns, *n, *out);
-                    for s in 0..ns {
-                        let sl = product_slack(&absn[s * n..(s + 1) * n], &amax, *out)?;
-                        beta[s] = down(beta[s] - sl);
-                    }
+                    product_charge(&lam, &mut beta, colsum, &amax, *out)?;
                     lam = next;
                 }
                 Step::Conv {
@@ -257,7 +269,7 @@ impl Crown {
                     in_len,
                     terms,
                     w,
-                    wabs,
+                    colsum,
                     bias,
                     table,
                 } => {
@@ -268,45 +280,31 @@ impl Crown {
                     // Λ as [out, ns·P] (column block s = spec s).
                     let sp = ns * pp;
                     let mut lc = vec![0.0; out * sp];
-                    let mut la = vec![0.0; out * sp];
                     for s in 0..ns {
                         for o in 0..out {
                             let src = &lam[s * out * pp + o * pp..][..pp];
                             let dst = o * sp + s * pp;
                             lc[dst..dst + pp].copy_from_slice(src);
-                            for (d, v) in la[dst..dst + pp].iter_mut().zip(src) {
-                                *d = v.abs();
-                            }
                         }
                     }
                     let mut cols = vec![0.0; fan * sp];
-                    let mut acols = vec![0.0; fan * sp];
                     mat_atb_f64(w, &lc, &mut cols, fan, sp, out);
-                    mat_atb_f64(wabs, &la, &mut acols, fan, sp, out);
                     // col2im: scatter-add (part of the same summation tree of ≤ `terms`
                     // products per input entry).
                     let mut next = vec![0.0; ns * in_len];
-                    let mut absn = vec![0.0; ns * in_len];
                     for r in 0..fan {
                         let trow = &table[r * pp..(r + 1) * pp];
                         for s in 0..ns {
                             let c = &cols[r * sp + s * pp..][..pp];
-                            let a = &acols[r * sp + s * pp..][..pp];
                             let nx = &mut next[s * in_len..(s + 1) * in_len];
-                            let ab = &mut absn[s * in_len..(s + 1) * in_len];
-                            for p in 0..pp {
-                                let t = trow[p];
+                            for (&t, &v) in trow.iter().zip(c) {
                                 if t != u32::MAX {
-                                    nx[t as usize] += c[p];
-                                    ab[t as usize] += a[p];
+                                    nx[t as usize] += v;
                                 }
                             }
                         }
                     }
-                    for s in 0..ns {
-                        let sl = product_slack(&absn[s * in_len..(s + 1) * in_len], &amax, *terms)?;
-                        beta[s] = down(beta[s] - sl);
-                    }
+                    product_charge(&lam, &mut beta, colsum, &amax, *terms)?;
                     lam = next;
                 }
                 Step::Pool { win, channels, max } => {
@@ -357,23 +355,37 @@ fn add_bias(lam: &[f64], beta: &mut [f64], b: &[f64], pixels: usize) {
     }
 }
 
-/// Upper bound of `Σ_k e_k·amax_k` where `e_k` bounds the rounding error of an `n`-term
-/// dot product `fl(Σ_t w_t λ_t)` whose computed absolute sum is `absn_k = fl(Σ_t |w_t λ_t|)`:
-/// exact `A_k = Σ|w_t λ_t| ≤ (absn_k + nη)/(1 − γ_n)` and `e_k = γ_n A_k + nη`
-/// (proofs/robust-crown.md, "Dense and conv").
-fn product_slack(absn: &[f64], amax: &[f64], n: usize) -> Result<f64> {
+/// Charges the rounding error of `λ' = fl(Wᵀλ)` (each entry a sum of at most `n` once-rounded
+/// products, any order) to every spec's `β`: with `A_k = Σ_t |W_tk λ_t| ≤ colsum_k·max|λ|`
+/// and Higham's `|λ'_k − (Wᵀλ)_k| ≤ γ_n A_k + nη`, `Σ_k e_k amax_k ≤ γ_n max|λ| T + nη S` for
+/// `T ≥ Σ_k colsum_k amax_k`, `S ≥ Σ_k amax_k` (proofs/robust-crown.md, "Dense").
+fn product_charge(
+    lam: &[f64],
+    beta: &mut [f64],
+    colsum: &[f64],
+    amax: &[f64],
+    n: usize,
+) -> Result<()> {
     let g = gamma_up(n)?;
-    let g2 = up(g / down(1.0 - g));
     let neta = n as f64 * ETA; // exact: a multiple of 2⁻¹⁰⁷⁴ below 2⁵³·2⁻¹⁰⁷⁴
-    let mut s = 0.0f64;
-    for (&a, &m) in absn.iter().zip(amax) {
-        if m == 0.0 {
+    let (mut t, mut sa) = (0.0f64, 0.0f64);
+    for (&c, &m) in colsum.iter().zip(amax) {
+        t = up(t + up(c * m));
+        sa = up(sa + m);
+    }
+    let under = up(neta * sa);
+    let per = lam.len() / beta.len().max(1);
+    for (s, b) in beta.iter_mut().enumerate() {
+        let lmax = lam[s * per..(s + 1) * per]
+            .iter()
+            .fold(0.0f64, |m, v| m.max(v.abs()));
+        if lmax == 0.0 {
             continue;
         }
-        let e = up(up(g2 * up(a + neta)) + neta);
-        s = up(s + up(e * m));
+        let slack = up(up(g * up(lmax * t)) + under);
+        *b = down(*b - slack);
     }
-    Ok(s)
+    Ok(())
 }
 
 /// Adds `v` to `next[i]`, charging the rounding error of the addition (`≤ u|fl(a + b)|`; sums
