@@ -425,3 +425,405 @@ proptest! {
         prop_assert!(sigma <= c * (1.0 + 1e-12));
     }
 }
+
+/// CROWN on convolutional nets (src/robust/crown.rs, proofs/robust-crown.md).
+mod crown_cnn {
+    use super::*;
+    use margincert::certify::margin::{Task, gaps};
+    use margincert::certify::reference::reference_logits_exact;
+    use margincert::robust::crown::Crown;
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+    use rug::Rational;
+
+    fn out_shape(input: Shape, layers: &[Layer]) -> Shape {
+        let spec = ModelSpec {
+            name: String::new(),
+            input,
+            layers: layers.iter().cloned().chain([Layer::Flatten]).collect(),
+        };
+        spec.plan().unwrap().last().map_or(input, |p| p.input)
+    }
+
+    /// A random small CNN (conv with strides 1–2 and valid / same / explicit padding, max or
+    /// avg pools incl. overlapping ones, ReLU or LeakyReLU, random biases or none, 3 classes),
+    /// a random image, L∞ radius in pixels and label.
+    pub(super) fn random_cnn(seed: u64) -> (ModelSpec, Params, Vec<u8>, u8, u8) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let input = Shape::new(
+            rng.random_range(1..=2),
+            rng.random_range(5..=8),
+            rng.random_range(5..=8),
+        );
+        let mut layers = Vec::new();
+        let act = |rng: &mut ChaCha8Rng| {
+            if rng.random_bool(0.5) {
+                Layer::Relu
+            } else {
+                Layer::LeakyRelu {
+                    slope: [0.1f32, 0.25, 0.3][rng.random_range(0..3)],
+                }
+            }
+        };
+        let convs = rng.random_range(1..=2);
+        for c in 0..convs {
+            // Valid padding only on the first conv (the second may see a 1x1 input).
+            let padding = match rng.random_range(if c == 0 { 0 } else { 1 }..3) {
+                0 => Padding::Valid,
+                1 => Padding::Same,
+                _ => Padding::Explicit(1),
+            };
+            layers.push(Layer::Conv2d {
+                out: rng.random_range(2..=3),
+                kernel: rng.random_range(2..=3),
+                stride: if c == 0 { rng.random_range(1..=2) } else { 1 },
+                padding,
+                bias: rng.random_bool(0.5),
+            });
+            layers.push(act(&mut rng));
+            let s = out_shape(input, &layers);
+            if rng.random_bool(0.7) && s.h >= 3 && s.w >= 3 {
+                let size = rng.random_range(2..=3);
+                let stride = Some(rng.random_range(1..=size));
+                layers.push(if rng.random_bool(0.5) {
+                    Layer::MaxPool { size, stride }
+                } else {
+                    Layer::AvgPool { size, stride }
+                });
+            }
+        }
+        layers.push(Layer::Flatten);
+        if rng.random_bool(0.5) {
+            layers.push(Layer::Dense {
+                out: 6,
+                bias: rng.random_bool(0.5),
+            });
+            layers.push(act(&mut rng));
+        }
+        layers.push(Layer::Dense {
+            out: 3,
+            bias: rng.random_bool(0.5),
+        });
+        let spec = ModelSpec {
+            name: "random-cnn".into(),
+            input,
+            layers,
+        };
+        let mut params = Params::he_normal(&spec, rng.random()).unwrap();
+        for l in &mut params.layers {
+            if let Some(b) = &mut l.bias {
+                b.iter_mut()
+                    .for_each(|v| *v = rng.random_range(-0.3f32..0.3));
+            }
+        }
+        let image: Vec<u8> = (0..input.len()).map(|_| rng.random()).collect();
+        let k = rng.random_range(1..=40u8);
+        let label = rng.random_range(0..3u8);
+        (spec, params, image, k, label)
+    }
+
+    /// Per-gap CROWN and IBP lower bounds of a random CNN over the box of radius `k/255`
+    /// (rounded up) around `image`, and the worst (smallest) EXACT gap found at `points`
+    /// sampled box points (random corners and random interior pixel points, each a pixel
+    /// image, so the rational reference is the exact real network).
+    pub(super) fn crown_case(
+        seed: u64,
+        points: usize,
+    ) -> (Vec<f64>, Vec<f64>, Vec<Rational>, ModelSpec) {
+        let (spec, params, image, k, label) = random_cnn(seed);
+        let net = CertifiedNet::new(&spec, &params).unwrap();
+        let crown = Crown::new(&spec, &params).unwrap();
+        let task = Task::Multi(3);
+        let eps = (k as f64 / 255.0).next_up(); // ≥ k/255: the box holds every p'/255 below
+        let b = robust::linf_box(&image, &[eps], image.len());
+        let encl = net.forward_of_ball(&b, 1).unwrap();
+        let cl = crown.gap_lowers(&encl, label, task).unwrap();
+        let ibp: Vec<f64> = gaps(encl.last().unwrap(), 0, label, task)
+            .iter()
+            .map(|e| e.lo)
+            .collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+        let y = label as usize;
+        let others: Vec<usize> = (0..3).filter(|&j| j != y).collect();
+        let mut worst: Vec<Option<Rational>> = vec![None; others.len()];
+        for t in 0..points {
+            let pt: Vec<u8> = image
+                .iter()
+                .map(|&p| {
+                    let d = if t == 0 {
+                        0
+                    } else if t % 2 == 1 {
+                        if rng.random_bool(0.5) {
+                            k as i32
+                        } else {
+                            -(k as i32)
+                        }
+                    } else {
+                        rng.random_range(-(k as i32)..=k as i32)
+                    };
+                    (p as i32 + d).clamp(0, 255) as u8
+                })
+                .collect();
+            let z = reference_logits_exact(&spec, &params, &pt).unwrap();
+            for (g, &j) in others.iter().enumerate() {
+                let gap = Rational::from(&z[y] - &z[j]);
+                if worst[g].as_ref().is_none_or(|w| gap < *w) {
+                    worst[g] = Some(gap);
+                }
+            }
+        }
+        (
+            cl,
+            ibp,
+            worst.into_iter().map(Option::unwrap).collect(),
+            spec,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// Soundness of CROWN on random small CNNs: each gap's CROWN lower bound is at most
+        /// the exact gap (rational reference) at 24 sampled pixel points of the box
+        /// (the centre, random corners, random interior points).
+        #[test]
+        fn crown_cnn_below_exact_gaps(seed in any::<u64>()) {
+            let (cl, _ibp, worst, spec) = crown_case(seed, 24);
+            for (c, w) in cl.iter().zip(&worst) {
+                if c.is_finite() {
+                    let c = Rational::from_f64(*c).unwrap();
+                    prop_assert!(c <= *w, "{:?}: CROWN {} > exact gap {}", spec.layers, c.to_f64(), w.to_f64());
+                }
+            }
+        }
+    }
+
+    /// Over 120 seeded random CNNs: CROWN is sound at the sampled points (as above) and at
+    /// least as tight as IBP (up to 1e-9 relative) on most gaps; prints how often it is
+    /// strictly tighter.
+    #[test]
+    fn crown_cnn_mostly_tighter_than_ibp() {
+        let (mut total, mut tighter, mut not_worse) = (0usize, 0usize, 0usize);
+        for seed in 0..120u64 {
+            let (cl, ibp, worst, _) = crown_case(seed, 6);
+            for ((c, i), w) in cl.iter().zip(&ibp).zip(&worst) {
+                total += 1;
+                assert!(c.is_finite(), "seed {seed}: CROWN bound overflowed");
+                assert!(Rational::from_f64(*c).unwrap() <= *w, "seed {seed}");
+                tighter += (c > i) as usize;
+                not_worse += (*c >= i - 1e-9 * (1.0 + i.abs())) as usize;
+            }
+        }
+        println!("CROWN vs IBP on {total} gaps: tighter {tighter}, not worse {not_worse}");
+        assert!(not_worse * 10 >= total * 8, "{not_worse} of {total}");
+        assert!(tighter * 2 >= total, "{tighter} of {total}");
+    }
+
+    /// A trained small CNN with bias, LeakyReLU, an overlapping max-pool and an avg-pool, on
+    /// embedded MNIST: the CROWN(+IBP) L∞ radius is never below IBP's, never above the
+    /// verified attack radius, and strictly above IBP's for some examples.
+    #[test]
+    fn trained_cnn_crown_between_ibp_and_attack() {
+        let data = embedded_train(300);
+        let eval = data.take(16);
+        let spec = ModelSpec {
+            name: "crown-cnn".into(),
+            input: data.shape,
+            layers: vec![
+                Layer::conv(4, 5, 2, Padding::Valid, true),
+                Layer::LeakyRelu { slope: 0.1 },
+                Layer::MaxPool {
+                    size: 2,
+                    stride: Some(1),
+                },
+                Layer::conv(6, 3, 1, Padding::Same, false),
+                Layer::Relu,
+                Layer::AvgPool {
+                    size: 2,
+                    stride: None,
+                },
+                Layer::Flatten,
+                Layer::dense(10, true),
+            ],
+        };
+        let params = train(&spec, &data, 6);
+        let opts = RobustOptions {
+            norm: Norm::Inf,
+            eps_max: 0.2,
+            steps: 8,
+            attack: AttackOptions {
+                steps: 15,
+                restarts: 2,
+                ..Default::default()
+            },
+        };
+        let rep = robust::run(&spec, &params, &eval, &opts).unwrap();
+        assert_eq!(rep.violations, 0);
+        let mut above = 0;
+        for e in &rep.examples {
+            let c = e.crown.expect("CROWN runs on CNNs");
+            assert!(
+                c <= e.attack,
+                "example {}: CROWN {c} > attack {}",
+                e.index,
+                e.attack
+            );
+            assert!(c >= e.certified, "example {}", e.index);
+            above += (c > e.certified) as usize;
+        }
+        println!(
+            "{}\nCROWN above IBP on {above} of {}",
+            rep.table(),
+            rep.examples.len()
+        );
+        assert!(above > 0);
+    }
+
+    /// Rounding charges are necessary: nets whose gap is `−x/1024` on the input `x = p/255`,
+    /// while the f64 back-substitution `fl(Wᵀλ)` rounds `2⁶⁰ − 2⁻¹⁰` to `2⁶⁰` and cancels to an
+    /// exactly-zero input coefficient. Without charging that rounding error the bound would
+    /// be `0 > −x/1024`; with it, the bound is below the exact (rational) gap. Through a conv
+    /// layer (1x1 kernels, 2 channels) and a dense layer (each fails without its charge),
+    /// plus an overlapping max-pool's accumulation (soundness only, see below).
+    #[test]
+    fn crown_rounding_charges_needed() {
+        let big = 2f32.powi(60);
+        let small = 2f32.powi(-10);
+        let conv_spec = ModelSpec {
+            name: "cancel-conv".into(),
+            input: Shape::new(1, 1, 1),
+            layers: vec![
+                Layer::conv(2, 1, 1, Padding::Valid, false),
+                Layer::conv(2, 1, 1, Padding::Valid, false),
+                Layer::Flatten,
+            ],
+        };
+        let dense_spec = ModelSpec {
+            name: "cancel-dense".into(),
+            input: Shape::flat(1),
+            layers: vec![Layer::dense(2, false), Layer::dense(2, false)],
+        };
+        // A 3x3/1 max-pool on a 3x5 image whose pixel x at (1, 2) dominates all three
+        // (overlapping) windows, so every pool output is exactly x; out 0 = 2⁶⁰ P0 − 2⁻¹⁰ P1
+        // − 2⁶⁰ P2. The pool routes 2⁶⁰, −2⁻¹⁰, −2⁶⁰ to x's coefficient in that order: the
+        // accumulation rounds 2⁶⁰ − 2⁻¹⁰ to 2⁶⁰ and then cancels to exactly 0 (the true
+        // coefficient is −2⁻¹⁰). Here the dense layer's own a-priori charge (≈ 2u·2⁶⁰) is
+        // larger than the pool's realised error, so this case checks soundness only (removing
+        // the pool's charge alone does not make it fail).
+        let pool_spec = ModelSpec {
+            name: "cancel-pool".into(),
+            input: Shape::new(1, 3, 5),
+            layers: vec![
+                Layer::MaxPool {
+                    size: 3,
+                    stride: Some(1),
+                },
+                Layer::Flatten,
+                Layer::dense(2, false),
+            ],
+        };
+        for spec in [conv_spec, dense_spec, pool_spec] {
+            let mut params = Params::he_normal(&spec, 1).unwrap();
+            let image = |p: u8| {
+                let n = spec.input.len();
+                let mut v = vec![0u8; n];
+                v[if n == 1 { 0 } else { 7 }] = p; // x: pixel 0, or (1, 2)
+                v
+            };
+            if spec.name == "cancel-pool" {
+                params.layers[0].weight = vec![big, -small, -big, 0.0, 0.0, 0.0];
+            } else {
+                params.layers[0].weight = vec![1.0, 1.0];
+                // out 0 = 2⁶⁰ h0 − 2⁶⁰ h1, out 1 = 2⁻¹⁰ h0: gap out0 − out1 = −2⁻¹⁰ x.
+                params.layers[1].weight = vec![big, -big, small, 0.0];
+            }
+            let net = CertifiedNet::new(&spec, &params).unwrap();
+            let crown = Crown::new(&spec, &params).unwrap();
+            for p in [1u8, 77, 255] {
+                let img = image(p);
+                let b = robust::linf_box(&img, &[0.0], img.len());
+                let encl = net.forward_of_ball(&b, 1).unwrap();
+                let lb = crown.gap_lowers(&encl, 0, Task::Multi(2)).unwrap()[0];
+                let z = reference_logits_exact(&spec, &params, &img).unwrap();
+                let gap = Rational::from(&z[0] - &z[1]);
+                assert!(gap < 0, "{}: the construction", spec.name);
+                assert!(lb.is_finite() && lb > -1e4, "{}: {lb}", spec.name);
+                assert!(
+                    Rational::from_f64(lb).unwrap() <= gap,
+                    "{}, p = {p}: CROWN {lb} > exact gap {}",
+                    spec.name,
+                    gap.to_f64()
+                );
+            }
+        }
+    }
+
+    /// Measurement (not a default test): median certified L∞ radius of IBP and CROWN(+IBP)
+    /// and the verified attack radius on a paper-CNN checkpoint, on the first
+    /// `MARGINCERT_CROWN_N` (default 32) embedded test images, with CROWN radii per second.
+    #[test]
+    #[ignore = "measurement; MARGINCERT_CNN_CKPT=path/to/mnist-cnn.safetensors cargo test --release --test robust paper_cnn_crown_figures -- --ignored --nocapture"]
+    fn paper_cnn_crown_figures() {
+        let Ok(path) = std::env::var("MARGINCERT_CNN_CKPT") else {
+            println!("skipped: MARGINCERT_CNN_CKPT is not set");
+            return;
+        };
+        let ck = margincert::checkpoint::Checkpoint::load(std::path::Path::new(&path)).unwrap();
+        let n: usize = std::env::var("MARGINCERT_CROWN_N")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(32);
+        let split = "embedded".parse::<DataSource>().unwrap().load().unwrap();
+        let data = split.test.take(n);
+        let net = CertifiedNet::new(&ck.spec, &ck.params).unwrap();
+        let task = Task::new(net.outputs(), data.classes).unwrap();
+        let crown = Crown::new(&ck.spec, &ck.params).unwrap();
+        let (eps_max, steps) = (0.1, 14);
+        let t = std::time::Instant::now();
+        let ibp = robust::ibp_radius(&net, &data, task, eps_max, steps).unwrap();
+        let t_ibp = t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
+        let cr = margincert::robust::crown::crown_radius(&crown, &net, &data, task, eps_max, steps)
+            .unwrap();
+        let t_crown = t.elapsed().as_secs_f64();
+        let opts = RobustOptions {
+            norm: Norm::Inf,
+            eps_max,
+            steps,
+            attack: AttackOptions::default(),
+        };
+        let rep = robust::run(&ck.spec, &ck.params, &data, &opts).unwrap();
+        assert_eq!(rep.violations, 0);
+        for (e, c) in rep.examples.iter().zip(&cr) {
+            assert!(*c <= e.attack && *c >= ibp[e.index]);
+        }
+        let med = |v: &[f64]| robust::median(v.iter().copied()).unwrap_or(f64::NAN);
+        // The attack median counts "nothing found below eps_max" as +∞.
+        let mut att: Vec<f64> = rep.examples.iter().map(|e| e.attack).collect();
+        att.sort_by(|a, b| a.total_cmp(b));
+        let att_med = att[att.len() / 2];
+        let found = att.iter().filter(|a| a.is_finite()).count();
+        println!(
+            "attack found an adversarial point below eps_max = {eps_max} for {found} of {n} \
+             examples (median of those {:.4e})",
+            med(&att)
+        );
+        println!(
+            "{} examples on {} threads: median L∞ radius IBP {:.4e}, CROWN(+IBP) {:.4e}, attack {:.4e}; \
+             certified > 0: IBP {}, CROWN {}; CROWN > IBP on {}; IBP {:.2} s ({:.2}/s), \
+             CROWN {:.2} s ({:.2} radii/s)",
+            n,
+            rayon::current_num_threads(),
+            med(&ibp),
+            med(&cr),
+            att_med,
+            ibp.iter().filter(|&&r| r > 0.0).count(),
+            cr.iter().filter(|&&r| r > 0.0).count(),
+            cr.iter().zip(&ibp).filter(|(c, i)| c > i).count(),
+            t_ibp,
+            n as f64 / t_ibp,
+            t_crown,
+            n as f64 / t_crown
+        );
+    }
+}

@@ -642,6 +642,19 @@ fn mat_ab<T: Copy + 'static + num_one::One>(
     gemm_into(a, k, 1, b, n, 1, c, m, n, k);
 }
 
+/// `C = A · B` in binary64 for row-major `a: [m, k]`, `b: [k, n]` into `c: [m, n]`, with the
+/// guarantees of the certified products (each of the `k` products rounded once or fused, any
+/// summation order): for `robust::crown`'s back-substitution.
+pub(crate) fn mat_ab_f64(a: &[f64], b: &[f64], c: &mut [f64], m: usize, n: usize, k: usize) {
+    mat_ab(a, b, c, m, n, k);
+}
+
+/// `C = Aᵀ · B` in binary64 for row-major `a: [k, m]`, `b: [k, n]` into `c: [m, n]` (same
+/// guarantees as [`mat_ab_f64`]).
+pub(crate) fn mat_atb_f64(a: &[f64], b: &[f64], c: &mut [f64], m: usize, n: usize, k: usize) {
+    gemm_into(a, 1, m, b, n, 1, c, m, n, k);
+}
+
 fn dense(a: &Affine, x: &BallVec, batch: usize, il: usize) -> BallVec {
     let mut c = vec![0.0; batch * a.out];
     let mut s = vec![0.0; batch * a.out];

@@ -1,61 +1,208 @@
 //! A CROWN-style linear-relaxation lower bound on the class gaps over an L∞ box, sound under
-//! floating point (proofs/robust-crown.md). Dense / ReLU / flatten networks only (MLPs);
-//! other layers give an error (callers fall back to IBP).
+//! floating point (proofs/robust-crown.md), for every layer kind of [`Layer`]: dense and
+//! conv2d (any stride / padding, with or without bias), max- and avg-pool (overlapping
+//! windows included), ReLU, LeakyReLU with slope `≤ 1`, flatten.
+//!
+//! This is the "CROWN-IBP" variant: the pre-activation bounds of the intermediate layers are
+//! the IBP enclosures of [`CertifiedNet::forward_of_ball`]; back-substitution runs only from
+//! the output gap specifications (`k − 1` rows for `k` classes, all at once).
 //!
 //! The bound is kept as `s_j(x) ≥ Σ_k λ_k a_k + β` with `λ` EXACT f64 numbers and `β` a
-//! rounded-down constant: every rounding error of a back-substitution step (`λ' = fl(Wᵀλ)`,
-//! `μ = fl(λ·slope)`) is bounded a priori and charged to `β` using the IBP enclosures of the
-//! activations, so the final minimisation over the box is of an exactly known linear
-//! function, done with downward rounding.
+//! rounded-down constant: every rounding error of a back-substitution step (`λ' = fl(Wᵀλ)`
+//! by gemm or a transposed convolution, `μ = fl(λ·slope)`, pool accumulations) is bounded a
+//! priori and charged to `β` using the IBP enclosures of the activations, so the final
+//! minimisation over the box is of an exactly known linear function, done with downward
+//! rounding.
 
-use crate::certify::enclosure::{BallVec, CertifiedNet, ETA, U, down, gamma_up, up};
+use crate::certify::enclosure::{
+    BallVec, CertifiedNet, ETA, U, down, gamma_up, mat_ab_f64, mat_atb_f64, up,
+};
 use crate::certify::margin::Task;
 use crate::error::{Error, Result};
-use crate::model::{Layer, LayerPlan, ModelSpec, Params};
+use crate::model::{Layer, ModelSpec, Params, Window};
 
-/// Dense weights of an MLP, prepared for back-substitution.
+/// One layer prepared for back-substitution.
+#[derive(Clone, Debug)]
+enum Step {
+    /// `z = W a + b`, `W: [out, inp]` row-major (exact f32 values as f64);
+    /// `colsum[k] ≥ Σ_o |W[o, k]|` (rounded up).
+    Dense {
+        out: usize,
+        inp: usize,
+        w: Vec<f64>,
+        colsum: Vec<f64>,
+        bias: Option<Vec<f64>>,
+    },
+    /// `z[o, p] = Σ_r W[o, r] col[r, p] + b[o]` with the im2col gather `table[r·P + p]`
+    /// (`u32::MAX` in the zero padding), `W: [out, fan]`, `fan = c_in·k·k`, `P = oh·ow`.
+    /// `terms ≥` the number of products summed into one entry of `Wᵀλ` (`out·⌈k/s⌉²`);
+    /// `colsum[i] ≥ Σ_{o,ky,kx} |W[o, c(i), ky, kx]|` for input `i` of channel `c(i)`.
+    Conv {
+        out: usize,
+        fan: usize,
+        pixels: usize,
+        in_len: usize,
+        terms: usize,
+        w: Vec<f64>,
+        colsum: Vec<f64>,
+        bias: Option<Vec<f64>>,
+        table: Vec<u32>,
+    },
+    /// Max- (`max`) or avg-pool over `channels` planes, valid windows.
+    Pool {
+        win: Window,
+        channels: usize,
+        max: bool,
+    },
+    /// `max(z, a·z)`, `a ≤ 1` exact (ReLU: `a = 0`).
+    Act { slope: f64 },
+    /// Identity on the values (C-major on both sides).
+    Flatten,
+}
+
+/// A network prepared for CROWN back-substitution.
+///
+/// Invariant: `steps[i]` is layer `i` of the spec's plan, `lens[i]` its input length and
+/// `lens[steps.len()]` the number of outputs; weights are exact copies of the f32 parameters.
 #[derive(Clone, Debug)]
 pub struct Crown {
-    plan: Vec<LayerPlan>,
-    /// Per plan step: `(weight [out, inp] as f64, bias)`, empty for other layers.
-    w: Vec<(Vec<f64>, Option<Vec<f64>>)>,
+    steps: Vec<Step>,
+    lens: Vec<usize>,
+}
+
+/// The im2col gather table of a window: for row `(c, ky, kx)` and output pixel `(oy, ox)`,
+/// the input index `(c·h + iy)·w + ix`, or `u32::MAX` in the zero padding.
+fn gather_table(w: &Window, c_in: usize) -> Vec<u32> {
+    let mut t = Vec::with_capacity(c_in * w.k * w.k * w.out_h * w.out_w);
+    for c in 0..c_in {
+        for ky in 0..w.k {
+            for kx in 0..w.k {
+                for oy in 0..w.out_h {
+                    let iy = w.in_row(oy, ky);
+                    for ox in 0..w.out_w {
+                        t.push(match (iy, w.in_col(ox, kx)) {
+                            (Some(iy), Some(ix)) => ((c * w.in_h + iy) * w.in_w + ix) as u32,
+                            _ => u32::MAX,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    t
 }
 
 impl Crown {
-    /// Errors unless every layer is flatten, dense or ReLU.
+    /// Prepares `spec` with `params` for back-substitution. Errors on parameters that do not
+    /// fit the spec, a LeakyReLU slope above 1 (a concave activation, not relaxed here), or
+    /// layers too large for the a-priori rounding bound.
     pub fn new(spec: &ModelSpec, params: &Params) -> Result<Self> {
         params.check(spec)?;
         let plan = spec.plan()?;
         let mut it = params.layers.iter();
-        let mut w = Vec::with_capacity(plan.len());
+        let mut steps = Vec::with_capacity(plan.len());
+        let mut lens = Vec::with_capacity(plan.len() + 1);
+        let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+        let missing = || Error::Certify("CROWN: fewer weight tensors than weight layers".into());
         for p in &plan {
-            match p.layer {
-                Layer::Dense { .. } => {
-                    let l = it.next().expect("checked by Params::check");
-                    w.push((
-                        l.weight.iter().map(|&v| v as f64).collect(),
-                        l.bias
-                            .as_ref()
-                            .map(|b| b.iter().map(|&v| v as f64).collect()),
-                    ));
+            lens.push(p.input.len());
+            let step = match p.layer {
+                Layer::Dense { out, .. } => {
+                    let l = it.next().ok_or_else(missing)?;
+                    let w = f64s(&l.weight);
+                    gamma_up(out)?;
+                    let n = p.input.len();
+                    let mut colsum = vec![0.0f64; n];
+                    for row in w.chunks_exact(n.max(1)) {
+                        for (c, v) in colsum.iter_mut().zip(row) {
+                            *c = up(*c + v.abs());
+                        }
+                    }
+                    Step::Dense {
+                        out,
+                        inp: n,
+                        colsum,
+                        w,
+                        bias: l.bias.as_deref().map(f64s),
+                    }
                 }
-                Layer::Flatten | Layer::Relu => w.push((vec![], None)),
-                ref other => {
-                    return Err(Error::Certify(format!(
-                        "CROWN here supports dense/ReLU networks only, not {}",
-                        other.describe()
-                    )));
+                Layer::Conv2d { out, kernel, .. } => {
+                    let l = it.next().ok_or_else(missing)?;
+                    let win = p
+                        .window
+                        .ok_or_else(|| Error::Spec("conv layer without a window".into()))?;
+                    let per_dim = kernel.div_ceil(win.stride);
+                    let terms = out * per_dim * per_dim;
+                    gamma_up(terms)?;
+                    let w = f64s(&l.weight);
+                    let (c_in, kk) = (p.input.c, kernel * kernel);
+                    let mut chsum = vec![0.0f64; c_in];
+                    for row in w.chunks_exact((c_in * kk).max(1)) {
+                        for (r, v) in row.iter().enumerate() {
+                            chsum[r / kk] = up(chsum[r / kk] + v.abs());
+                        }
+                    }
+                    let plane = p.input.h * p.input.w;
+                    let colsum = (0..p.input.len()).map(|i| chsum[i / plane]).collect();
+                    Step::Conv {
+                        out,
+                        fan: p.input.c * kernel * kernel,
+                        pixels: win.out_h * win.out_w,
+                        in_len: p.input.len(),
+                        terms,
+                        colsum,
+                        w,
+                        bias: l.bias.as_deref().map(f64s),
+                        table: gather_table(&win, p.input.c),
+                    }
                 }
-            }
+                Layer::MaxPool { .. } | Layer::AvgPool { .. } => Step::Pool {
+                    win: p
+                        .window
+                        .ok_or_else(|| Error::Spec("pool layer without a window".into()))?,
+                    channels: p.input.c,
+                    max: matches!(p.layer, Layer::MaxPool { .. }),
+                },
+                Layer::Flatten => Step::Flatten,
+                Layer::Relu => Step::Act { slope: 0.0 },
+                Layer::LeakyRelu { slope } => {
+                    if slope.is_nan() || slope > 1.0 {
+                        return Err(Error::Certify(format!(
+                            "CROWN relaxes LeakyReLU with slope ≤ 1 only (convex), not {slope}"
+                        )));
+                    }
+                    Step::Act {
+                        slope: slope as f64,
+                    }
+                }
+            };
+            steps.push(step);
         }
-        Ok(Self { plan, w })
+        lens.push(plan.last().map_or(spec.input.len(), |p| p.output.len()));
+        Ok(Self { steps, lens })
     }
 
     /// Certified lower bound of every gap `Φ_y − Φ_j` (`j ≠ y`, increasing; binary: `[q]`)
     /// over the box `x` (one example), whose layer enclosures `encl` come from
-    /// [`CertifiedNet::forward_of_ball`]. Returns the minimum (a lower bound of the margin).
+    /// [`CertifiedNet::forward_of_ball`]. Returns the minimum (a lower bound of the margin);
+    /// `−∞` when the bound overflowed. Errors when `encl` does not fit the network.
     pub fn margin_lower(&self, encl: &[BallVec], label: u8, task: Task) -> Result<f64> {
+        Ok(self
+            .gap_lowers(encl, label, task)?
+            .into_iter()
+            .fold(f64::INFINITY, f64::min))
+    }
+
+    /// Certified lower bounds of every gap (as [`Crown::margin_lower`], one per gap: `j ≠ y`
+    /// increasing; binary: `[q]`). A bound that overflowed is `−∞`.
+    pub fn gap_lowers(&self, encl: &[BallVec], label: u8, task: Task) -> Result<Vec<f64>> {
         let k = task.outputs();
+        if k != self.lens[self.steps.len()] || label as usize >= k.max(2) {
+            return Err(Error::Invalid(format!(
+                "CROWN: a task with {k} outputs (label {label}) for a network with {} outputs",
+                self.lens[self.steps.len()]
+            )));
+        }
         let specs: Vec<Vec<f64>> = match task {
             Task::Binary => vec![vec![if label == 1 { 1.0 } else { -1.0 }]],
             Task::Multi(_) => {
@@ -71,107 +218,337 @@ impl Crown {
                     .collect()
             }
         };
-        let mut best = f64::INFINITY;
-        for c in specs {
-            best = best.min(self.lower(encl, c)?);
-        }
-        Ok(best)
+        self.lower(encl, &specs)
     }
 
-    /// Lower bound of `cᵀ Φ(x)` over the box `encl[0]`.
-    fn lower(&self, encl: &[BallVec], mut lam: Vec<f64>) -> Result<f64> {
-        let mut beta = 0.0f64;
-        for (i, p) in self.plan.iter().enumerate().rev() {
+    /// Lower bounds of `c_sᵀ Φ(x)` over the box `encl[0]`, one per row `c_s` of `specs`.
+    fn lower(&self, encl: &[BallVec], specs: &[Vec<f64>]) -> Result<Vec<f64>> {
+        let ns = specs.len();
+        if encl.len() != self.steps.len() + 1
+            || encl.iter().zip(&self.lens).any(|(e, &l)| e.len() != l)
+        {
+            return Err(Error::Shape(
+                "CROWN: the layer enclosures do not fit the network (one example expected)".into(),
+            ));
+        }
+        let mut lam: Vec<f64> = specs.iter().flatten().copied().collect();
+        let mut beta = vec![0.0f64; ns];
+        let mut dead = vec![false; ns];
+        for (i, step) in self.steps.iter().enumerate().rev() {
             let inp = &encl[i]; // input enclosure of layer i
-            match p.layer {
-                Layer::Dense { out, .. } => {
-                    let (w, b) = &self.w[i];
-                    let n = p.input.len();
-                    if let Some(b) = b {
-                        for o in 0..out {
-                            beta = down(beta + down(lam[o] * b[o]));
-                        }
+            let n_in = self.lens[i];
+            let n_out = self.lens[i + 1];
+            debug_assert_eq!(lam.len(), ns * n_out);
+            let lo: Vec<f64> = (0..n_in).map(|k| inp.lo(k)).collect();
+            let hi: Vec<f64> = (0..n_in).map(|k| inp.hi(k)).collect();
+            let amax: Vec<f64> = lo
+                .iter()
+                .zip(&hi)
+                .map(|(l, h)| l.abs().max(h.abs()))
+                .collect();
+            match step {
+                Step::Dense {
+                    out,
+                    inp: n,
+                    w,
+                    colsum,
+                    bias,
+                } => {
+                    if let Some(b) = bias {
+                        add_bias(&lam, &mut beta, b, 1);
                     }
-                    let gamma = gamma_up(out)?;
-                    let n_eta = out as f64 * ETA;
-                    let mut next = vec![0.0; n];
-                    let mut abs = vec![0.0; n];
-                    for o in 0..out {
-                        let l = lam[o];
-                        if l == 0.0 {
-                            continue;
-                        }
-                        let row = &w[o * n..(o + 1) * n];
-                        for kk in 0..n {
-                            next[kk] += row[kk] * l;
-                            abs[kk] = up(abs[kk] + up((row[kk] * l).abs()));
-                        }
-                    }
-                    // |next_k − (Wᵀλ)_k| ≤ γ_out Σ_o |W_ok λ_o| + out·η; times |a_k|.
-                    let mut slack = 0.0f64;
-                    for (kk, &a) in abs.iter().enumerate() {
-                        let err = up(up(gamma * a) + n_eta);
-                        let amax = inp.lo(kk).abs().max(inp.hi(kk).abs());
-                        slack = up(slack + up(err * amax));
-                    }
-                    if !slack.is_finite() {
-                        return Err(Error::Certify("CROWN slack overflowed".into()));
-                    }
-                    beta = down(beta - slack);
+                    let mut next = vec![0.0; ns * n];
+                    mat_ab_f64(&lam, w, &mut next, ns, *n, *out);
+                    product_charge(&lam, &mut beta, colsum, &amax, *out)?;
                     lam = next;
                 }
-                Layer::Relu => {
-                    let mut slack = 0.0f64;
-                    for (kk, lk) in lam.iter_mut().enumerate() {
-                        let (l, u) = (inp.lo(kk), inp.hi(kk));
-                        let lv = *lk;
-                        if l >= 0.0 {
-                            continue; // a = z
-                        }
-                        if u <= 0.0 || lv == 0.0 {
-                            *lk = 0.0; // a = 0 (or no contribution)
-                            continue;
-                        }
-                        if lv > 0.0 {
-                            // a ≥ α z, α ∈ {0, 1} (exact products).
-                            if u < -l {
-                                *lk = 0.0;
-                            }
-                        } else {
-                            // a ≤ s (z − l), s ≥ u/(u − l): λ a ≥ λ s z − λ s l.
-                            let s = up(u / down(u - l));
-                            let mu = lv * s;
-                            let zmax = (-l).max(u);
-                            slack = up(slack + up(up(up(2.0 * U * mu.abs()) + ETA) * zmax));
-                            // −λ s l = (−λ s)·l with −λ s > 0 and l < 0: round (−λ s) up,
-                            // the product down.
-                            let p1 = up(-lv * s);
-                            beta = down(beta + down(p1 * l));
-                            *lk = mu;
+                Step::Conv {
+                    out,
+                    fan,
+                    pixels,
+                    in_len,
+                    terms,
+                    w,
+                    colsum,
+                    bias,
+                    table,
+                } => {
+                    let (out, fan, pp) = (*out, *fan, *pixels);
+                    if let Some(b) = bias {
+                        add_bias(&lam, &mut beta, b, pp);
+                    }
+                    // Λ as [out, ns·P] (column block s = spec s).
+                    let sp = ns * pp;
+                    let mut lc = vec![0.0; out * sp];
+                    for s in 0..ns {
+                        for o in 0..out {
+                            let src = &lam[s * out * pp + o * pp..][..pp];
+                            let dst = o * sp + s * pp;
+                            lc[dst..dst + pp].copy_from_slice(src);
                         }
                     }
-                    beta = down(beta - slack);
+                    let mut cols = vec![0.0; fan * sp];
+                    mat_atb_f64(w, &lc, &mut cols, fan, sp, out);
+                    // col2im: scatter-add (part of the same summation tree of ≤ `terms`
+                    // products per input entry).
+                    let mut next = vec![0.0; ns * in_len];
+                    for r in 0..fan {
+                        let trow = &table[r * pp..(r + 1) * pp];
+                        for s in 0..ns {
+                            let c = &cols[r * sp + s * pp..][..pp];
+                            let nx = &mut next[s * in_len..(s + 1) * in_len];
+                            for (&t, &v) in trow.iter().zip(c) {
+                                if t != u32::MAX {
+                                    nx[t as usize] += v;
+                                }
+                            }
+                        }
+                    }
+                    product_charge(&lam, &mut beta, colsum, &amax, *terms)?;
+                    lam = next;
                 }
-                Layer::Flatten => {}
-                _ => unreachable!("checked in Crown::new"),
+                Step::Pool { win, channels, max } => {
+                    lam = pool_back(win, *channels, *max, &lam, &mut beta, &lo, &hi, &amax);
+                }
+                Step::Act { slope } => act_back(*slope, &mut lam, &mut beta, &lo, &hi),
+                Step::Flatten => {}
+            }
+            // A non-finite coefficient or constant makes the invariant meaningless: the
+            // spec's bound becomes −∞ (trivially sound) and its coefficients are dropped.
+            for s in 0..ns {
+                let ls = &mut lam[s * n_in..(s + 1) * n_in];
+                if dead[s] || !beta[s].is_finite() || ls.iter().any(|v| !v.is_finite()) {
+                    dead[s] = true;
+                    ls.fill(0.0);
+                    beta[s] = 0.0;
+                }
             }
         }
         // min over the box of Σ λ_k x_k.
         let x = &encl[0];
-        let mut s = beta;
-        for (kk, &l) in lam.iter().enumerate() {
-            let v = if l >= 0.0 { x.lo(kk) } else { x.hi(kk) };
-            s = down(s + down(l * v));
+        let n0 = self.lens[0];
+        Ok((0..ns)
+            .map(|s| {
+                if dead[s] {
+                    return f64::NEG_INFINITY;
+                }
+                let mut v = beta[s];
+                for (kk, &l) in lam[s * n0..(s + 1) * n0].iter().enumerate() {
+                    let xv = if l >= 0.0 { x.lo(kk) } else { x.hi(kk) };
+                    v = down(v + down(l * xv));
+                }
+                if v.is_nan() { f64::NEG_INFINITY } else { v }
+            })
+            .collect())
+    }
+}
+
+/// `β_s += Σ_{o,p} λ_s[o·P + p]·b[o]`, every product and sum rounded down.
+fn add_bias(lam: &[f64], beta: &mut [f64], b: &[f64], pixels: usize) {
+    let per = b.len() * pixels;
+    for (s, bs) in beta.iter_mut().enumerate() {
+        for (idx, &l) in lam[s * per..(s + 1) * per].iter().enumerate() {
+            if l != 0.0 {
+                *bs = down(*bs + down(l * b[idx / pixels]));
+            }
         }
-        if s.is_nan() {
-            return Err(Error::Certify("CROWN bound is NaN".into()));
+    }
+}
+
+/// Charges the rounding error of `λ' = fl(Wᵀλ)` (each entry a sum of at most `n` once-rounded
+/// products, any order) to every spec's `β`: with `A_k = Σ_t |W_tk λ_t| ≤ colsum_k·max|λ|`
+/// and Higham's `|λ'_k − (Wᵀλ)_k| ≤ γ_n A_k + nη`, `Σ_k e_k amax_k ≤ γ_n max|λ| T + nη S` for
+/// `T ≥ Σ_k colsum_k amax_k`, `S ≥ Σ_k amax_k` (proofs/robust-crown.md, "Dense").
+fn product_charge(
+    lam: &[f64],
+    beta: &mut [f64],
+    colsum: &[f64],
+    amax: &[f64],
+    n: usize,
+) -> Result<()> {
+    let g = gamma_up(n)?;
+    let neta = n as f64 * ETA; // exact: a multiple of 2⁻¹⁰⁷⁴ below 2⁵³·2⁻¹⁰⁷⁴
+    let (mut t, mut sa) = (0.0f64, 0.0f64);
+    for (&c, &m) in colsum.iter().zip(amax) {
+        t = up(t + up(c * m));
+        sa = up(sa + m);
+    }
+    let under = up(neta * sa);
+    let per = lam.len() / beta.len().max(1);
+    for (s, b) in beta.iter_mut().enumerate() {
+        let lmax = lam[s * per..(s + 1) * per]
+            .iter()
+            .fold(0.0f64, |m, v| m.max(v.abs()));
+        if lmax == 0.0 {
+            continue;
         }
-        Ok(s)
+        let slack = up(up(g * up(lmax * t)) + under);
+        *b = down(*b - slack);
+    }
+    Ok(())
+}
+
+/// Adds `v` to `next[i]`, charging the rounding error of the addition (`≤ u|fl(a + b)|`; sums
+/// of floats are exact on underflow) to `err[i]`.
+#[inline]
+fn acc(next: &mut [f64], err: &mut [f64], i: usize, v: f64) {
+    let old = next[i];
+    if old == 0.0 {
+        next[i] = v;
+    } else {
+        let r = old + v;
+        next[i] = r;
+        err[i] = up(err[i] + up(U * r.abs()));
+    }
+}
+
+/// Back-substitution through a max- or avg-pool layer (proofs/robust-crown.md, "Pooling").
+/// `lo, hi, amax` are the IBP bounds of the pool input.
+#[allow(clippy::too_many_arguments)]
+fn pool_back(
+    win: &Window,
+    channels: usize,
+    max: bool,
+    lam: &[f64],
+    beta: &mut [f64],
+    lo: &[f64],
+    hi: &[f64],
+    amax: &[f64],
+) -> Vec<f64> {
+    let plane = win.in_h * win.in_w;
+    let pp = win.out_h * win.out_w;
+    let n_out = channels * pp;
+    let n_in = channels * plane;
+    let ns = beta.len();
+    let window = |o: usize| {
+        let (ch, q) = (o / pp, o % pp);
+        let base =
+            ch * plane + (q / win.out_w) * win.stride * win.in_w + (q % win.out_w) * win.stride;
+        (0..win.k).flat_map(move |ky| (0..win.k).map(move |kx| base + ky * win.in_w + kx))
+    };
+    // Max: per output, the input with the largest lower bound, whether it is the max
+    // outright, and the largest upper bound.
+    let mut star = vec![0usize; if max { n_out } else { 0 }];
+    let mut decided = vec![false; star.len()];
+    let mut umax = vec![0.0f64; star.len()];
+    if max {
+        for o in 0..n_out {
+            let (mut j, mut lj) = (usize::MAX, f64::NEG_INFINITY);
+            let mut u = f64::NEG_INFINITY;
+            for i in window(o) {
+                if j == usize::MAX || lo[i] > lj {
+                    (j, lj) = (i, lo[i]);
+                }
+                u = u.max(hi[i]);
+            }
+            star[o] = j;
+            umax[o] = u;
+            decided[o] = window(o).all(|i| i == j || hi[i] <= lj);
+        }
+    }
+    let kk = win.k * win.k;
+    let kkf = kk as f64;
+    let mut next = vec![0.0; ns * n_in];
+    for s in 0..ns {
+        let mut err = vec![0.0; n_in];
+        let nx = &mut next[s * n_in..(s + 1) * n_in];
+        for (o, &l) in lam[s * n_out..(s + 1) * n_out].iter().enumerate() {
+            if l == 0.0 {
+                continue;
+            }
+            if max {
+                if decided[o] || l > 0.0 {
+                    // max = x_j (decided) or max ≥ x_j with λ > 0.
+                    acc(nx, &mut err, star[o], l);
+                } else {
+                    // λ < 0 and max ≤ max_i u_i: λ·max ≥ λ·max_i u_i.
+                    beta[s] = down(beta[s] + down(l * umax[o]));
+                }
+            } else {
+                let q = l / kkf;
+                // |fl(λ/k²) − λ/k²| ≤ u|q| + η; zero when k² is a power of two and q normal.
+                let qe = if kk.is_power_of_two() && q.abs() >= f64::MIN_POSITIVE {
+                    0.0
+                } else {
+                    up(up(U * q.abs()) + ETA)
+                };
+                for i in window(o) {
+                    acc(nx, &mut err, i, q);
+                    if qe > 0.0 {
+                        err[i] = up(err[i] + qe);
+                    }
+                }
+            }
+        }
+        let mut slack = 0.0f64;
+        for (e, m) in err.iter().zip(amax) {
+            if *e > 0.0 {
+                slack = up(slack + up(e * m));
+            }
+        }
+        beta[s] = down(beta[s] - slack);
+    }
+    next
+}
+
+/// Back-substitution through `y = max(z, a·z)` (`a ≤ 1`; ReLU: `a = 0`) with pre-activation
+/// bounds `z ∈ [lo, hi]` (proofs/robust-crown.md, "ReLU and LeakyReLU").
+fn act_back(a: f64, lam: &mut [f64], beta: &mut [f64], lo: &[f64], hi: &[f64]) {
+    let n = lo.len();
+    // Upper line `y ≤ s z + c` of a straddling unit: s ≥ (u − a l)/(u − l), c ≥ (−l)(s − a).
+    let lines: Vec<(f64, f64)> = lo
+        .iter()
+        .zip(hi)
+        .map(|(&l, &u)| {
+            if l >= 0.0 || u <= 0.0 {
+                return (0.0, 0.0);
+            }
+            let al = if a == 0.0 { 0.0 } else { down(a * l) };
+            let num = up(u - al);
+            let s = if num >= 0.0 {
+                up(num / down(u - l))
+            } else {
+                up(num / up(u - l))
+            };
+            (s, up(-l * up(s - a)))
+        })
+        .collect();
+    for (s, b) in beta.iter_mut().enumerate() {
+        let mut slack = 0.0f64;
+        let ls = &mut lam[s * n..(s + 1) * n];
+        for (k, lk) in ls.iter_mut().enumerate() {
+            let (l, u, lv) = (lo[k], hi[k], *lk);
+            if lv == 0.0 || l >= 0.0 {
+                continue; // no contribution, or y = z
+            }
+            let zmax = (-l).max(u.abs());
+            // y = a z (u ≤ 0), or the lower line y ≥ a z (λ > 0, chosen when u < −l).
+            let lower_a = u <= 0.0 || (lv > 0.0 && u < -l);
+            if lower_a {
+                if a == 0.0 {
+                    *lk = 0.0;
+                } else {
+                    let mu = lv * a;
+                    slack = up(slack + up(up(up(2.0 * U * mu.abs()) + ETA) * zmax));
+                    *lk = mu;
+                }
+            } else if lv < 0.0 {
+                // λ y ≥ λ s z + λ c.
+                let (sl, c) = lines[k];
+                let mu = lv * sl;
+                slack = up(slack + up(up(up(2.0 * U * mu.abs()) + ETA) * zmax));
+                *b = down(*b + down(lv * c));
+                *lk = mu;
+            }
+            // else λ > 0 with the lower line y ≥ z: λ unchanged.
+        }
+        *b = down(*b - slack);
     }
 }
 
 /// Certified L∞ radii by bisection on ε with the margin lower bound `max(IBP, CROWN)` over
-/// the clipped box (both sound, so their maximum is).
+/// the clipped box (both sound, so their maximum is; CROWN runs only where IBP's bound is
+/// not already positive, since the bisection only asks for the sign).
 pub fn crown_radius(
     crown: &Crown,
     net: &CertifiedNet,
@@ -193,6 +570,9 @@ pub fn crown_radius(
             task,
         ))
         .lo;
+        if ibp > 0.0 {
+            return Ok(ibp);
+        }
         Ok(ibp.max(crown.margin_lower(&encl, data.labels[n], task)?))
     };
     (0..data.len())

@@ -199,8 +199,8 @@ pub struct ExampleRadii {
     /// bound `lo(q_n)/(√2·Lip)` (L2 runs only; 0 otherwise).
     #[serde(with = "ext_f64")]
     pub margin_only: f64,
-    /// L∞ only, dense/ReLU networks only: certified lower bound by bisection on the
-    /// `max(IBP, CROWN)` margin bound (`None` when not computed).
+    /// L∞ only: certified lower bound by bisection on the `max(IBP, CROWN)` margin bound
+    /// (MLPs and CNNs; `None` when not computed, e.g. a LeakyReLU slope above 1).
     #[serde(default)]
     pub crown: Option<f64>,
     /// Upper bound from a verified adversarial point (`inf` when the attack found none).
