@@ -143,7 +143,7 @@ fn pixel_dd(p: u8) -> (f64, f64, f64) {
 }
 
 /// Constants of the a-posteriori dot-product bound for fan-in `n` (proofs/forward-dd.md,
-/// Theorem D): `k ≥ 1/(1 − γ_N)`, `gk ≥ γ_N·k` with `N = 3n + 1`, `e = 5nη`.
+/// Theorem D): `k ≥ 1/(1 − γ_N)`, `gk ≥ γ_N·k` with `N = 3n + 1`, `e = 9nη`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct DotConsts {
     k: f64,
@@ -155,11 +155,11 @@ impl DotConsts {
     fn new(n: usize) -> Result<Self> {
         let g = gamma_up(3 * n + 1)?; // ≥ γ_N, ≤ 1/2 is checked (N u < 1/2)
         let k = up(1.0 / down(1.0 - g));
-        // 5n < 2⁵³: 5n·η is an integer times 2⁻¹⁰⁷⁴, exact.
+        // 9n < 2⁵³: 9n·η is an integer times 2⁻¹⁰⁷⁴, exact.
         Ok(Self {
             k,
             gk: up(g * k),
-            e: (5 * n) as f64 * ETA,
+            e: (9 * n) as f64 * ETA,
         })
     }
 }
@@ -232,9 +232,9 @@ pub fn dot_dd(w: &[f64], x: &DdBallVec) -> Result<(f64, f64, f64)> {
     }
     let c = DotConsts::new(w.len())?;
     let mut acc = Acc::new([0.0; LANES]);
-    for j in 0..w.len() {
+    for (j, &wj) in w.iter().enumerate() {
         let mut wl = [0.0; LANES];
-        wl[0] = w[j];
+        wl[0] = wj;
         acc.mac(
             &wl,
             &[x.hi[j]; LANES],
@@ -515,7 +515,7 @@ fn avg_pool_dd(w: &Window, c: usize, x: &DdBallVec) -> Result<DdBallVec> {
                         let (s2, sig) = two_sum(s, x.hi[i]);
                         s = s2;
                         t = (t + sig) + x.lo[i];
-                        babs = babs + (sig.abs() + x.lo[i].abs());
+                        babs += sig.abs() + x.lo[i].abs();
                         rs += x.rad[i];
                     }
                 }
@@ -596,7 +596,7 @@ mod tests {
         for p in 1..255u32 {
             let i = p as usize;
             let rem = Rational::from((p, 255u32)) - q(x.hi[i]);
-            assert!(Rational::from(&rem - q(x.lo[i])).abs() <= q(x.lo[i].abs()) * q(U));
+            assert!((&rem - q(x.lo[i])).abs() <= q(x.lo[i].abs()) * q(U));
         }
     }
 
@@ -624,9 +624,9 @@ mod tests {
         let (h, l, r) = dot_dd(w, x).unwrap();
         let mut mid = Rational::new();
         let mut spread = Rational::new();
-        for j in 0..w.len() {
-            mid += q(w[j]) * (q(x.hi[j]) + q(x.lo[j]));
-            spread += q(w[j].abs()) * q(x.rad[j]);
+        for (j, &wj) in w.iter().enumerate() {
+            mid += q(wj) * (q(x.hi[j]) + q(x.lo[j]));
+            spread += q(wj.abs()) * q(x.rad[j]);
         }
         // Both extreme values of the exact dot product over the input box.
         for truth in [
@@ -692,6 +692,128 @@ mod tests {
                 x.hi[n - 1] = x.hi[0];
             }
             check_dot(&w, &x);
+        }
+    }
+
+    /// Random balls with radii 0 or tiny (so the rounding terms of the pointwise ops are
+    /// what keeps the exact image inside), near-ties and cancelling `lo` parts.
+    fn random_balls(n: usize, rng: &mut rand_chacha::ChaCha8Rng) -> DdBallVec {
+        use rand::RngExt;
+        let mut x = DdBallVec::zeros(n);
+        let base: f64 = rng.random_range(-1.0..1.0);
+        for i in 0..n {
+            let h = match rng.random_range(0..4) {
+                0 => base, // ties on hi
+                1 => base + rng.random_range(-1e-15..1e-15),
+                2 => rng.random_range(-1.0..1.0) / 3.0,
+                _ => rng.random_range(-1e-300..1e-300),
+            };
+            x.hi[i] = h;
+            x.lo[i] = h * rng.random_range(-1e-16..1e-16);
+            x.rad[i] = match rng.random_range(0..3) {
+                0 => 0.0,
+                1 => h.abs() * 1e-25,
+                _ => h.abs() * rng.random_range(0.0..1e-15),
+            };
+        }
+        x
+    }
+
+    fn ends(x: &DdBallVec, i: usize) -> (Rational, Rational) {
+        let m = q(x.hi[i]) + q(x.lo[i]);
+        (Rational::from(&m - q(x.rad[i])), m + q(x.rad[i]))
+    }
+
+    #[test]
+    fn pointwise_ops_contain_the_exact_image_of_every_ball() {
+        use rand::SeedableRng;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        for _ in 0..200 {
+            let x = random_balls(16, &mut rng);
+            let s = 0.1f32 as f64; // inexact products
+            let (r, lk, ln) = (
+                relu_dd(x.clone()),
+                leaky_dd(x.clone(), s),
+                leaky_dd(x.clone(), -0.7f32 as f64),
+            );
+            for i in 0..x.len() {
+                // All three maps are piecewise linear: the image of [a, b] is the hull of the
+                // images of a, b and (for a straddling ball) 0.
+                let (a, b) = ends(&x, i);
+                let mut pts = vec![a.clone(), b.clone()];
+                if a < 0 && b > 0 {
+                    pts.push(Rational::new());
+                }
+                for p in pts {
+                    let relu = if p < 0 { Rational::new() } else { p.clone() };
+                    let leak = |sl: f64| {
+                        if p < 0 {
+                            Rational::from(&p * q(sl))
+                        } else {
+                            p.clone()
+                        }
+                    };
+                    assert!(contains(r.hi[i], r.lo[i], r.rad[i], &relu));
+                    assert!(contains(lk.hi[i], lk.lo[i], lk.rad[i], &leak(s)), "{i}");
+                    assert!(contains(
+                        ln.hi[i],
+                        ln.lo[i],
+                        ln.rad[i],
+                        &leak(-0.7f32 as f64)
+                    ));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pools_contain_the_exact_image_of_every_box() {
+        use rand::SeedableRng;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        for (k, stride) in [(2usize, 1usize), (3, 1), (2, 2)] {
+            let (h, w) = (4, 5);
+            let win = Window {
+                k,
+                stride,
+                pad_top: 0,
+                pad_left: 0,
+                in_h: h,
+                in_w: w,
+                out_h: (h - k) / stride + 1,
+                out_w: (w - k) / stride + 1,
+            };
+            for _ in 0..100 {
+                let x = random_balls(2 * h * w, &mut rng);
+                let mx = max_pool_dd(&win, 2, &x);
+                let av = avg_pool_dd(&win, 2, &x).unwrap();
+                let p = win.out_h * win.out_w;
+                for c in 0..2 {
+                    for oy in 0..win.out_h {
+                        for ox in 0..win.out_w {
+                            let idx: Vec<usize> = (0..k * k)
+                                .map(|t| {
+                                    c * h * w + (oy * stride + t / k) * w + ox * stride + t % k
+                                })
+                                .collect();
+                            // max and mean are monotone: the image of the box is
+                            // [f(lower ends), f(upper ends)].
+                            let lows: Vec<Rational> = idx.iter().map(|&i| ends(&x, i).0).collect();
+                            let highs: Vec<Rational> = idx.iter().map(|&i| ends(&x, i).1).collect();
+                            let o = c * p + oy * win.out_w + ox;
+                            for v in [&lows, &highs] {
+                                let m = v.iter().max().unwrap();
+                                assert!(contains(mx.hi[o], mx.lo[o], mx.rad[o], m), "max k={k}");
+                                let mean =
+                                    Rational::from(v.iter().sum::<Rational>() / (k * k) as u32);
+                                assert!(
+                                    contains(av.hi[o], av.lo[o], av.rad[o], &mean),
+                                    "avg k={k}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 

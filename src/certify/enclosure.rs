@@ -334,13 +334,14 @@ pub struct PrecisionStats {
 
 /// True when the f64 logit enclosure of one example is too wide for [`Precision::Auto`].
 fn needs_dd(mid: &[f64], rad: &[f64]) -> bool {
+    // NaN-safe: `tight` is false when a comparison is unordered, asking for double-double.
+    let tight = |r: f64, m: f64| r <= AUTO_REL * m.abs();
     if mid.len() == 1 {
-        return !(rad[0] <= AUTO_REL * mid[0].abs());
+        return !tight(rad[0], mid[0]);
     }
     for i in 0..mid.len() {
         for j in i + 1..mid.len() {
-            // NaN-safe: an unordered comparison asks for double-double.
-            if !(rad[i] + rad[j] <= AUTO_REL * (mid[i] - mid[j]).abs()) {
+            if !tight(rad[i] + rad[j], mid[i] - mid[j]) {
                 return true;
             }
         }
