@@ -721,7 +721,7 @@ mod tests {
 
     fn ends(x: &DdBallVec, i: usize) -> (Rational, Rational) {
         let m = q(x.hi[i]) + q(x.lo[i]);
-        (Rational::from(&m - q(x.rad[i])), m + q(x.rad[i]))
+        (&m - q(x.rad[i]), m + q(x.rad[i]))
     }
 
     #[test]
@@ -747,11 +747,7 @@ mod tests {
                 for p in pts {
                     let relu = if p < 0 { Rational::new() } else { p.clone() };
                     let leak = |sl: f64| {
-                        if p < 0 {
-                            Rational::from(&p * q(sl))
-                        } else {
-                            p.clone()
-                        }
+                        if p < 0 { &p * q(sl) } else { p.clone() }
                     };
                     assert!(contains(r.hi[i], r.lo[i], r.rad[i], &relu));
                     assert!(contains(lk.hi[i], lk.lo[i], lk.rad[i], &leak(s)), "{i}");
@@ -803,8 +799,7 @@ mod tests {
                             for v in [&lows, &highs] {
                                 let m = v.iter().max().unwrap();
                                 assert!(contains(mx.hi[o], mx.lo[o], mx.rad[o], m), "max k={k}");
-                                let mean =
-                                    Rational::from(v.iter().sum::<Rational>() / (k * k) as u32);
+                                let mean = v.iter().sum::<Rational>() / (k * k) as u32;
                                 assert!(
                                     contains(av.hi[o], av.lo[o], av.rad[o], &mean),
                                     "avg k={k}"
