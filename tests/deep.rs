@@ -635,3 +635,52 @@ fn vgg_throughput() {
     );
     assert!(rel(&d).2 < 1e-6);
 }
+
+/// The whole certificate (Auto mode, no KKT) of the VGG preset at He init on 32 CIFAR-10
+/// test images: every margin decided in sign, and `verify` confirms it. Run:
+/// `cargo test --release --test deep -- --ignored vgg_certify --nocapture`.
+#[test]
+#[ignore = "VGG certificate + verification (~30 s in release); run with --release --ignored"]
+fn vgg_certify_and_verify_end_to_end() {
+    let Some(data) = cifar_test(32) else {
+        return;
+    };
+    let spec = presets::cifar_vgg();
+    let params = Params::he_normal(&spec, 1).unwrap();
+    let opts = CertifyOptions {
+        kkt: None,
+        ..CertifyOptions::default()
+    };
+    let t = Instant::now();
+    let cert = certify(&spec, &params, &data, &opts).unwrap();
+    let tc = t.elapsed().as_secs_f64();
+    eprintln!("{}", cert.summary());
+    let m = &cert.margin;
+    assert_eq!(m.certified_positive + m.certified_nonpositive, data.len());
+    let fw = cert.forward.unwrap();
+    assert_eq!(fw.dd_examples, data.len());
+    let t = Instant::now();
+    let report = verify(&cert, &spec, &params, &data).unwrap();
+    eprintln!(
+        "certify {tc:.1} s, verify {:.1} s ({} images)",
+        t.elapsed().as_secs_f64(),
+        data.len()
+    );
+    assert!(report.ok(), "{}", report.summary());
+    // The same in binary64 decides nothing.
+    let f = certify(
+        &spec,
+        &params,
+        &data,
+        &CertifyOptions {
+            forward: Precision::F64,
+            ..opts
+        },
+    )
+    .unwrap();
+    eprintln!(
+        "binary64: {} / {} margins decided",
+        f.margin.certified_positive + f.margin.certified_nonpositive,
+        data.len()
+    );
+}
