@@ -309,7 +309,8 @@ pub(crate) fn apply_dd(
         (Step::Leaky(s), _) => leaky_dd(x, *s),
         _ => unreachable!("prepare() pairs every step with its extra data"),
     };
-    if !y.is_valid() || y.len() != plan.output.len() {
+    debug_assert_eq!(y.len(), plan.output.len());
+    if !y.is_valid() {
         return Err(Error::Certify(format!(
             "layer {} ({}): the double-double enclosure overflowed f64",
             plan.index,
@@ -661,6 +662,37 @@ mod tests {
         // pass's n·u scale (which would exceed the exact value, ~3e5, itself).
         let scale: f64 = w.iter().zip(&x.hi).map(|(a, b)| (a * b).abs()).sum();
         assert!(r < 1e-28 * scale, "radius {r:e}, scale {scale:e}");
+    }
+
+    #[test]
+    fn dot_dd_encloses_a_sum_of_1e20_terms_that_cancels_to_almost_zero() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        for _ in 0..50 {
+            let mut w = Vec::new();
+            let mut x = DdBallVec::default();
+            for _ in 0..rng.random_range(4..200) {
+                w.push((rng.random_range(-1.0f64..1.0) * 1e20) as f32 as f64);
+                x.hi.push(rng.random_range(-1.0..1.0));
+                x.lo.push(0.0);
+                x.rad.push(0.0);
+            }
+            // Append terms −1·RN(residual) until the exact sum is ~0 (about 1e-30 of the
+            // terms' magnitude): Σ w_j x_j ≈ 0 of terms ~1e20.
+            for _ in 0..4 {
+                let mut exact = Rational::new();
+                for (wj, hj) in w.iter().zip(&x.hi) {
+                    exact += q(*wj) * q(*hj);
+                }
+                w.push(-1.0);
+                x.hi.push(exact.to_f64());
+                x.lo.push(0.0);
+                x.rad.push(0.0);
+            }
+            let (_, _, r) = check_dot(&w, &x);
+            let scale: f64 = w.iter().zip(&x.hi).map(|(a, b)| (a * b).abs()).sum();
+            assert!(r < 1e-28 * scale, "radius {r:e}, scale {scale:e}");
+        }
     }
 
     #[test]
