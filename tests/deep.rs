@@ -684,3 +684,29 @@ fn vgg_certify_and_verify_end_to_end() {
         data.len()
     );
 }
+
+/// Weights of `2^120` over 10 layers overflow f64 in both passes: a clear error naming the
+/// layer, in every mode, never a panic or a wrong enclosure.
+#[test]
+fn overflow_is_an_error_in_every_mode() {
+    let spec = presets::mlp_with(Shape::new(1, 2, 2), &[3; 9], 2);
+    let mut params = Params::he_normal(&spec, 1).unwrap();
+    for l in &mut params.layers {
+        for w in &mut l.weight {
+            *w = 2f32.powi(120);
+        }
+    }
+    let px = [7u8, 200, 3, 90];
+    for mode in [Precision::F64, Precision::DoubleDouble, Precision::Auto] {
+        let net = CertifiedNet::new(&spec, &params)
+            .unwrap()
+            .with_precision(mode)
+            .unwrap();
+        match net.logits(&px, 1) {
+            Err(Error::Certify(msg)) => {
+                assert!(msg.contains("overflowed") && msg.contains("layer"), "{msg}")
+            }
+            other => panic!("{mode:?}: expected an overflow error, got {other:?}"),
+        }
+    }
+}
