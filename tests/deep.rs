@@ -586,12 +586,16 @@ fn cli_precision_mode_round_trip() {
 #[test]
 #[ignore = "a measurement (~20 s in release); run with --release --ignored --nocapture"]
 fn vgg_throughput() {
-    let Some(data) = cifar_test(64) else {
+    // MARGINCERT_VGG_IMAGES overrides the number of images (default 64).
+    let n = std::env::var("MARGINCERT_VGG_IMAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    let Some(data) = cifar_test(n) else {
         return;
     };
     let spec = presets::cifar_vgg();
     let params = Params::he_normal(&spec, 1).unwrap();
-    let n = data.len();
     let net = CertifiedNet::new(&spec, &params).unwrap();
     let t = Instant::now();
     let f = net.logits(&data.pixels, n).unwrap();
