@@ -228,8 +228,11 @@ struct CertifyArgs {
 /// `--precision-mode` values.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 enum PrecisionMode {
+    /// Binary64 midpoints (fast; tight on shallow nets).
     F64,
+    /// Double-double midpoints for every example (deep nets).
     Dd,
+    /// Binary64, then double-double for the examples whose logits are too wide.
     Auto,
 }
 
