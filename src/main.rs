@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use margincert::certify::certificate::{Certificate, CertifyOptions, certify};
+use margincert::certify::enclosure::Precision;
 use margincert::certify::kkt::KktOptions;
 use margincert::certify::verify::verify;
 use margincert::checkpoint::{Checkpoint, write_atomic};
@@ -217,6 +218,32 @@ struct CertifyArgs {
     /// Print the certificate JSON on standard output instead of the summary.
     #[arg(long)]
     json: bool,
+    /// Midpoint arithmetic of the certified forward pass: f64, dd (double-double, for
+    /// deep nets such as the CIFAR VGG) or auto (f64, then dd for the examples whose logit
+    /// enclosures are too wide).
+    #[arg(long, value_enum, default_value = "auto")]
+    precision_mode: PrecisionMode,
+}
+
+/// `--precision-mode` values.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum PrecisionMode {
+    /// Binary64 midpoints (fast; tight on shallow nets).
+    F64,
+    /// Double-double midpoints for every example (deep nets).
+    Dd,
+    /// Binary64, then double-double for the examples whose logits are too wide.
+    Auto,
+}
+
+impl From<PrecisionMode> for Precision {
+    fn from(m: PrecisionMode) -> Self {
+        match m {
+            PrecisionMode::F64 => Precision::F64,
+            PrecisionMode::Dd => Precision::DoubleDouble,
+            PrecisionMode::Auto => Precision::Auto,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -627,6 +654,7 @@ fn demo_cmd(a: &DemoArgs, nthreads: usize) -> Result<()> {
         kkt_active: 64,
         out: None,
         json: false,
+        precision_mode: PrecisionMode::Auto,
     })
 }
 
@@ -650,6 +678,7 @@ fn certify_cmd(a: &CertifyArgs) -> Result<()> {
                 ..k
             })
         },
+        forward: a.precision_mode.into(),
     };
     eprintln!(
         "certifying {} on {} ({} examples)...",

@@ -542,6 +542,7 @@ fn check_certificate(
         precision: 128,
         // The KKT bounds have their own soundness tests (tests/kkt.rs).
         kkt: None,
+        ..CertifyOptions::default()
     };
     let cert = match certify(&spec, &params, &data, &opts) {
         Ok(c) => c,

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::bounds::{Decision, Enclosure, div_pos, exact};
-use super::enclosure::CertifiedNet;
+use super::enclosure::{CertifiedNet, Precision, PrecisionStats};
 use super::homogeneity::{HomogeneityCert, homogeneity};
 use super::kkt::{KktCertificate, KktOptions, certify_kkt_with_logits};
 use super::loss::{LossCert, LossKind, loss_bounds, loss_cert, smoothed_margin};
@@ -27,6 +27,10 @@ pub struct CertifyOptions {
     /// overridden by [`CertifyOptions::loss`].
     #[serde(default)]
     pub kkt: Option<KktOptions>,
+    /// Arithmetic of the certified forward pass of the margins (proofs/forward-dd.md).
+    /// Certificates written before this option existed used binary64 and parse as such.
+    #[serde(default)]
+    pub forward: Precision,
 }
 
 impl Default for CertifyOptions {
@@ -40,6 +44,7 @@ impl Default for CertifyOptions {
                 nnls_memory_bytes: 1 << 29,
                 ..KktOptions::default()
             }),
+            forward: Precision::Auto,
         }
     }
 }
@@ -102,6 +107,10 @@ pub struct Certificate {
     /// Why [`Certificate::kkt`] is absent.
     #[serde(default)]
     pub kkt_omitted: Option<String>,
+    /// How the margins' forward pass was computed (how many examples needed
+    /// double-double); absent in certificates written before it existed.
+    #[serde(default)]
+    pub forward: Option<PrecisionStats>,
 }
 
 /// Checks the inputs of [`certify`] and [`super::verify::verify`].
@@ -144,7 +153,9 @@ pub(crate) fn certify_full(
     }
     let prec = opts.precision;
     let n = data.len();
-    let logits = CertifiedNet::new(spec, params)?.logits(&data.pixels, n)?;
+    let (logits, forward) = CertifiedNet::new(spec, params)?
+        .with_precision(opts.forward)?
+        .logits_with_stats(&data.pixels, n)?;
     let all_gaps: Vec<_> = (0..n)
         .map(|i| gaps(&logits, i, data.labels[i], task))
         .collect();
@@ -237,6 +248,7 @@ pub(crate) fn certify_full(
         loss,
         kkt,
         kkt_omitted,
+        forward: Some(forward),
     };
     Ok((cert, lb))
 }
@@ -284,6 +296,13 @@ impl Certificate {
              MPFR precision {} bits.",
             self.options.precision
         );
+        if let Some(f) = &self.forward {
+            let _ = writeln!(
+                s,
+                "forward pass: {:?} mode, {} / {} examples in double-double",
+                f.mode, f.dd_examples, f.examples
+            );
+        }
         let m = &self.margin;
         let _ = writeln!(s, "q_min ∈ {}", m.q_min);
         let _ = writeln!(

@@ -13,7 +13,9 @@
 //! value (Lemma 1 of `proofs/forward.md`).
 
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 
+use super::dd::{self, DdBallVec, DdExtra};
 use crate::error::{Error, Result};
 use crate::model::{Layer, LayerPlan, ModelSpec, Params, Window};
 
@@ -128,13 +130,16 @@ const ONE_PLUS_4U: f64 = 1.0 + 4.0 * U;
 /// the f32 weights), plus the constants of the rounding-error bound (proofs/forward.md,
 /// §Dense and conv).
 #[derive(Clone, Debug)]
-struct Affine {
-    out: usize,
+pub(crate) struct Affine {
+    /// Number of outputs (rows of `W`; output channels of a conv).
+    pub(crate) out: usize,
     /// Fan-in `n` (the length of every dot product).
-    fan_in: usize,
-    w: Vec<f64>,
+    pub(crate) fan_in: usize,
+    /// `W` row-major `[out, n]`, exact copies of the f32 weights.
+    pub(crate) w: Vec<f64>,
     w_abs: Vec<f64>,
-    bias: Option<Vec<f64>>,
+    /// Bias per output (exact copies of the f32 values).
+    pub(crate) bias: Option<Vec<f64>>,
     /// `c₁ ≥ γ_n (1 + 4u)`: input inflation factor on `|m|`.
     c1: f64,
     /// `F ≥ (1 + 4u) / (1 − γ_n)`: output inflation factor.
@@ -271,7 +276,7 @@ impl Affine {
 
 /// One step of the certified network.
 #[derive(Clone, Debug)]
-enum Step {
+pub(crate) enum Step {
     Dense(Affine),
     Conv(Affine, Window, usize),
     MaxPool(Window, usize),
@@ -292,6 +297,56 @@ pub struct CertifiedNet {
     steps: Vec<Step>,
     input_len: usize,
     mode: RadiusMode,
+    precision: Precision,
+    /// Double-double data per step (empty unless `precision != F64`).
+    dd: Vec<DdExtra>,
+}
+
+/// Arithmetic of the midpoints of [`CertifiedNet::logits`] (proofs/forward-dd.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// Binary64 midpoints (gemm speed; tight on shallow nets, useless on deep ones).
+    #[default]
+    F64,
+    /// Double-double midpoints for every example (about 2⁻¹⁰⁶ fresh error per operation).
+    DoubleDouble,
+    /// Binary64 first; examples whose logit enclosures are too wide to decide every pairwise
+    /// logit difference to [`AUTO_REL`] relative are recomputed in double-double.
+    Auto,
+}
+
+/// [`Precision::Auto`] recomputes an example in double-double unless every pairwise logit
+/// difference (the logit itself for one output) `m_i − m_j ± (r_i + r_j)` has
+/// `r_i + r_j ≤ AUTO_REL · |m_i − m_j|` (decided in sign and relatively tight).
+pub const AUTO_REL: f64 = 1e-6;
+
+/// Counts of how [`CertifiedNet::logits_with_stats`] computed its enclosures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrecisionStats {
+    /// The precision mode used.
+    pub mode: Precision,
+    /// Examples evaluated.
+    pub examples: usize,
+    /// Examples (re)computed in double-double.
+    pub dd_examples: usize,
+}
+
+/// True when the f64 logit enclosure of one example is too wide for [`Precision::Auto`].
+fn needs_dd(mid: &[f64], rad: &[f64]) -> bool {
+    // NaN-safe: `tight` is false when a comparison is unordered, asking for double-double.
+    let tight = |r: f64, m: f64| r <= AUTO_REL * m.abs();
+    if mid.len() == 1 {
+        return !tight(rad[0], mid[0]);
+    }
+    for i in 0..mid.len() {
+        for j in i + 1..mid.len() {
+            if !tight(rad[i] + rad[j], mid[i] - mid[j]) {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// How dense and conv layers bound the radius product `|W|·v` (proofs/forward.md §4, §4c).
@@ -345,7 +400,144 @@ impl CertifiedNet {
             steps,
             input_len: spec.input.len(),
             mode: RadiusMode::Gemm,
+            precision: Precision::F64,
+            dd: Vec::new(),
         })
+    }
+
+    /// The same network whose [`CertifiedNet::logits`] uses `precision` (the other methods
+    /// stay binary64). Errors when a layer's dot products are too long for the
+    /// double-double error bound (never for real nets).
+    pub fn with_precision(mut self, precision: Precision) -> Result<Self> {
+        self.precision = precision;
+        self.dd = match precision {
+            Precision::F64 => Vec::new(),
+            _ => self.steps.iter().map(dd::prepare).collect::<Result<_>>()?,
+        };
+        Ok(self)
+    }
+
+    /// The precision mode of [`CertifiedNet::logits`].
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    fn dd_extra(&self) -> Result<Vec<DdExtra>> {
+        if self.dd.len() == self.steps.len() {
+            Ok(self.dd.clone())
+        } else {
+            self.steps.iter().map(dd::prepare).collect()
+        }
+    }
+
+    /// Double-double enclosures of the input and of every layer's output of every example
+    /// (whatever [`CertifiedNet::precision`]): entry `[b][i]` is example `b`'s enclosure
+    /// after `i` steps (`[b][0]` the input `p/255`). Sequential per example, parallel over
+    /// examples (proofs/forward-dd.md).
+    pub fn forward_dd(&self, pixels: &[u8], batch: usize) -> Result<Vec<Vec<DdBallVec>>> {
+        self.check_pixels(pixels, batch)?;
+        let extra = self.dd_extra()?;
+        dd::run_examples(
+            &self.plan,
+            &self.steps,
+            &extra,
+            pixels,
+            self.input_len,
+            true,
+        )
+    }
+
+    /// Double-double enclosures of the logits of every example, `[batch]` vectors of
+    /// [`CertifiedNet::outputs`] entries (whatever [`CertifiedNet::precision`]).
+    pub fn logits_dd(&self, pixels: &[u8], batch: usize) -> Result<Vec<DdBallVec>> {
+        self.check_pixels(pixels, batch)?;
+        let extra = if self.dd.len() == self.steps.len() {
+            None
+        } else {
+            Some(self.dd_extra()?)
+        };
+        let extra = extra.as_deref().unwrap_or(&self.dd);
+        Ok(dd::run_examples(
+            &self.plan,
+            &self.steps,
+            extra,
+            pixels,
+            self.input_len,
+            false,
+        )?
+        .into_iter()
+        .map(|mut v| v.pop().expect("one entry per example"))
+        .collect())
+    }
+
+    /// [`CertifiedNet::logits`] with the counts of examples computed in double-double.
+    pub fn logits_with_stats(
+        &self,
+        pixels: &[u8],
+        batch: usize,
+    ) -> Result<(BallVec, PrecisionStats)> {
+        let mut stats = PrecisionStats {
+            mode: self.precision,
+            examples: batch,
+            dd_examples: 0,
+        };
+        let n_out = self.outputs();
+        let replace = |ball: &mut BallVec, idx: &[usize]| -> Result<()> {
+            let mut px = Vec::with_capacity(idx.len() * self.input_len);
+            for &b in idx {
+                px.extend_from_slice(&pixels[b * self.input_len..(b + 1) * self.input_len]);
+            }
+            let dd = self.logits_dd(&px, idx.len())?;
+            for (&b, d) in idx.iter().zip(&dd) {
+                let d = d.to_ball();
+                for i in 0..n_out {
+                    // Both balls contain the exact logit: keep the narrower one.
+                    let k = b * n_out + i;
+                    if d.rad[i] < ball.rad[k] {
+                        ball.mid[k] = d.mid[i];
+                        ball.rad[k] = d.rad[i];
+                    }
+                }
+            }
+            Ok(())
+        };
+        let out = match self.precision {
+            Precision::F64 => self.logits_f64(pixels, batch)?,
+            Precision::DoubleDouble => {
+                self.check_pixels(pixels, batch)?;
+                let mut ball = BallVec {
+                    mid: vec![0.0; batch * n_out],
+                    rad: vec![f64::INFINITY; batch * n_out],
+                };
+                let all: Vec<usize> = (0..batch).collect();
+                replace(&mut ball, &all)?;
+                stats.dd_examples = batch;
+                ball
+            }
+            Precision::Auto => {
+                // An overflow in binary64 is retried in double-double (same range, but
+                // the error is the first layer's to report if it persists).
+                let mut ball = match self.logits_f64(pixels, batch) {
+                    Ok(b) => b,
+                    Err(_) => BallVec {
+                        mid: vec![0.0; batch * n_out],
+                        rad: vec![f64::INFINITY; batch * n_out],
+                    },
+                };
+                let idx: Vec<usize> = (0..batch)
+                    .filter(|&b| {
+                        let r = b * n_out..(b + 1) * n_out;
+                        needs_dd(&ball.mid[r.clone()], &ball.rad[r])
+                    })
+                    .collect();
+                if !idx.is_empty() {
+                    replace(&mut ball, &idx)?;
+                }
+                stats.dd_examples = idx.len();
+                ball
+            }
+        };
+        Ok((out, stats))
     }
 
     /// The same network with another [`RadiusMode`].
@@ -418,8 +610,14 @@ impl CertifiedNet {
         Ok(out)
     }
 
-    /// Enclosure of the logits only (see [`logit_enclosures`]).
+    /// Enclosure of the logits only (see [`logit_enclosures`]), `[batch, outputs]`, in the
+    /// net's [`Precision`] (binary64 by default).
     pub fn logits(&self, pixels: &[u8], batch: usize) -> Result<BallVec> {
+        Ok(self.logits_with_stats(pixels, batch)?.0)
+    }
+
+    /// The binary64 logit enclosures (chunks of 128 examples in parallel).
+    fn logits_f64(&self, pixels: &[u8], batch: usize) -> Result<BallVec> {
         self.check_pixels(pixels, batch)?;
         const CHUNK: usize = 128;
         let n_out = self.outputs();
@@ -749,7 +947,7 @@ fn rowsum_layer(
 
 /// The im2col gather table of a window: for row `(c, ky, kx)` and output pixel `(oy, ox)`,
 /// the input index `(c·h + iy)·w + ix`, or `u32::MAX` in the zero padding.
-fn gather_table(w: &Window, c_in: usize) -> Vec<u32> {
+pub(crate) fn gather_table(w: &Window, c_in: usize) -> Vec<u32> {
     let p = w.out_h * w.out_w;
     let mut t = Vec::with_capacity(c_in * w.k * w.k * p);
     for c in 0..c_in {

@@ -6,6 +6,7 @@
 //!
 //! - [`enclosure`]: the certified forward pass (midpoint-radius enclosures of every layer),
 //!   [`forward_enclosures`] and [`logit_enclosures`] — the foundation of everything else.
+//! - [`dd`]: the double-double certified forward pass for deep nets ([`Precision`]).
 //! - [`backward`]: certified gradient enclosures containing the Clarke subdifferential.
 //! - [`kkt`]: the Euler identity check and certified (epsilon, delta)-KKT bounds of (P).
 //! - [`margin`]: per-example margins, `q_min`, support set.
@@ -21,6 +22,7 @@
 pub mod backward;
 pub mod bounds;
 pub mod certificate;
+pub mod dd;
 pub mod enclosure;
 pub mod homogeneity;
 pub mod kkt;
@@ -32,6 +34,9 @@ pub mod verify;
 
 pub use bounds::{Decision, Enclosure, Lower, Upper};
 pub use certificate::{Certificate, CertifyOptions, certify};
-pub use enclosure::{BallVec, CertifiedNet, forward_enclosures, logit_enclosures};
+pub use dd::DdBallVec;
+pub use enclosure::{
+    BallVec, CertifiedNet, Precision, PrecisionStats, forward_enclosures, logit_enclosures,
+};
 pub use loss::LossKind;
 pub use verify::{VerifyReport, verify};
