@@ -169,7 +169,13 @@ pub(crate) fn certify_full(
     let loss = loss_cert(opts.loss, &lb);
 
     let w = opts.witness_examples.min(n);
-    let homog = homogeneity(spec, params, &data.pixels[..w * data.shape.len()], w)?;
+    let homog = homogeneity(
+        spec,
+        params,
+        &data.pixels[..w * data.shape.len()],
+        w,
+        opts.forward,
+    )?;
 
     let (normalized, normalized_omitted) = match h.degree {
         None => (

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::enclosure::{BallVec, CertifiedNet};
+use super::enclosure::{BallVec, CertifiedNet, Precision};
 use crate::error::Result;
 use crate::model::{ModelSpec, Params};
 
@@ -67,17 +67,21 @@ fn scale_ball(b: &BallVec, f: f64) -> Option<BallVec> {
     })
 }
 
-/// The structural result and the witness on `pixels` (`batch` examples).
+/// The structural result and the witness on `pixels` (`batch` examples), the logits
+/// enclosed with `precision` (double-double keeps the witness sharp on deep nets).
 pub fn homogeneity(
     spec: &ModelSpec,
     params: &Params,
     pixels: &[u8],
     batch: usize,
+    precision: Precision,
 ) -> Result<HomogeneityCert> {
     let h = spec.homogeneity();
     let mut witness = Vec::new();
     if let Some(l) = h.degree {
-        let base = CertifiedNet::new(spec, params)?.logits(pixels, batch)?;
+        let base = CertifiedNet::new(spec, params)?
+            .with_precision(precision)?
+            .logits(pixels, batch)?;
         for c in [2.0f32, 0.5, 4.0] {
             let skip = |why: String| WitnessCheck {
                 c: c as f64,
@@ -100,7 +104,9 @@ pub fn homogeneity(
                 )));
                 continue;
             };
-            let got = CertifiedNet::new(spec, &scaled)?.logits(pixels, batch)?;
+            let got = CertifiedNet::new(spec, &scaled)?
+                .with_precision(precision)?
+                .logits(pixels, batch)?;
             let mut consistent = true;
             let mut rel: f64 = 0.0;
             for i in 0..got.len() {
