@@ -10,7 +10,7 @@
 
 use criterion::{Criterion, criterion_group};
 use margincert::certify::CertifiedNet;
-use margincert::certify::enclosure::RadiusMode;
+use margincert::certify::enclosure::{Precision, RadiusMode};
 use margincert::model::{Params, Shape, presets};
 use margincert::nn::Network;
 use std::hint::black_box;
@@ -97,13 +97,24 @@ fn cpu_ratio() {
         black_box(fast.logits(&px, n).unwrap());
     }
     let t3 = cpu_seconds().unwrap();
+    // What `certify` runs by default: f64 first, double-double only where too wide.
+    let auto = net.clone().with_precision(Precision::Auto).unwrap();
+    let mut redone = 0;
+    for _ in 0..reps {
+        let (b, stats) = auto.logits_with_stats(&px, n).unwrap();
+        black_box(b);
+        redone = stats.dd_examples;
+    }
+    let t4 = cpu_seconds().unwrap();
     let r = reps as f64;
-    let (a, b, c) = ((t1 - t0) / r, (t2 - t1) / r, (t3 - t2) / r);
+    let (a, b, c, d) = ((t1 - t0) / r, (t2 - t1) / r, (t3 - t2) / r, (t4 - t3) / r);
     println!(
         "CPU time per {n} examples: f32 forward {a:.3} s, certified logits {b:.3} s (ratio {:.2}), \
-         row-sum radius mode {c:.3} s (ratio {:.2})",
+         row-sum radius mode {c:.3} s (ratio {:.2}), Auto precision {d:.3} s (ratio {:.2}, \
+         {redone} examples redone in double-double)",
         b / a,
-        c / a
+        c / a,
+        d / a
     );
 }
 

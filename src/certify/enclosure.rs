@@ -971,12 +971,10 @@ pub(crate) fn gather_table(w: &Window, c_in: usize) -> Vec<u32> {
 /// im2col of one example `[c_in, h, w]` into `[c_in·k·k, oh·ow]` by the gather table
 /// (padding entries are exact zeros).
 fn im2col<T: Copy + Default>(x: &[T], table: &[u32], col: &mut [T]) {
+    // `u32::MAX` is out of bounds for every input (an example of 2³² − 1 values would be
+    // 32 GiB of f64), so `get` yields the padding zero without a data-dependent branch.
     for (c, &g) in col.iter_mut().zip(table) {
-        *c = if g == u32::MAX {
-            T::default()
-        } else {
-            x[g as usize]
-        };
+        *c = x.get(g as usize).copied().unwrap_or_default();
     }
 }
 
@@ -1032,18 +1030,18 @@ fn conv(a: &Affine, w: &Window, c_in: usize, x: &BallVec, batch: usize) -> BallV
 fn relu(x: BallVec) -> BallVec {
     let BallVec { mut mid, mut rad } = x;
     for (m, r) in mid.iter_mut().zip(rad.iter_mut()) {
-        if *m >= *r {
-            continue;
-        }
-        if -*m >= *r {
-            (*m, *r) = (0.0, 0.0);
-            continue;
-        }
+        let (mm, rr) = (*m, *r);
+        // The straddling image is computed for every entry and selected without a branch
+        // (the sign pattern of a layer is unpredictable); each case returns exactly what
+        // the case analysis above prescribes.
         // Straddling: m + r > 0 is computed rounding up (up(RN(m + r)) ≥ m + r).
-        let h = up(*m + *r);
+        let h = up(mm + rr);
         let c = 0.5 * h;
         // c − ρ ≤ 0 needs ρ ≥ c; c + ρ ≥ h needs ρ ≥ h − c (rounded up).
-        (*m, *r) = (c, up((h - c).max(c)));
+        let rho = up((h - c).max(c));
+        let (pos, neg) = (mm >= rr, -mm >= rr);
+        *m = if pos { mm } else if neg { 0.0 } else { c };
+        *r = if pos { rr } else if neg { 0.0 } else { rho };
     }
     BallVec { mid, rad }
 }

@@ -15,7 +15,7 @@
 //! rounding.
 
 use crate::certify::enclosure::{
-    BallVec, CertifiedNet, ETA, U, down, gamma_up, mat_ab_f64, mat_atb_f64, up,
+    BallVec, CertifiedNet, ETA, U, down, gamma_up, gather_table, mat_ab_f64, mat_atb_f64, up,
 };
 use crate::certify::margin::Task;
 use crate::error::{Error, Result};
@@ -68,28 +68,6 @@ enum Step {
 pub struct Crown {
     steps: Vec<Step>,
     lens: Vec<usize>,
-}
-
-/// The im2col gather table of a window: for row `(c, ky, kx)` and output pixel `(oy, ox)`,
-/// the input index `(c·h + iy)·w + ix`, or `u32::MAX` in the zero padding.
-fn gather_table(w: &Window, c_in: usize) -> Vec<u32> {
-    let mut t = Vec::with_capacity(c_in * w.k * w.k * w.out_h * w.out_w);
-    for c in 0..c_in {
-        for ky in 0..w.k {
-            for kx in 0..w.k {
-                for oy in 0..w.out_h {
-                    let iy = w.in_row(oy, ky);
-                    for ox in 0..w.out_w {
-                        t.push(match (iy, w.in_col(ox, kx)) {
-                            (Some(iy), Some(ix)) => ((c * w.in_h + iy) * w.in_w + ix) as u32,
-                            _ => u32::MAX,
-                        });
-                    }
-                }
-            }
-        }
-    }
-    t
 }
 
 impl Crown {
