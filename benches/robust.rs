@@ -1,4 +1,4 @@
-//! Certified L∞ radii per second (IBP bisection, 10 steps; CROWN+IBP for the MLP) next to
+//! Certified L∞ radii per second (IBP bisection, 10 steps; CROWN+IBP) next to
 //! plain f32 inference on the same examples, for the paper's MNIST CNN and an MLP
 //! 784-100-10 (He-initialised; labels set to the f32 prediction so every clean margin is
 //! positive and the bisection runs all its steps).

@@ -31,7 +31,17 @@ fn linear_rows(tag: &str) -> (Vec<Row>, Vec<PathBuf>, RunConfig) {
 
 /// Trains fixture config `file` and certifies its kept checkpoints and the final one.
 fn rows_of(file: &str, tag: &str) -> (Vec<Row>, Vec<PathBuf>, RunConfig) {
-    let cfg = config(file);
+    rows_with(file, tag, |_| {})
+}
+
+/// [`rows_of`] with the config changed by `edit` first.
+fn rows_with(
+    file: &str,
+    tag: &str,
+    edit: impl FnOnce(&mut RunConfig),
+) -> (Vec<Row>, Vec<PathBuf>, RunConfig) {
+    let mut cfg = config(file);
+    edit(&mut cfg);
     let split = cfg.data.load().unwrap();
     let spec = cfg.spec(&split).unwrap();
     let params = Params::he_normal(&spec, cfg.train.seed).unwrap();
@@ -79,6 +89,19 @@ fn two_layer_relu_certified_margin_increases_and_kkt_bounds_decrease() {
     let split = cfg.data.load().unwrap();
     assert_eq!(cfg.spec(&split).unwrap().homogeneity().degree, Some(2));
     assert_margin_increases_and_kkt_decreases(&rows);
+}
+
+/// The linear and two-layer cases on all 0/1 images of the embedded 1,000 (instead of 40).
+#[test]
+#[ignore = "larger version (~1 min in release): cargo test --release --test theorems -- --ignored"]
+fn margin_and_kkt_theorems_on_all_embedded_zeros_and_ones() {
+    for (file, tag) in [
+        ("linear-svm.toml", "linear-large"),
+        ("two-layer-relu.toml", "two-layer-large"),
+    ] {
+        let (rows, _, _) = rows_with(file, tag, |c| c.data.train_subset = None);
+        assert_margin_increases_and_kkt_decreases(&rows);
+    }
 }
 
 fn assert_margin_increases_and_kkt_decreases(rows: &[Row]) {
@@ -262,14 +285,27 @@ fn smoothed_margin_monotone_under_small_constant_steps() {
 /// fast network's forward and backward passes, full-batch GD on the logistic loss.
 #[test]
 fn two_layer_leaky_relu_on_symmetric_data_converges_to_the_linear_max_margin_direction() {
+    leaky_symmetric(8, 20, 16, 7, 0.01);
+}
+
+/// The same at a larger size: 400 points in 32-D, 64 hidden units.
+#[test]
+#[ignore = "larger version (~1 min in release): cargo test --release --test theorems -- --ignored"]
+fn two_layer_leaky_relu_on_symmetric_data_larger() {
+    leaky_symmetric(32, 200, 64, 11, 0.001);
+}
+
+/// Trains the two-layer leaky-ReLU net on `2·half` symmetric points in `d` dimensions and
+/// asserts the convergence described above; `eta` is the loss-normalized step.
+fn leaky_symmetric(d: usize, half: usize, hidden: usize, seed: u64, eta: f64) {
     use margincert::model::{Layer, LayerParams, ModelSpec, Shape};
     use margincert::nn::{Network, Workspace};
     use rand::SeedableRng;
     use rand_distr::{Distribution, Uniform};
-    let (d, half, hidden, slope) = (8usize, 20usize, 16usize, 0.2f32);
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let slope = 0.2f32;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let unit = Uniform::new(-1.0f32, 1.0).unwrap();
-    // Separable data: Gaussian points labelled by a planted direction, with a gap.
+    // Separable data: uniform points in the cube labelled by a planted direction, with a gap.
     let planted: Vec<f64> = (0..d).map(|_| unit.sample(&mut rng) as f64).collect();
     let mut xs = Vec::new();
     let mut ys = Vec::new();
@@ -327,7 +363,6 @@ fn two_layer_leaky_relu_on_symmetric_data_converges_to_the_linear_max_margin_dir
     // the paper's loss-based schedule): η_t = η / L(θ_t), which keeps directional progress
     // from stalling as the loss vanishes. The loss stays far above f64's range here.
     let mut angles = Vec::new();
-    let eta = 0.01;
     let thresholds = [1e-1, 1e-3, 1e-10, 1e-30, 1e-100, 1e-250];
     for step in 1..=50_000 {
         let f = net

@@ -1040,8 +1040,20 @@ fn relu(x: BallVec) -> BallVec {
         // c − ρ ≤ 0 needs ρ ≥ c; c + ρ ≥ h needs ρ ≥ h − c (rounded up).
         let rho = up((h - c).max(c));
         let (pos, neg) = (mm >= rr, -mm >= rr);
-        *m = if pos { mm } else if neg { 0.0 } else { c };
-        *r = if pos { rr } else if neg { 0.0 } else { rho };
+        *m = if pos {
+            mm
+        } else if neg {
+            0.0
+        } else {
+            c
+        };
+        *r = if pos {
+            rr
+        } else if neg {
+            0.0
+        } else {
+            rho
+        };
     }
     BallVec { mid, rad }
 }
