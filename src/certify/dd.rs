@@ -657,9 +657,15 @@ mod tests {
         x.hi.push(0.75);
         x.lo.push(0.0);
         x.rad.push(0.0);
-        let (_, _, r) = check_dot(&w, &x);
         // The bound is at the n·u² scale of Σ|w||x| (~4e21 here), far below the f64
         // pass's n·u scale (which would exceed the exact value, ~3e5, itself).
+        check_dot_tight(&w, &x);
+    }
+
+    /// [`check_dot`] (the exact value inside the ball) and a radius at the `n·u²` scale of
+    /// `Σ|w_j||x_j|` (below 1e-28 of it).
+    fn check_dot_tight(w: &[f64], x: &DdBallVec) {
+        let (_, _, r) = check_dot(w, x);
         let scale: f64 = w.iter().zip(&x.hi).map(|(a, b)| (a * b).abs()).sum();
         assert!(r < 1e-28 * scale, "radius {r:e}, scale {scale:e}");
     }
@@ -689,9 +695,7 @@ mod tests {
                 x.lo.push(0.0);
                 x.rad.push(0.0);
             }
-            let (_, _, r) = check_dot(&w, &x);
-            let scale: f64 = w.iter().zip(&x.hi).map(|(a, b)| (a * b).abs()).sum();
-            assert!(r < 1e-28 * scale, "radius {r:e}, scale {scale:e}");
+            check_dot_tight(&w, &x);
         }
     }
 
