@@ -109,6 +109,32 @@ impl RunConfig {
         Ok(c)
     }
 
+    /// Trains this config from its He-normal initialisation (seed `train.seed`) on `split`
+    /// (the test split is evaluated each epoch) into `out`, quietly, with `threads` workers:
+    /// the run `margincert train --config` performs.
+    pub fn train_from_scratch(
+        &self,
+        split: &Split,
+        out: &Path,
+        threads: usize,
+    ) -> Result<crate::train::run::RunSummary> {
+        let spec = self.spec(split)?;
+        crate::train::run::run(
+            &spec,
+            crate::model::Params::he_normal(&spec, self.train.seed)?,
+            self.train.clone(),
+            &split.train,
+            Some(&split.test),
+            None,
+            &crate::train::run::RunOptions {
+                out: out.to_path_buf(),
+                data: self.data.clone(),
+                threads,
+                print_epochs: false,
+            },
+        )
+    }
+
     /// The model spec for data of this shape and class count.
     pub fn spec(&self, split: &Split) -> Result<ModelSpec> {
         match (&self.model.preset, &self.model.spec) {

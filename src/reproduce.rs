@@ -11,10 +11,11 @@ use serde::{Deserialize, Serialize};
 use crate::certify::certificate::{CertifyOptions, certify};
 use crate::checkpoint::Checkpoint;
 use crate::config::RunConfig;
+use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::model::Params;
 use crate::plot::{Series, line_chart};
-use crate::train::run::{RunOptions, read_metrics, run};
+use crate::train::LossKind;
+use crate::train::run::read_metrics;
 
 /// A named run config of a bundle: `(run name, TOML text)`.
 pub type NamedConfig = (&'static str, &'static str);
@@ -147,22 +148,37 @@ pub struct Row {
     pub kkt_delta_upper: Option<f64>,
 }
 
-/// Certifies one checkpoint on the data of `cfg` and returns its table row.
-pub fn certify_row(run_name: &str, path: &Path, cfg: &RunConfig) -> Result<Row> {
-    let ck = Checkpoint::load(path)?;
-    let split = cfg.data.load()?;
+/// Certifies the checkpoint at `path` on `train` (the run's training split) with `loss` and
+/// returns its table row.
+pub fn certify_row(run_name: &str, path: &Path, loss: LossKind, train: &Dataset) -> Result<Row> {
+    row_of(run_name, path, &Checkpoint::load(path)?, loss, train)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+}
+
+fn epoch_of(ck: &Checkpoint) -> usize {
+    ck.train.as_ref().map_or(0, |t| t.state.epoch)
+}
+
+fn row_of(
+    run_name: &str,
+    path: &Path,
+    ck: &Checkpoint,
+    loss: LossKind,
+    train: &Dataset,
+) -> Result<Row> {
     let opts = CertifyOptions {
-        loss: cfg.train.loss,
+        loss,
         ..CertifyOptions::default()
     };
-    let c = certify(&ck.spec, &ck.params, &split.train, &opts)?;
-    let epoch = ck.train.as_ref().map_or(0, |t| t.state.epoch);
+    let c = certify(&ck.spec, &ck.params, train, &opts)?;
     Ok(Row {
         run: run_name.to_string(),
-        checkpoint: path
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
-        epoch,
+        checkpoint: file_name(path),
+        epoch: epoch_of(ck),
         q_min: [c.margin.q_min.lo, c.margin.q_min.hi],
         normalized: c.normalized.as_ref().map(|n| [n.by_rho.lo, n.by_rho.hi]),
         log10_loss: [c.loss.log10.lo, c.loss.log10.hi],
@@ -194,12 +210,10 @@ pub struct RobustCurve {
     pub violations: usize,
 }
 
-/// Computes [`RobustCurve`] of the checkpoint at `path` on the training split of `cfg`.
-pub fn robust_curve(run_name: &str, path: &Path, cfg: &RunConfig) -> Result<RobustCurve> {
+/// [`RobustCurve`] of checkpoint `ck` (read from `path`) on the first examples of `train`.
+fn curve_of(run_name: &str, path: &Path, ck: &Checkpoint, train: &Dataset) -> Result<RobustCurve> {
     use crate::robust::{AttackOptions, Norm, RobustOptions};
-    let ck = Checkpoint::load(path)?;
-    let split = cfg.data.load()?;
-    let data = split.train.take(FIGURE8_EXAMPLES.min(split.train.len()));
+    let data = train.take(FIGURE8_EXAMPLES.min(train.len()));
     let rep = crate::robust::run(
         &ck.spec,
         &ck.params,
@@ -216,10 +230,8 @@ pub fn robust_curve(run_name: &str, path: &Path, cfg: &RunConfig) -> Result<Robu
     )?;
     Ok(RobustCurve {
         run: run_name.to_string(),
-        checkpoint: path
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
-        epoch: ck.train.as_ref().map_or(0, |t| t.state.epoch),
+        checkpoint: file_name(path),
+        epoch: epoch_of(ck),
         curve: rep.curve,
         violations: rep.violations,
     })
@@ -294,24 +306,8 @@ pub fn reproduce(name: &str, out: &Path, full: bool, threads: usize) -> Result<R
         let cfg: RunConfig = toml::from_str(text)
             .map_err(|e| Error::Invalid(format!("bundle config '{run_name}': {e}")))?;
         let split = cfg.data.load()?;
-        let spec = cfg.spec(&split)?;
-        let params = Params::he_normal(&spec, cfg.train.seed)?;
         let dir = out.join(run_name);
-        let opts = RunOptions {
-            out: dir.clone(),
-            data: cfg.data.clone(),
-            threads,
-            print_epochs: false,
-        };
-        let summary = run(
-            &spec,
-            params,
-            cfg.train.clone(),
-            &split.train,
-            Some(&split.test),
-            None,
-            &opts,
-        )?;
+        let summary = cfg.train_from_scratch(&split, &dir, threads)?;
         println!("{run_name}: stopped ({})", summary.reason);
         let mut run_rows = Vec::new();
         for p in summary
@@ -319,7 +315,8 @@ pub fn reproduce(name: &str, out: &Path, full: bool, threads: usize) -> Result<R
             .iter()
             .chain(std::iter::once(&summary.final_checkpoint))
         {
-            let r = certify_row(run_name, p, &cfg)?;
+            let ck = Checkpoint::load(p)?;
+            let r = row_of(run_name, p, &ck, cfg.train.loss, &split.train)?;
             println!(
                 "  {} epoch {}: normalized margin {}",
                 r.checkpoint,
@@ -327,7 +324,7 @@ pub fn reproduce(name: &str, out: &Path, full: bool, threads: usize) -> Result<R
                 r.normalized.map_or("-".into(), fmt_pair)
             );
             run_rows.push(r);
-            let rc = robust_curve(run_name, p, &cfg)?;
+            let rc = curve_of(run_name, p, &ck, &split.train)?;
             if rc.violations > 0 {
                 return Err(Error::Certify(format!(
                     "{}: a certified L2 radius exceeded a verified attack radius on {} examples",

@@ -1,56 +1,9 @@
 //! End-to-end tests of the command-line tool: train → certify → verify on the embedded
 //! data, and bad input that must give a clear error and a non-zero exit, never a panic.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn margincert(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_margincert"))
-        .args(["--threads", "2"])
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// Asserts a clean failure: non-zero exit, an `error:` line, no panic.
-fn assert_clean_failure(o: &Output, needle: &str) {
-    let t = text(o);
-    assert!(!o.status.success(), "should fail: {t}");
-    assert!(!t.contains("panicked"), "panicked: {t}");
-    assert!(t.contains("error:"), "no error line: {t}");
-    assert!(
-        t.to_lowercase().contains(&needle.to_lowercase()),
-        "error does not mention '{needle}': {t}"
-    );
-}
-
-fn train_small(dir: &Path) {
-    let o = margincert(&[
-        "train",
-        "--model",
-        "small-mlp",
-        "--train-subset",
-        "100",
-        "--test-subset",
-        "50",
-        "--batch",
-        "25",
-        "--epochs",
-        "4",
-        "--quiet",
-        "--out",
-        dir.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-}
+use common::{assert_clean_failure, margincert, text, train_small};
 
 #[test]
 fn train_certify_verify_round_trip_and_tampering() {

@@ -450,7 +450,7 @@ fn dd_certifies_a_deep_cnn_on_cifar10() {
 /// reference costs ~a minute per image. Run:
 /// `cargo test --release --test deep -- --ignored vgg --nocapture`.
 #[test]
-#[ignore = "256-bit reference of the VGG is slow (~1 min/image); run with --release --ignored"]
+#[ignore = "the 256-bit reference of the VGG is slow (~4 min for 8 images, needs CIFAR-10): cargo test --release --test deep dd_certifies_vgg -- --ignored --nocapture"]
 fn dd_certifies_vgg_margins_on_cifar10() {
     let Some(data) = cifar_test(8) else {
         return;
@@ -584,7 +584,7 @@ fn cli_precision_mode_round_trip() {
 /// relative radii of the margins (no reference). Run:
 /// `cargo test --release --test deep -- --ignored vgg_throughput --nocapture`.
 #[test]
-#[ignore = "a measurement (~20 s in release); run with --release --ignored --nocapture"]
+#[ignore = "a measurement (~20 s in release, needs CIFAR-10): cargo test --release --test deep vgg_throughput -- --ignored --nocapture"]
 fn vgg_throughput() {
     // MARGINCERT_VGG_IMAGES overrides the number of images (default 64).
     let n = std::env::var("MARGINCERT_VGG_IMAGES")
@@ -644,7 +644,7 @@ fn vgg_throughput() {
 /// test images: every margin decided in sign, and `verify` confirms it. Run:
 /// `cargo test --release --test deep -- --ignored vgg_certify --nocapture`.
 #[test]
-#[ignore = "VGG certificate + verification (~30 s in release); run with --release --ignored"]
+#[ignore = "VGG certificate + verification (~30 s in release, needs CIFAR-10): cargo test --release --test deep vgg_certify_and_verify -- --ignored"]
 fn vgg_certify_and_verify_end_to_end() {
     let Some(data) = cifar_test(32) else {
         return;

@@ -1116,7 +1116,7 @@ fn certificate_serializes() {
 /// Timing of one certified backward pass on the paper's CNN (3.3M parameters).
 /// Run: `cargo test --release --test kkt paper_cnn -- --ignored --nocapture`.
 #[test]
-#[ignore = "slow in the dev profile; run with --release -- --ignored"]
+#[ignore = "a timing of the paper-CNN backward pass (slow in the dev profile): cargo test --release --test kkt paper_cnn_backward_timing -- --ignored --nocapture"]
 fn paper_cnn_backward_timing() {
     let spec = margincert::model::presets::mnist_cnn();
     let params = Params::he_normal(&spec, 1).unwrap();
@@ -1212,7 +1212,7 @@ fn gd_trajectory_on_linear_svm_drives_eps_down() {
 /// active constraints and NNLS.
 /// Run: `cargo test --release --test kkt paper_cnn_kkt -- --ignored --nocapture`.
 #[test]
-#[ignore = "slow (about a minute in release); run with --release -- --ignored"]
+#[ignore = "paper-CNN KKT end to end (about a minute in release): cargo test --release --test kkt paper_cnn_kkt -- --ignored --nocapture"]
 fn paper_cnn_kkt_end_to_end() {
     let spec = margincert::model::presets::mnist_cnn();
     let params = Params::he_normal(&spec, 2).unwrap();
@@ -1290,7 +1290,7 @@ proptest! {
 
     /// Long run of both property tests (4096 cases each).
     #[test]
-    #[ignore = "long; run with cargo test --test kkt -- --ignored long"]
+    #[ignore = "long run, 4096 cases per property (~18 s in release): cargo test --release --test kkt long -- --ignored"]
     fn long_gradient_and_kkt_properties(
         arch_i in 0usize..6,
         mode in 0u32..4,
@@ -1308,7 +1308,7 @@ proptest! {
 /// Timing of one certified backward pass on the paper's CIFAR VGG (L = 14).
 /// Run: `cargo test --release --test kkt vgg_backward -- --ignored --nocapture`.
 #[test]
-#[ignore = "slow; run with --release -- --ignored"]
+#[ignore = "a timing of the VGG backward pass (slow): cargo test --release --test kkt vgg_backward -- --ignored --nocapture"]
 fn vgg_backward_timing() {
     let spec = margincert::model::presets::cifar_vgg();
     let params = Params::he_normal(&spec, 1).unwrap();

@@ -16,8 +16,7 @@ use std::path::{Path, PathBuf};
 use margincert::certify::certificate::{Certificate, CertifyOptions, certify};
 use margincert::checkpoint::Checkpoint;
 use margincert::config::RunConfig;
-use margincert::model::Params;
-use margincert::train::run::{RunOptions, run, threshold_file};
+use margincert::train::run::threshold_file;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -119,26 +118,9 @@ fn regenerate_expected() {
 fn regenerate(config: &str) {
     let cfg = cfg(config);
     let split = cfg.data.load().unwrap();
-    let spec = cfg.spec(&split).unwrap();
-    let params = Params::he_normal(&spec, cfg.train.seed).unwrap();
     let out =
         std::env::temp_dir().join(format!("margincert-regen-{config}-{}", std::process::id()));
-    let opts = RunOptions {
-        out: out.clone(),
-        data: cfg.data.clone(),
-        threads: 1,
-        print_epochs: false,
-    };
-    run(
-        &spec,
-        params,
-        cfg.train.clone(),
-        &split.train,
-        None,
-        None,
-        &opts,
-    )
-    .unwrap();
+    cfg.train_from_scratch(&split, &out, 1).unwrap();
     let dir = root().join("fixtures/expected");
     std::fs::create_dir_all(&dir).unwrap();
     let sources = [out.join(threshold_file(-5.0)), out.join("last.safetensors")];

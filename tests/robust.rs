@@ -1,5 +1,7 @@
 //! Robustness radii: certified lower bounds never exceed exact or attack-found radii.
 
+mod common;
+
 use margincert::certify::enclosure::CertifiedNet;
 use margincert::data::{DataSource, Dataset};
 use margincert::model::{Layer, ModelSpec, Padding, Params, Shape, presets};
@@ -311,50 +313,17 @@ fn bad_options_are_errors() {
     assert!("7".parse::<Norm>().is_err());
 }
 
-fn cli(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_margincert"))
-        .args(["--threads", "2"])
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 /// `margincert robust` end to end on a freshly trained checkpoint, both norms, and clean
 /// failures (non-zero exit, an error line, no panic) on bad input.
 #[test]
 fn cli_robust_end_to_end_and_bad_input() {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_str().unwrap();
-    let o = cli(&[
-        "train",
-        "--model",
-        "small-mlp",
-        "--train-subset",
-        "100",
-        "--test-subset",
-        "50",
-        "--batch",
-        "25",
-        "--epochs",
-        "4",
-        "--quiet",
-        "--out",
-        d,
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    common::train_small(dir.path());
     let ckpt = dir.path().join("last.safetensors");
     let ck = ckpt.to_str().unwrap();
     for norm in ["2", "inf"] {
         let out = dir.path().join(format!("r{norm}"));
-        let o = cli(&[
+        let o = common::margincert(&[
             "robust",
             ck,
             "--norm",
@@ -368,7 +337,7 @@ fn cli_robust_end_to_end_and_bad_input() {
             "--out",
             out.to_str().unwrap(),
         ]);
-        let t = text(&o);
+        let t = common::text(&o);
         assert!(o.status.success(), "{t}");
         assert!(t.contains("violations 0") && t.contains("certified"), "{t}");
         let rep: robust::RobustReport =
@@ -385,10 +354,7 @@ fn cli_robust_end_to_end_and_bad_input() {
         ),
         (vec!["robust", ck, "--norm", "2", "--eps-max=-1"], "eps"),
     ] {
-        let o = cli(&args);
-        let t = text(&o);
-        assert!(!o.status.success() && !t.contains("panicked"), "{t}");
-        assert!(t.to_lowercase().contains(needle), "{needle}: {t}");
+        common::assert_clean_failure(&common::margincert(&args), needle);
     }
 }
 

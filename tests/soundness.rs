@@ -292,8 +292,9 @@ fn every_layer_encloses_the_exact_prefix() {
 /// equal to 1 (p = 255). The three f32 weights sum (to ~72 bits) to the midpoint T between
 /// p/255 and RN(p/255), so the exact Φ = p/255 − S and the f64 value RN(p/255) − S (every
 /// subtraction exact by Sterbenz) have opposite signs.
-#[test]
-fn f64_gets_the_sign_wrong_certificate_does_not() {
+/// The construction below: pixel `p = 1` and three f32 weights whose exact sum (to ~72
+/// bits) is the midpoint between the exact input `p/255` and `RN(p/255)`.
+fn sign_flip_weights() -> (u8, [f32; 3]) {
     let p = 1u8;
     let x = Rational::from((p as u32, 255u32));
     let fx = Rational::from_f64(p as f64 / 255.0).unwrap();
@@ -301,8 +302,13 @@ fn f64_gets_the_sign_wrong_certificate_does_not() {
     let w2 = t.to_f32();
     let r1 = &t - Rational::from_f32(w2).unwrap();
     let w3 = r1.to_f32();
-    let r2 = r1 - Rational::from_f32(w3).unwrap();
-    let w4 = r2.to_f32();
+    let w4 = (r1 - Rational::from_f32(w3).unwrap()).to_f32();
+    (p, [w2, w3, w4])
+}
+
+#[test]
+fn f64_gets_the_sign_wrong_certificate_does_not() {
+    let (p, [w2, w3, w4]) = sign_flip_weights();
     let spec = presets::mlp_with(Shape::flat(4), &[], 1);
     let params = Params {
         layers: vec![LayerParams {
@@ -719,14 +725,7 @@ proptest! {
 #[test]
 fn certified_margin_encloses_sign_flipped_value() {
     // Same construction as `f64_gets_the_sign_wrong_certificate_does_not`, as a binary task.
-    let p = 1u8;
-    let x = Rational::from((p as u32, 255u32));
-    let fx = Rational::from_f64(p as f64 / 255.0).unwrap();
-    let t = Rational::from(&x + &fx) / 2u32;
-    let w2 = t.to_f32();
-    let r1 = &t - Rational::from_f32(w2).unwrap();
-    let w3 = r1.to_f32();
-    let w4 = (r1 - Rational::from_f32(w3).unwrap()).to_f32();
+    let (p, [w2, w3, w4]) = sign_flip_weights();
     let spec = presets::mlp_with(Shape::flat(4), &[], 1);
     let params = Params {
         layers: vec![LayerParams {
@@ -1061,14 +1060,7 @@ fn tight_on_paper_cnn_with_mnist() {
 /// followed by ReLU and a second dense layer.
 #[test]
 fn relu_after_sign_flip_keeps_the_exact_value() {
-    let p = 1u8;
-    let x = Rational::from((p as u32, 255u32));
-    let fx = Rational::from_f64(p as f64 / 255.0).unwrap();
-    let t = Rational::from(&x + &fx) / 2u32;
-    let w2 = t.to_f32();
-    let r1 = &t - Rational::from_f32(w2).unwrap();
-    let w3 = r1.to_f32();
-    let w4 = (r1 - Rational::from_f32(w3).unwrap()).to_f32();
+    let (p, [w2, w3, w4]) = sign_flip_weights();
     let spec = presets::mlp_with(Shape::flat(4), &[1], 1);
     for sign in [1.0f32, -1.0] {
         let params = Params {

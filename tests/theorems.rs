@@ -7,7 +7,6 @@ use margincert::config::RunConfig;
 use margincert::data::Dataset;
 use margincert::model::Params;
 use margincert::reproduce::{Row, certify_row};
-use margincert::train::run::{RunOptions, run};
 use margincert::train::{EpochOutcome, Schedule, Trainer};
 
 fn config(name: &str) -> RunConfig {
@@ -43,30 +42,12 @@ fn rows_with(
     let mut cfg = config(file);
     edit(&mut cfg);
     let split = cfg.data.load().unwrap();
-    let spec = cfg.spec(&split).unwrap();
-    let params = Params::he_normal(&spec, cfg.train.seed).unwrap();
-    let out = tmp(tag);
-    let opts = RunOptions {
-        out: out.clone(),
-        data: cfg.data.clone(),
-        threads: 1,
-        print_epochs: false,
-    };
-    let s = run(
-        &spec,
-        params,
-        cfg.train.clone(),
-        &split.train,
-        None,
-        None,
-        &opts,
-    )
-    .unwrap();
+    let s = cfg.train_from_scratch(&split, &tmp(tag), 1).unwrap();
     let mut paths = s.kept.clone();
     paths.push(s.final_checkpoint.clone());
     let rows: Vec<Row> = paths
         .iter()
-        .map(|p| certify_row("linear", p, &cfg).unwrap())
+        .map(|p| certify_row(tag, p, cfg.train.loss, &split.train).unwrap())
         .collect();
     (rows, paths, cfg)
 }
@@ -93,7 +74,7 @@ fn two_layer_relu_certified_margin_increases_and_kkt_bounds_decrease() {
 
 /// The linear and two-layer cases on all 0/1 images of the embedded 1,000 (instead of 40).
 #[test]
-#[ignore = "larger version (~1 min in release): cargo test --release --test theorems -- --ignored"]
+#[ignore = "larger version (~15 s in release): cargo test --release --test theorems -- --ignored"]
 fn margin_and_kkt_theorems_on_all_embedded_zeros_and_ones() {
     for (file, tag) in [
         ("linear-svm.toml", "linear-large"),
@@ -290,7 +271,7 @@ fn two_layer_leaky_relu_on_symmetric_data_converges_to_the_linear_max_margin_dir
 
 /// The same at a larger size: 400 points in 32-D, 64 hidden units.
 #[test]
-#[ignore = "larger version (~1 min in release): cargo test --release --test theorems -- --ignored"]
+#[ignore = "larger version (~15 s in release): cargo test --release --test theorems -- --ignored"]
 fn two_layer_leaky_relu_on_symmetric_data_larger() {
     leaky_symmetric(32, 200, 64, 11, 0.001);
 }

@@ -235,6 +235,19 @@ impl<'a> GraphReader<'a> {
             .or_else(|| self.consts.get(name).copied())
     }
 
+    /// The weight (second input) of node `k`: its name and its initializer.
+    fn weight(&self, k: usize, node: &NodeProto) -> Result<(String, &'a TensorProto)> {
+        let wname = node
+            .input
+            .get(1)
+            .ok_or_else(|| self.err(k, node, "no weight input"))?
+            .clone();
+        let t = self
+            .tensor(&wname)
+            .ok_or_else(|| self.err(k, node, format!("weight '{wname}' is not an initializer")))?;
+        Ok((wname, t))
+    }
+
     /// An initializer as f32, checked against `shape`.
     fn floats(
         &mut self,
@@ -597,14 +610,7 @@ impl<'a> GraphReader<'a> {
                 ),
             ));
         }
-        let wname = node
-            .input
-            .get(1)
-            .ok_or_else(|| self.err(k, node, "no weight input"))?
-            .clone();
-        let t = self
-            .tensor(&wname)
-            .ok_or_else(|| self.err(k, node, format!("weight '{wname}' is not an initializer")))?;
+        let (wname, t) = self.weight(k, node)?;
         let n_in = self.shape.len();
         if t.dims.len() != 2 {
             return Err(self.err(
@@ -667,14 +673,7 @@ impl<'a> GraphReader<'a> {
         {
             return Err(self.err(k, node, "Conv after Flatten/Dense is not supported"));
         }
-        let wname = node
-            .input
-            .get(1)
-            .ok_or_else(|| self.err(k, node, "no weight input"))?
-            .clone();
-        let t = self
-            .tensor(&wname)
-            .ok_or_else(|| self.err(k, node, format!("weight '{wname}' is not an initializer")))?;
+        let (wname, t) = self.weight(k, node)?;
         let d = t.dims.clone();
         if d.len() != 4 || d[2] != d[3] || d.iter().any(|&x| x <= 0) {
             return Err(self.err(k, node, format!("weight '{wname}' has dims {d:?}; only square 2-D kernels [out, in, k, k] are supported")));
