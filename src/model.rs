@@ -289,6 +289,103 @@ impl Window {
             .checked_sub(self.pad_left)
             .filter(|&c| c < self.in_w)
     }
+
+    /// The taps of the window at output position `(oy, ox)` that fall inside the input, in
+    /// row-major kernel order: `(kernel index ky * k + kx, input index iy * in_w + ix)`. Taps in
+    /// the padding are skipped (they multiply a zero).
+    #[inline]
+    pub fn taps(&self, oy: usize, ox: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+        (0..self.k).flat_map(move |ky| {
+            let row = self.in_row(oy, ky);
+            (0..self.k).filter_map(move |kx| {
+                let iy = row?;
+                let ix = self.in_col(ox, kx)?;
+                Some((ky * self.k + kx, iy * self.in_w + ix))
+            })
+        })
+    }
+}
+
+/// A layer resolved against the shape it receives: what every pass dispatches on.
+///
+/// Unlike [`Layer`] (the user-facing description), every variant carries the geometry its
+/// kernels need, so no pass unwraps an `Option` or falls into a wildcard arm: adding a variant
+/// here is a compile error in every pass until it is handled.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Op {
+    /// `y = W x (+ b)`, `W: [out, inp]`.
+    Dense {
+        /// Output features.
+        out: usize,
+        /// Input features.
+        inp: usize,
+        /// Whether the layer has a bias.
+        bias: bool,
+    },
+    /// Cross-correlation `W: [out, c_in, k, k]` over `window`.
+    Conv {
+        /// Output channels.
+        out: usize,
+        /// Input channels.
+        c_in: usize,
+        /// Window geometry (kernel, stride, padding, input and output sizes).
+        window: Window,
+        /// Whether the layer has a bias (one per output channel).
+        bias: bool,
+    },
+    /// Max over each window, per channel.
+    MaxPool {
+        /// Window geometry.
+        window: Window,
+        /// Channels (unchanged).
+        channels: usize,
+    },
+    /// Mean over each window, per channel.
+    AvgPool {
+        /// Window geometry.
+        window: Window,
+        /// Channels (unchanged).
+        channels: usize,
+    },
+    /// `[c, h, w] -> [c*h*w]` (a no-op on the C-major buffer).
+    Flatten,
+    /// `max(x, 0)`.
+    Relu,
+    /// `x` for `x >= 0`, `slope * x` otherwise; `slope` is finite.
+    LeakyRelu {
+        /// Slope on the negative side.
+        slope: f32,
+    },
+}
+
+impl Op {
+    /// Shape of the weight tensor (PyTorch layout) of a weight layer; `None` for the others.
+    pub fn weight_shape(&self) -> Option<Vec<usize>> {
+        match *self {
+            Op::Dense { out, inp, .. } => Some(vec![out, inp]),
+            Op::Conv {
+                out, c_in, window, ..
+            } => Some(vec![out, c_in, window.k, window.k]),
+            Op::MaxPool { .. } | Op::AvgPool { .. } | Op::Flatten | Op::Relu | Op::LeakyRelu { .. } => {
+                None
+            }
+        }
+    }
+
+    /// Number of bias entries of a weight layer with a bias; `None` otherwise.
+    pub fn bias_len(&self) -> Option<usize> {
+        match *self {
+            Op::Dense { out, bias, .. } | Op::Conv { out, bias, .. } => bias.then_some(out),
+            Op::MaxPool { .. } | Op::AvgPool { .. } | Op::Flatten | Op::Relu | Op::LeakyRelu { .. } => {
+                None
+            }
+        }
+    }
+
+    /// True for dense and conv layers (the layers that hold parameters).
+    pub fn has_weights(&self) -> bool {
+        self.weight_shape().is_some()
+    }
 }
 
 /// A sequential network: input shape and layers.
@@ -315,28 +412,20 @@ pub struct LayerPlan {
     pub input: Shape,
     /// Output shape.
     pub output: Shape,
-    /// Window geometry for conv and pool layers.
+    /// Window geometry for conv and pool layers (also inside [`LayerPlan::op`]).
     pub window: Option<Window>,
+    /// The layer resolved against its input shape: what passes dispatch on.
+    pub op: Op,
 }
 
 impl LayerPlan {
     /// Shape of the weight tensor, PyTorch layout, for weight layers.
     pub fn weight_shape(&self) -> Option<Vec<usize>> {
-        match self.layer {
-            Layer::Dense { out, .. } => Some(vec![out, self.input.len()]),
-            Layer::Conv2d { out, kernel, .. } => Some(vec![out, self.input.c, kernel, kernel]),
-            _ => None,
-        }
+        self.op.weight_shape()
     }
     /// Number of bias entries, for layers with a bias.
     pub fn bias_len(&self) -> Option<usize> {
-        match self.layer {
-            Layer::Dense { out, bias: true }
-            | Layer::Conv2d {
-                out, bias: true, ..
-            } => Some(out),
-            _ => None,
-        }
+        self.op.bias_len()
     }
 }
 
@@ -390,32 +479,39 @@ impl ModelSpec {
         let mut plans = Vec::with_capacity(self.layers.len());
         for (index, layer) in self.layers.iter().enumerate() {
             let ctx = |m: String| Error::Spec(format!("layer {index} ({}): {m}", layer.describe()));
-            let (output, window) = match *layer {
-                Layer::Dense { out, .. } => {
+            let (output, op) = match *layer {
+                Layer::Dense { out, bias } => {
                     if !shape.is_flat() {
                         return Err(ctx(format!("needs a flat input, got {shape}; add flatten")));
                     }
                     if out == 0 {
                         return Err(ctx("zero outputs".into()));
                     }
-                    (Shape::flat(out), None)
+                    let inp = shape.len();
+                    (Shape::flat(out), Op::Dense { out, inp, bias })
                 }
                 Layer::Conv2d {
                     out,
                     kernel,
                     stride,
                     padding,
-                    ..
+                    bias,
                 } => {
                     if out == 0 {
                         return Err(ctx("zero output channels".into()));
                     }
-                    let w = Window::new(kernel, stride, padding, shape.h, shape.w)
+                    let window = Window::new(kernel, stride, padding, shape.h, shape.w)
                         .map_err(|e| ctx(e.to_string()))?;
-                    (Shape::new(out, w.out_h, w.out_w), Some(w))
+                    let op = Op::Conv {
+                        out,
+                        c_in: shape.c,
+                        window,
+                        bias,
+                    };
+                    (Shape::new(out, window.out_h, window.out_w), op)
                 }
                 Layer::MaxPool { size, stride } | Layer::AvgPool { size, stride } => {
-                    let w = Window::new(
+                    let window = Window::new(
                         size,
                         stride.unwrap_or(size),
                         Padding::Valid,
@@ -423,16 +519,28 @@ impl ModelSpec {
                         shape.w,
                     )
                     .map_err(|e| ctx(e.to_string()))?;
-                    (Shape::new(shape.c, w.out_h, w.out_w), Some(w))
+                    let channels = shape.c;
+                    let op = if matches!(layer, Layer::MaxPool { .. }) {
+                        Op::MaxPool { window, channels }
+                    } else {
+                        Op::AvgPool { window, channels }
+                    };
+                    (Shape::new(channels, window.out_h, window.out_w), op)
                 }
-                Layer::Flatten => (Shape::flat(shape.len()), None),
-                Layer::Relu => (shape, None),
+                Layer::Flatten => (Shape::flat(shape.len()), Op::Flatten),
+                Layer::Relu => (shape, Op::Relu),
                 Layer::LeakyRelu { slope } => {
                     if !slope.is_finite() {
                         return Err(ctx("slope must be finite".into()));
                     }
-                    (shape, None)
+                    (shape, Op::LeakyRelu { slope })
                 }
+            };
+            let window = match op {
+                Op::Conv { window, .. } | Op::MaxPool { window, .. } | Op::AvgPool { window, .. } => {
+                    Some(window)
+                }
+                Op::Dense { .. } | Op::Flatten | Op::Relu | Op::LeakyRelu { .. } => None,
             };
             plans.push(LayerPlan {
                 index,
@@ -440,6 +548,7 @@ impl ModelSpec {
                 input: shape,
                 output,
                 window,
+                op,
             });
             shape = output;
         }
@@ -727,6 +836,63 @@ impl LayerParams {
             .map(|&v| (v as f64) * (v as f64))
             .sum();
         w + b
+    }
+}
+
+/// A model ready for every pass: a spec, its resolved plan, and parameters checked against it.
+///
+/// Invariant: [`Params::check`] succeeded for `(spec, params)` (every weight layer has the
+/// shape its plan wants, every value is finite) and `plan` is `spec.plan()`. It is built once,
+/// by [`CheckedModel::new`], and every pass (f32, f64, double-double, backward, IBP, CROWN,
+/// attacks, Lipschitz) borrows it instead of checking and resolving again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckedModel {
+    spec: ModelSpec,
+    plan: Vec<LayerPlan>,
+    params: Params,
+}
+
+impl CheckedModel {
+    /// Resolves the plan of `spec` and checks `params` against it.
+    pub fn new(spec: ModelSpec, params: Params) -> Result<Self> {
+        params.check(&spec)?;
+        let plan = spec.plan()?;
+        Ok(Self { spec, plan, params })
+    }
+
+    /// The spec.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// The resolved plan, one entry per layer of the spec.
+    pub fn plan(&self) -> &[LayerPlan] {
+        &self.plan
+    }
+
+    /// The checked parameters.
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// The spec and the parameters, giving up the checked form.
+    pub fn into_parts(self) -> (ModelSpec, Params) {
+        (self.spec, self.params)
+    }
+
+    /// Each weight layer's plan with its parameters, in layer order.
+    pub fn weight_layers(&self) -> impl Iterator<Item = (&LayerPlan, &LayerParams)> {
+        self.plan
+            .iter()
+            .filter(|p| p.op.has_weights())
+            .zip(&self.params.layers)
+    }
+
+    /// Number of network outputs.
+    pub fn outputs(&self) -> usize {
+        self.plan
+            .last()
+            .map_or(self.spec.input.len(), |p| p.output.len())
     }
 }
 
