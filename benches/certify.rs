@@ -10,7 +10,7 @@
 
 use criterion::{Criterion, criterion_group};
 use margincert::certify::CertifiedNet;
-use margincert::certify::enclosure::{Precision, RadiusMode};
+use margincert::certify::{ForwardMode, RadiusMode};
 use margincert::model::{Params, Shape, presets};
 use margincert::nn::Network;
 use std::hint::black_box;
@@ -98,7 +98,7 @@ fn cpu_ratio() {
     }
     let t3 = cpu_seconds().unwrap();
     // What `certify` runs by default: f64 first, double-double only where too wide.
-    let auto = net.clone().with_precision(Precision::Auto).unwrap();
+    let auto = net.clone().with_forward_mode(ForwardMode::Auto).unwrap();
     let mut redone = 0;
     for _ in 0..reps {
         let (b, stats) = auto.logits_with_stats(&px, n).unwrap();

@@ -9,7 +9,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use margincert::certify::enclosure::CertifiedNet;
+use margincert::certify::CertifiedNet;
 use margincert::certify::margin::Task;
 use margincert::data::{DataSource, Dataset};
 use margincert::model::{ModelSpec, Params, presets};

@@ -16,7 +16,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::certify::certificate::{Certificate, CertifyOptions, certify};
-use crate::certify::enclosure::CertifiedNet;
+use crate::certify::forward::CertifiedNet;
 use crate::certify::kkt::{KktCertificate, KktOptions, certify_kkt_with_logits};
 use crate::certify::margin::{Task, margins};
 use crate::checkpoint::{Checkpoint, write_atomic};

@@ -14,6 +14,7 @@ pub mod data;
 pub mod error;
 pub mod fetch;
 pub mod import;
+pub mod linalg;
 pub mod model;
 pub mod nn;
 pub mod plot;

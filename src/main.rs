@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use margincert::certify::ForwardMode;
 use margincert::certify::certificate::{Certificate, CertifyOptions, certify};
-use margincert::certify::enclosure::Precision;
 use margincert::certify::kkt::KktOptions;
 use margincert::certify::verify::verify;
 use margincert::checkpoint::{Checkpoint, write_atomic};
@@ -236,12 +236,12 @@ enum PrecisionMode {
     Auto,
 }
 
-impl From<PrecisionMode> for Precision {
+impl From<PrecisionMode> for ForwardMode {
     fn from(m: PrecisionMode) -> Self {
         match m {
-            PrecisionMode::F64 => Precision::F64,
-            PrecisionMode::Dd => Precision::DoubleDouble,
-            PrecisionMode::Auto => Precision::Auto,
+            PrecisionMode::F64 => ForwardMode::F64,
+            PrecisionMode::Dd => ForwardMode::DoubleDouble,
+            PrecisionMode::Auto => ForwardMode::Auto,
         }
     }
 }

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use margincert::Error;
-use margincert::certify::enclosure::{BallVec, CertifiedNet, Precision};
 use margincert::certify::reference::{reference_logits, reference_logits_exact};
+use margincert::certify::{BallVec, CertifiedNet, ForwardMode};
 use margincert::certify::{CertifyOptions, DdBallVec, certify, verify};
 use margincert::data::{Dataset, load_cifar};
 use margincert::model::{Layer, ModelSpec, Padding, Params, Shape, presets};
@@ -312,7 +312,7 @@ fn dd_is_far_tighter_than_f64_on_a_12_layer_cnn() {
     let f = net.logits(&px, batch).unwrap();
     let d = net
         .clone()
-        .with_precision(Precision::DoubleDouble)
+        .with_forward_mode(ForwardMode::DoubleDouble)
         .unwrap()
         .logits(&px, batch)
         .unwrap();
@@ -373,7 +373,10 @@ fn check_cifar_margins(spec: &ModelSpec, data: &Dataset, seed: u64) {
     let t = Instant::now();
     let f = net.logits(&data.pixels, n).unwrap();
     let tf = t.elapsed().as_secs_f64();
-    let dnet = net.clone().with_precision(Precision::DoubleDouble).unwrap();
+    let dnet = net
+        .clone()
+        .with_forward_mode(ForwardMode::DoubleDouble)
+        .unwrap();
     let t = Instant::now();
     let d = dnet.logits(&data.pixels, n).unwrap();
     let td = t.elapsed().as_secs_f64();
@@ -483,7 +486,7 @@ fn certify_auto_uses_dd_on_deep_net_and_verifies() {
         witness_examples: 1,
         ..CertifyOptions::default()
     };
-    assert_eq!(opts.forward, Precision::Auto);
+    assert_eq!(opts.forward, ForwardMode::Auto);
     let cert = certify(&spec, &params, &data, &opts).unwrap();
     let fw = cert.forward.unwrap();
     eprintln!("{}", cert.summary());
@@ -494,7 +497,7 @@ fn certify_auto_uses_dd_on_deep_net_and_verifies() {
         &params,
         &data,
         &CertifyOptions {
-            forward: Precision::F64,
+            forward: ForwardMode::F64,
             ..opts.clone()
         },
     )
@@ -509,7 +512,7 @@ fn certify_auto_uses_dd_on_deep_net_and_verifies() {
     json["options"].as_object_mut().unwrap().remove("forward");
     json.as_object_mut().unwrap().remove("forward");
     let old = margincert::certify::Certificate::from_json(&json.to_string()).unwrap();
-    assert_eq!(old.options.forward, Precision::F64);
+    assert_eq!(old.options.forward, ForwardMode::F64);
     assert!(old.forward.is_none());
     assert!(verify(&old, &spec, &params, &data).unwrap().ok());
 }
@@ -600,11 +603,14 @@ fn vgg_throughput() {
     let t = Instant::now();
     let f = net.logits(&data.pixels, n).unwrap();
     let tf = t.elapsed().as_secs_f64();
-    let dnet = net.clone().with_precision(Precision::DoubleDouble).unwrap();
+    let dnet = net
+        .clone()
+        .with_forward_mode(ForwardMode::DoubleDouble)
+        .unwrap();
     let t = Instant::now();
     let d = dnet.logits(&data.pixels, n).unwrap();
     let td = t.elapsed().as_secs_f64();
-    let auto = net.with_precision(Precision::Auto).unwrap();
+    let auto = net.with_forward_mode(ForwardMode::Auto).unwrap();
     let (_, stats) = auto.logits_with_stats(&data.pixels, n).unwrap();
     // Radius of the margin Φ_y − Φ_j (j the dd-argmax competitor) relative to its value
     // (taken from the dd midpoints, accurate to ~1e-10 here; the f64 midpoints drift far
@@ -677,7 +683,7 @@ fn vgg_certify_and_verify_end_to_end() {
         &params,
         &data,
         &CertifyOptions {
-            forward: Precision::F64,
+            forward: ForwardMode::F64,
             ..opts
         },
     )
@@ -701,10 +707,14 @@ fn overflow_is_an_error_in_every_mode() {
         }
     }
     let px = [7u8, 200, 3, 90];
-    for mode in [Precision::F64, Precision::DoubleDouble, Precision::Auto] {
+    for mode in [
+        ForwardMode::F64,
+        ForwardMode::DoubleDouble,
+        ForwardMode::Auto,
+    ] {
         let net = CertifiedNet::new(&spec, &params)
             .unwrap()
-            .with_precision(mode)
+            .with_forward_mode(mode)
             .unwrap();
         match net.logits(&px, 1) {
             Err(Error::Certify(msg)) => {

@@ -2,7 +2,7 @@
 
 mod common;
 
-use margincert::certify::enclosure::CertifiedNet;
+use margincert::certify::CertifiedNet;
 use margincert::data::{DataSource, Dataset};
 use margincert::model::{Layer, ModelSpec, Padding, Params, Shape, presets};
 use margincert::robust::{

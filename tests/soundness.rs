@@ -7,11 +7,11 @@
 
 use margincert::Error;
 use margincert::certify::bounds::Enclosure;
-use margincert::certify::enclosure::{
-    BallVec, CertifiedNet, RadiusMode, forward_enclosures, logit_enclosures,
-};
 use margincert::certify::reference::{reference_logits, reference_logits_exact};
 use margincert::certify::verify::Status;
+use margincert::certify::{
+    BallVec, CertifiedNet, RadiusMode, forward_enclosures, logit_enclosures,
+};
 use margincert::certify::{Certificate, CertifyOptions, Decision, LossKind, certify, verify};
 use margincert::data::Dataset;
 use margincert::model::{Layer, LayerParams, ModelSpec, Padding, Params, Shape, presets};

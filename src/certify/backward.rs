@@ -6,7 +6,7 @@
 //! `y·e₀` for a binary model (`q_n = y_n Φ`), `e_y − e_j` for the pairwise multi-class
 //! constraint `s_nj = Φ_y − Φ_j`. [`Backward::gradient`] propagates the adjoint `c` from the
 //! output to the input through the layers in midpoint-radius arithmetic, using the forward
-//! enclosures of [`super::enclosure`], and returns a [`BallVec`] over all parameters (in
+//! enclosures of [`super::forward`], and returns a [`BallVec`] over all parameters (in
 //! [`Params`] order: per weight layer the weight, then the bias) that contains
 //! `∂°s(θ)` (proofs/backward.md, Theorem B).
 //!
@@ -24,16 +24,15 @@
 //! Sums `Σ_c λ_c ∇s_c` over many constraints are accumulated without storing the
 //! individual gradients with [`GradSum`].
 
+use std::sync::Arc;
+
 use rayon::prelude::*;
 
-use crate::certify::enclosure::{BallVec, ETA, U, down, gamma_up, interval_to_ball, up};
+use crate::certify::ball::BallVec;
+use crate::certify::forward::prepare::{PreparedNet, PreparedOp};
+use crate::certify::round::{ETA, U, down, exact, gamma_up, interval_to_ball, up};
 use crate::error::{Error, Result};
-use crate::model::{Layer, LayerPlan, ModelSpec, Params, Window};
-
-/// `n` as f64 (exact for `n < 2⁵³`).
-fn exact(n: usize) -> f64 {
-    n as f64
-}
+use crate::model::{ModelSpec, Params, Window};
 
 /// Rigorous radius of a sum `Σ_{i<n} a_i b_i` computed in round-to-nearest (Lemma B1).
 ///
@@ -190,21 +189,17 @@ impl KinkStats {
     }
 }
 
-/// A network prepared for certified backward passes: the plan, exact f64 weights and the
-/// offset of every layer's parameters in the flat gradient.
+/// A network prepared for certified backward passes: the shared [`PreparedNet`] (exact f64
+/// weights) and the offset of every layer's parameters in the flat gradient.
 ///
-/// Invariant: the parameters passed [`Params::check`] against the spec.
+/// Invariant: `offsets[i]` is, for weight layer `i` of the plan, the offset of its weight in
+/// the flat parameter vector (its bias follows); `n_params` is the total length.
 #[derive(Clone, Debug)]
 pub struct Backward {
-    plan: Vec<LayerPlan>,
-    /// Per spec layer: `Some(k)` = index into `params.layers` for weight layers.
-    weight_index: Vec<Option<usize>>,
-    /// Exact f64 weights per weight layer.
-    weights: Vec<Vec<f64>>,
-    /// Offset of each weight layer's weight in the flat parameter vector; its bias follows.
+    net: Arc<PreparedNet>,
+    /// Per plan layer: offset of its parameters (0 for layers without weights).
     offsets: Vec<usize>,
     n_params: usize,
-    outputs: usize,
 }
 
 /// The output of one certified backward pass.
@@ -217,39 +212,36 @@ pub struct GradEnclosure {
 }
 
 impl Backward {
-    /// Prepares `params` of `spec`; errors on shape mismatch or non-finite weights.
+    /// Checks `params` against `spec` and prepares them; errors on shape mismatch or
+    /// non-finite weights.
     pub fn new(spec: &ModelSpec, params: &Params) -> Result<Self> {
-        params.check(spec)?;
-        let plan = spec.plan()?;
-        let mut weight_index = Vec::with_capacity(plan.len());
-        let mut offsets = Vec::new();
+        Ok(Self::from_prepared(Arc::new(PreparedNet::from_spec(
+            spec, params,
+        )?)))
+    }
+
+    /// Backward passes over an already prepared network (shared, not copied).
+    pub fn from_prepared(net: Arc<PreparedNet>) -> Self {
+        let mut offsets = Vec::with_capacity(net.ops().len());
         let mut off = 0;
-        let mut k = 0;
-        for p in &plan {
-            if p.layer.has_weights() {
-                weight_index.push(Some(k));
-                offsets.push(off);
-                let lp = &params.layers[k];
-                off += lp.weight.len() + lp.bias.as_ref().map_or(0, Vec::len);
-                k += 1;
-            } else {
-                weight_index.push(None);
+        for op in net.ops() {
+            offsets.push(off);
+            match op {
+                PreparedOp::Dense(a) | PreparedOp::Conv { affine: a, .. } => {
+                    off += a.w.len() + a.bias.as_ref().map_or(0, Vec::len);
+                }
+                PreparedOp::MaxPool { .. }
+                | PreparedOp::AvgPool { .. }
+                | PreparedOp::Flatten
+                | PreparedOp::Relu
+                | PreparedOp::LeakyRelu { .. } => {}
             }
         }
-        let weights = params
-            .layers
-            .iter()
-            .map(|l| l.weight.iter().map(|&v| v as f64).collect())
-            .collect();
-        let outputs = plan.last().map_or(spec.input.len(), |p| p.output.len());
-        Ok(Self {
-            plan,
-            weight_index,
-            weights,
+        Self {
+            net,
             offsets,
             n_params: off,
-            outputs,
-        })
+        }
     }
 
     /// Number of scalar parameters (length of every gradient).
@@ -259,12 +251,12 @@ impl Backward {
 
     /// Number of network outputs.
     pub fn outputs(&self) -> usize {
-        self.outputs
+        self.net.outputs()
     }
 
     /// Enclosure of `∂°(cᵀΦ)(θ)` at example `b` of a batch of `batch` examples whose
     /// forward enclosures are `acts` (as returned by
-    /// [`super::enclosure::forward_enclosures`]: index 0 the input, index `i + 1` the
+    /// [`super::forward::forward_enclosures`]: index 0 the input, index `i + 1` the
     /// output of layer `i`, batch-major). `adjoint` is `c` (exact, length = outputs).
     pub fn gradient(
         &self,
@@ -273,18 +265,19 @@ impl Backward {
         b: usize,
         adjoint: &[f64],
     ) -> Result<GradEnclosure> {
-        if acts.len() != self.plan.len() + 1 || b >= batch {
+        let plan = self.net.plan();
+        if acts.len() != plan.len() + 1 || b >= batch {
             return Err(Error::Shape(format!(
                 "backward pass: {} forward enclosures for {} layers, example {b} of {batch}",
                 acts.len(),
-                self.plan.len()
+                plan.len()
             )));
         }
-        if adjoint.len() != self.outputs {
+        if adjoint.len() != self.outputs() {
             return Err(Error::Shape(format!(
                 "backward pass: adjoint of length {} for {} outputs",
                 adjoint.len(),
-                self.outputs
+                self.outputs()
             )));
         }
         let row = |i: usize, len: usize| -> Result<(&[f64], &[f64])> {
@@ -308,20 +301,19 @@ impl Backward {
         // current adjoint of the output of layer i: exact c at the top.
         let mut gm = adjoint.to_vec();
         let mut gr = vec![0.0; adjoint.len()];
-        let first_weight = self.weight_index.iter().position(Option::is_some);
-        for (i, p) in self.plan.iter().enumerate().rev() {
+        let first_weight = self.net.ops().iter().position(PreparedOp::has_weights);
+        for (i, (p, op)) in self.net.layers().enumerate().rev() {
             let (il, ol) = (p.input.len(), p.output.len());
             debug_assert_eq!(gm.len(), ol);
             let (xm, xr) = row(i, il)?;
             // Whether anything below layer i depends on the parameters.
             let need_input = first_weight.is_some_and(|f| f < i);
-            let (nm, nr) = match p.layer {
-                Layer::Dense { out, .. } => {
-                    let k = self.weight_index[i].expect("weight layer");
-                    let w = &self.weights[k];
-                    let off = self.offsets[k];
+            let (nm, nr) = match op {
+                PreparedOp::Dense(a) => {
+                    let (w, out) = (&a.w, a.out);
+                    let off = self.offsets[i];
                     dense_weight_grad(&gm, &gr, xm, xr, out, il, &mut grad, off)?;
-                    if p.layer.has_bias() {
+                    if a.bias.is_some() {
                         let bo = off + w.len();
                         grad.mid[bo..bo + out].copy_from_slice(&gm);
                         grad.rad[bo..bo + out].copy_from_slice(&gr);
@@ -332,35 +324,35 @@ impl Backward {
                         (vec![], vec![])
                     }
                 }
-                Layer::Conv2d { out, .. } => {
-                    let k = self.weight_index[i].expect("weight layer");
-                    let w = &self.weights[k];
-                    let off = self.offsets[k];
-                    let win = p.window.expect("conv window");
-                    let c_in = p.input.c;
-                    conv_weight_grad(&gm, &gr, xm, xr, out, c_in, &win, &mut grad, off)?;
-                    if p.layer.has_bias() {
-                        conv_bias_grad(&gm, &gr, out, &win, &mut grad, off + w.len())?;
+                PreparedOp::Conv {
+                    affine: a,
+                    window: win,
+                    c_in,
+                    ..
+                } => {
+                    let (w, out, c_in) = (&a.w, a.out, *c_in);
+                    let off = self.offsets[i];
+                    conv_weight_grad(&gm, &gr, xm, xr, out, c_in, win, &mut grad, off)?;
+                    if a.bias.is_some() {
+                        conv_bias_grad(&gm, &gr, out, win, &mut grad, off + w.len())?;
                     }
                     if need_input {
-                        conv_input_adjoint(w, &gm, &gr, out, c_in, &win)?
+                        conv_input_adjoint(w, &gm, &gr, out, c_in, win)?
                     } else {
                         (vec![], vec![])
                     }
                 }
-                Layer::Relu => leaky_backward(&gm, &gr, xm, xr, 0.0, &mut kinks),
-                Layer::LeakyRelu { slope } => {
-                    leaky_backward(&gm, &gr, xm, xr, slope as f64, &mut kinks)
+                PreparedOp::Relu => leaky_backward(&gm, &gr, xm, xr, 0.0, &mut kinks),
+                PreparedOp::LeakyRelu { slope } => {
+                    leaky_backward(&gm, &gr, xm, xr, *slope as f64, &mut kinks)
                 }
-                Layer::MaxPool { .. } => {
-                    let win = p.window.expect("pool window");
-                    maxpool_backward(&gm, &gr, xm, xr, p.input.c, &win, &mut kinks)
+                PreparedOp::MaxPool { window, channels } => {
+                    maxpool_backward(&gm, &gr, xm, xr, *channels, window, &mut kinks)
                 }
-                Layer::AvgPool { .. } => {
-                    let win = p.window.expect("pool window");
-                    avgpool_backward(&gm, &gr, p.input.c, &win)
+                PreparedOp::AvgPool { window, channels } => {
+                    avgpool_backward(&gm, &gr, *channels, window)
                 }
-                Layer::Flatten => (gm, gr),
+                PreparedOp::Flatten => (gm, gr),
             };
             if !need_input {
                 break;
@@ -554,17 +546,13 @@ fn conv_input_adjoint(
                     continue;
                 }
                 let ga = g.abs();
-                for ky in 0..w.k {
-                    let Some(iy) = w.in_row(oy, ky) else { continue };
-                    for kx in 0..w.k {
-                        let Some(ix) = w.in_col(ox, kx) else { continue };
-                        for c in 0..c_in {
-                            let wv = wt[(o * c_in + c) * kk + ky * w.k + kx];
-                            let j = c * plane + iy * w.in_w + ix;
-                            m[j] += wv * g;
-                            r[j] += wv.abs() * grr;
-                            a[j] += wv.abs() * ga;
-                        }
+                for (tap, at) in w.taps(oy, ox) {
+                    for c in 0..c_in {
+                        let wv = wt[(o * c_in + c) * kk + tap];
+                        let j = c * plane + at;
+                        m[j] += wv * g;
+                        r[j] += wv.abs() * grr;
+                        a[j] += wv.abs() * ga;
                     }
                 }
             }
@@ -641,23 +629,16 @@ fn maxpool_backward(
                     continue;
                 }
                 let (glo, ghi) = (down(g - grr), up(g + grr));
-                let idx = |ky: usize, kx: usize| {
-                    ch * plane + (oy * w.stride + ky) * w.in_w + ox * w.stride + kx
-                };
+                // Valid pooling: every tap is inside the plane.
+                let window = move || w.taps(oy, ox).map(move |(_, t)| ch * plane + t);
                 let mut best_lo = f64::NEG_INFINITY;
-                for ky in 0..w.k {
-                    for kx in 0..w.k {
-                        let e = idx(ky, kx);
-                        best_lo = best_lo.max(down(xm[e] - xr[e]));
-                    }
+                for e in window() {
+                    best_lo = best_lo.max(down(xm[e] - xr[e]));
                 }
                 cand.clear();
-                for ky in 0..w.k {
-                    for kx in 0..w.k {
-                        let e = idx(ky, kx);
-                        if up(xm[e] + xr[e]) >= best_lo {
-                            cand.push(e);
-                        }
+                for e in window() {
+                    if up(xm[e] + xr[e]) >= best_lo {
+                        cand.push(e);
                     }
                 }
                 let (clo, chi) = if cand.len() == 1 {
@@ -694,12 +675,10 @@ fn avgpool_backward(gm: &[f64], gr: &[f64], c: usize, w: &Window) -> (Vec<f64>, 
                 }
                 let clo = down(down(g - grr) / kk);
                 let chi = up(up(g + grr) / kk);
-                for ky in 0..w.k {
-                    for kx in 0..w.k {
-                        let e = ch * plane + (oy * w.stride + ky) * w.in_w + ox * w.stride + kx;
-                        lo[e] = down(lo[e] + clo);
-                        hi[e] = up(hi[e] + chi);
-                    }
+                for (_, t) in w.taps(oy, ox) {
+                    let e = ch * plane + t;
+                    lo[e] = down(lo[e] + clo);
+                    hi[e] = up(hi[e] + chi);
                 }
             }
         }

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::bounds::{Decision, Enclosure, div_pos, exact};
-use super::enclosure::{CertifiedNet, Precision, PrecisionStats};
+use super::forward::{CertifiedNet, ForwardMode, ForwardStats};
 use super::homogeneity::{HomogeneityCert, homogeneity};
 use super::kkt::{KktCertificate, KktOptions, certify_kkt_with_logits};
 use super::loss::{LossCert, LossKind, loss_bounds, loss_cert, smoothed_margin};
@@ -30,7 +30,7 @@ pub struct CertifyOptions {
     /// Arithmetic of the certified forward pass of the margins (proofs/forward-dd.md).
     /// Certificates written before this option existed used binary64 and parse as such.
     #[serde(default)]
-    pub forward: Precision,
+    pub forward: ForwardMode,
 }
 
 impl Default for CertifyOptions {
@@ -44,7 +44,7 @@ impl Default for CertifyOptions {
                 nnls_memory_bytes: 1 << 29,
                 ..KktOptions::default()
             }),
-            forward: Precision::Auto,
+            forward: ForwardMode::Auto,
         }
     }
 }
@@ -110,7 +110,7 @@ pub struct Certificate {
     /// How the margins' forward pass was computed (how many examples needed
     /// double-double); absent in certificates written before it existed.
     #[serde(default)]
-    pub forward: Option<PrecisionStats>,
+    pub forward: Option<ForwardStats>,
 }
 
 /// Checks the inputs of [`certify`] and [`super::verify::verify`].
@@ -154,7 +154,7 @@ pub(crate) fn certify_full(
     let prec = opts.precision;
     let n = data.len();
     let (logits, forward) = CertifiedNet::new(spec, params)?
-        .with_precision(opts.forward)?
+        .with_forward_mode(opts.forward)?
         .logits_with_stats(&data.pixels, n)?;
     let all_gaps: Vec<_> = (0..n)
         .map(|i| gaps(&logits, i, data.labels[i], task))

@@ -6,7 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::enclosure::{BallVec, CertifiedNet, Precision};
+use super::ball::BallVec;
+use super::forward::{CertifiedNet, ForwardMode};
 use crate::error::Result;
 use crate::model::{ModelSpec, Params};
 
@@ -68,19 +69,19 @@ fn scale_ball(b: &BallVec, f: f64) -> Option<BallVec> {
 }
 
 /// The structural result and the witness on `pixels` (`batch` examples), the logits
-/// enclosed with `precision` (double-double keeps the witness sharp on deep nets).
+/// enclosed in forward `mode` (double-double keeps the witness sharp on deep nets).
 pub fn homogeneity(
     spec: &ModelSpec,
     params: &Params,
     pixels: &[u8],
     batch: usize,
-    precision: Precision,
+    mode: ForwardMode,
 ) -> Result<HomogeneityCert> {
     let h = spec.homogeneity();
     let mut witness = Vec::new();
     if let Some(l) = h.degree {
         let base = CertifiedNet::new(spec, params)?
-            .with_precision(precision)?
+            .with_forward_mode(mode)?
             .logits(pixels, batch)?;
         for c in [2.0f32, 0.5, 4.0] {
             let skip = |why: String| WitnessCheck {
@@ -105,7 +106,7 @@ pub fn homogeneity(
                 continue;
             };
             let got = CertifiedNet::new(spec, &scaled)?
-                .with_precision(precision)?
+                .with_forward_mode(mode)?
                 .logits(pixels, batch)?;
             let mut consistent = true;
             let mut rel: f64 = 0.0;

@@ -4,8 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::ball::BallVec;
 use super::bounds::Enclosure;
-use super::enclosure::{BallVec, down, up};
+use super::round::{down, up};
 use crate::error::{Error, Result};
 
 /// The task a margin is taken in.

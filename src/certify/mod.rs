@@ -4,9 +4,12 @@
 //! weights taken as exact reals, evaluated on the exact inputs `p / 255`. The proofs are in
 //! `proofs/*.md`; the property tests in `tests/soundness.rs`.
 //!
-//! - [`enclosure`]: the certified forward pass (midpoint-radius enclosures of every layer),
-//!   [`forward_enclosures`] and [`logit_enclosures`] — the foundation of everything else.
-//! - [`dd`]: the double-double certified forward pass for deep nets ([`Precision`]).
+//! - [`round`]: directed rounding (`up`, `down`, `γ_n`), ball/interval conversions.
+//! - [`ball`]: [`BallVec`] and the input enclosure of `p / 255`.
+//! - [`forward`]: the certified forward pass — the [`PreparedNet`] every certified pass
+//!   shares, the binary64 and double-double kernels, [`CertifiedNet`] and its
+//!   [`ForwardMode`], [`forward_enclosures`] and [`logit_enclosures`] — the foundation of
+//!   everything else.
 //! - [`backward`]: certified gradient enclosures containing the Clarke subdifferential.
 //! - [`kkt`]: the Euler identity check and certified (epsilon, delta)-KKT bounds of (P).
 //! - [`margin`]: per-example margins, `q_min`, support set.
@@ -20,23 +23,26 @@
 //! - [`bounds`]: `Lower`, `Upper`, `Enclosure`, `Decision`.
 
 pub mod backward;
+pub mod ball;
 pub mod bounds;
 pub mod certificate;
-pub mod dd;
-pub mod enclosure;
+pub mod forward;
 pub mod homogeneity;
 pub mod kkt;
 pub mod loss;
 pub mod margin;
 pub mod norms;
 pub mod reference;
+pub mod round;
 pub mod verify;
 
+pub use ball::BallVec;
 pub use bounds::{Decision, Enclosure, Lower, Upper};
 pub use certificate::{Certificate, CertifyOptions, certify};
-pub use dd::DdBallVec;
-pub use enclosure::{
-    BallVec, CertifiedNet, Precision, PrecisionStats, forward_enclosures, logit_enclosures,
+pub use forward::dd::DdBallVec;
+pub use forward::{
+    CertifiedNet, ForwardMode, ForwardStats, PreparedNet, RadiusMode, forward_enclosures,
+    logit_enclosures,
 };
 pub use loss::LossKind;
 pub use verify::{VerifyReport, verify};

@@ -7,8 +7,10 @@
 //! is certified; its result counts only after [`CertifiedNet::logits_of_ball`] proves the
 //! found point misclassified).
 
-use crate::certify::enclosure::{BallVec, CertifiedNet, input_enclosure, up};
+use crate::certify::ball::{BallVec, input_enclosure};
+use crate::certify::forward::CertifiedNet;
 use crate::certify::margin::{Task, gaps, margin_of};
+use crate::certify::round::up;
 use crate::error::Result;
 use crate::model::{Layer, LayerPlan, ModelSpec, Params};
 

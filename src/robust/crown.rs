@@ -1,5 +1,5 @@
 //! A CROWN-style linear-relaxation lower bound on the class gaps over an L∞ box, sound under
-//! floating point (proofs/robust-crown.md), for every layer kind of [`Layer`]: dense and
+//! floating point (proofs/robust-crown.md), for every layer kind of [`crate::model::Op`]: dense and
 //! conv2d (any stride / padding, with or without bias), max- and avg-pool (overlapping
 //! windows included), ReLU, LeakyReLU with slope `≤ 1`, flatten.
 //!
@@ -14,39 +14,39 @@
 //! minimisation over the box is of an exactly known linear function, done with downward
 //! rounding.
 
-use crate::certify::enclosure::{
-    BallVec, CertifiedNet, ETA, U, down, gamma_up, gather_table, mat_ab_f64, mat_atb_f64, up,
-};
-use crate::certify::margin::Task;
-use crate::error::{Error, Result};
-use crate::model::{Layer, ModelSpec, Params, Window};
+use std::sync::Arc;
 
-/// One layer prepared for back-substitution.
+use crate::certify::ball::BallVec;
+use crate::certify::forward::CertifiedNet;
+use crate::certify::forward::prepare::{Affine, PreparedNet, PreparedOp};
+use crate::certify::margin::Task;
+use crate::certify::round::{ETA, U, down, gamma_up, up};
+use crate::error::{Error, Result};
+use crate::linalg::{Accum, MatMut, MatRef, Par, matmul};
+use crate::model::{ModelSpec, Params, Window};
+
+/// One layer prepared for back-substitution: the shared exact weights of the
+/// [`PreparedNet`] plus the column sums and term counts of the a-priori charges.
 #[derive(Clone, Debug)]
-enum Step {
-    /// `z = W a + b`, `W: [out, inp]` row-major (exact f32 values as f64);
+enum BackSub {
+    /// `z = W a + b`, `W: [out, inp]` row-major (exact f32 values as f64, `affine.w`);
     /// `colsum[k] ≥ Σ_o |W[o, k]|` (rounded up).
     Dense {
-        out: usize,
+        affine: Arc<Affine>,
         inp: usize,
-        w: Vec<f64>,
         colsum: Vec<f64>,
-        bias: Option<Vec<f64>>,
     },
     /// `z[o, p] = Σ_r W[o, r] col[r, p] + b[o]` with the im2col gather `table[r·P + p]`
     /// (`u32::MAX` in the zero padding), `W: [out, fan]`, `fan = c_in·k·k`, `P = oh·ow`.
     /// `terms ≥` the number of products summed into one entry of `Wᵀλ` (`out·⌈k/s⌉²`);
     /// `colsum[i] ≥ Σ_{o,ky,kx} |W[o, c(i), ky, kx]|` for input `i` of channel `c(i)`.
     Conv {
-        out: usize,
-        fan: usize,
+        affine: Arc<Affine>,
         pixels: usize,
         in_len: usize,
         terms: usize,
-        w: Vec<f64>,
         colsum: Vec<f64>,
-        bias: Option<Vec<f64>>,
-        table: Vec<u32>,
+        table: Arc<[u32]>,
     },
     /// Max- (`max`) or avg-pool over `channels` planes, valid windows.
     Pool {
@@ -63,10 +63,11 @@ enum Step {
 /// A network prepared for CROWN back-substitution.
 ///
 /// Invariant: `steps[i]` is layer `i` of the spec's plan, `lens[i]` its input length and
-/// `lens[steps.len()]` the number of outputs; weights are exact copies of the f32 parameters.
+/// `lens[steps.len()]` the number of outputs; weights are the [`PreparedNet`]'s exact copies
+/// of the f32 parameters.
 #[derive(Clone, Debug)]
 pub struct Crown {
-    steps: Vec<Step>,
+    steps: Vec<BackSub>,
     lens: Vec<usize>,
 }
 
@@ -75,88 +76,87 @@ impl Crown {
     /// fit the spec, a LeakyReLU slope above 1 (a concave activation, not relaxed here), or
     /// layers too large for the a-priori rounding bound.
     pub fn new(spec: &ModelSpec, params: &Params) -> Result<Self> {
-        params.check(spec)?;
-        let plan = spec.plan()?;
-        let mut it = params.layers.iter();
+        Self::from_prepared(&PreparedNet::from_spec(spec, params)?)
+    }
+
+    /// Prepares back-substitution over an already prepared network (its weights and gather
+    /// tables are shared, not copied). Errors as [`Crown::new`].
+    pub fn from_prepared(net: &PreparedNet) -> Result<Self> {
+        let plan = net.plan();
         let mut steps = Vec::with_capacity(plan.len());
         let mut lens = Vec::with_capacity(plan.len() + 1);
-        let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
-        let missing = || Error::Certify("CROWN: fewer weight tensors than weight layers".into());
-        for p in &plan {
+        for (p, op) in net.layers() {
             lens.push(p.input.len());
-            let step = match p.layer {
-                Layer::Dense { out, .. } => {
-                    let l = it.next().ok_or_else(missing)?;
-                    let w = f64s(&l.weight);
-                    gamma_up(out)?;
+            let step = match op {
+                PreparedOp::Dense(a) => {
+                    gamma_up(a.out)?;
                     let n = p.input.len();
                     let mut colsum = vec![0.0f64; n];
-                    for row in w.chunks_exact(n.max(1)) {
+                    for row in a.w.chunks_exact(n.max(1)) {
                         for (c, v) in colsum.iter_mut().zip(row) {
                             *c = up(*c + v.abs());
                         }
                     }
-                    Step::Dense {
-                        out,
+                    BackSub::Dense {
+                        affine: Arc::clone(a),
                         inp: n,
                         colsum,
-                        w,
-                        bias: l.bias.as_deref().map(f64s),
                     }
                 }
-                Layer::Conv2d { out, kernel, .. } => {
-                    let l = it.next().ok_or_else(missing)?;
-                    let win = p
-                        .window
-                        .ok_or_else(|| Error::Spec("conv layer without a window".into()))?;
+                PreparedOp::Conv {
+                    affine: a,
+                    window: win,
+                    c_in,
+                    table,
+                } => {
+                    let kernel = win.k;
                     let per_dim = kernel.div_ceil(win.stride);
-                    let terms = out * per_dim * per_dim;
+                    let terms = a.out * per_dim * per_dim;
                     gamma_up(terms)?;
-                    let w = f64s(&l.weight);
-                    let (c_in, kk) = (p.input.c, kernel * kernel);
+                    let (c_in, kk) = (*c_in, kernel * kernel);
                     let mut chsum = vec![0.0f64; c_in];
-                    for row in w.chunks_exact((c_in * kk).max(1)) {
+                    for row in a.w.chunks_exact((c_in * kk).max(1)) {
                         for (r, v) in row.iter().enumerate() {
                             chsum[r / kk] = up(chsum[r / kk] + v.abs());
                         }
                     }
                     let plane = p.input.h * p.input.w;
                     let colsum = (0..p.input.len()).map(|i| chsum[i / plane]).collect();
-                    Step::Conv {
-                        out,
-                        fan: p.input.c * kernel * kernel,
+                    BackSub::Conv {
+                        affine: Arc::clone(a),
                         pixels: win.out_h * win.out_w,
                         in_len: p.input.len(),
                         terms,
                         colsum,
-                        w,
-                        bias: l.bias.as_deref().map(f64s),
-                        table: gather_table(&win, p.input.c),
+                        table: Arc::clone(table),
                     }
                 }
-                Layer::MaxPool { .. } | Layer::AvgPool { .. } => Step::Pool {
-                    win: p
-                        .window
-                        .ok_or_else(|| Error::Spec("pool layer without a window".into()))?,
-                    channels: p.input.c,
-                    max: matches!(p.layer, Layer::MaxPool { .. }),
+                PreparedOp::MaxPool { window, channels } => BackSub::Pool {
+                    win: *window,
+                    channels: *channels,
+                    max: true,
                 },
-                Layer::Flatten => Step::Flatten,
-                Layer::Relu => Step::Act { slope: 0.0 },
-                Layer::LeakyRelu { slope } => {
+                PreparedOp::AvgPool { window, channels } => BackSub::Pool {
+                    win: *window,
+                    channels: *channels,
+                    max: false,
+                },
+                PreparedOp::Flatten => BackSub::Flatten,
+                PreparedOp::Relu => BackSub::Act { slope: 0.0 },
+                &PreparedOp::LeakyRelu { slope } => {
                     if slope.is_nan() || slope > 1.0 {
                         return Err(Error::Certify(format!(
                             "CROWN relaxes LeakyReLU with slope ≤ 1 only (convex), not {slope}"
                         )));
                     }
-                    Step::Act {
+                    BackSub::Act {
                         slope: slope as f64,
                     }
                 }
             };
             steps.push(step);
         }
-        lens.push(plan.last().map_or(spec.input.len(), |p| p.output.len()));
+        lens.push(net.outputs());
         Ok(Self { steps, lens })
     }
 
@@ -225,34 +225,38 @@ impl Crown {
                 .map(|(l, h)| l.abs().max(h.abs()))
                 .collect();
             match step {
-                Step::Dense {
-                    out,
+                BackSub::Dense {
+                    affine,
                     inp: n,
-                    w,
                     colsum,
-                    bias,
                 } => {
-                    if let Some(b) = bias {
+                    let (out, w) = (affine.out, &affine.w);
+                    if let Some(b) = &affine.bias {
                         add_bias(&lam, &mut beta, b, 1);
                     }
                     let mut next = vec![0.0; ns * n];
-                    mat_ab_f64(&lam, w, &mut next, ns, *n, *out);
-                    product_charge(&lam, &mut beta, colsum, &amax, *out)?;
+                    // λ' = Λ·W: each entry a sum of `out` once-rounded products, any order.
+                    matmul(
+                        MatMut::row_major(&mut next, ns, *n),
+                        Accum::Replace,
+                        MatRef::row_major(&lam, ns, out),
+                        MatRef::row_major(w, out, *n),
+                        Par::Seq,
+                    );
+                    product_charge(&lam, &mut beta, colsum, &amax, out)?;
                     lam = next;
                 }
-                Step::Conv {
-                    out,
-                    fan,
+                BackSub::Conv {
+                    affine,
                     pixels,
                     in_len,
                     terms,
-                    w,
                     colsum,
-                    bias,
                     table,
                 } => {
-                    let (out, fan, pp) = (*out, *fan, *pixels);
-                    if let Some(b) = bias {
+                    let (out, fan, pp) = (affine.out, affine.fan_in, *pixels);
+                    let w = &affine.w;
+                    if let Some(b) = &affine.bias {
                         add_bias(&lam, &mut beta, b, pp);
                     }
                     // Λ as [out, ns·P] (column block s = spec s).
@@ -266,7 +270,14 @@ impl Crown {
                         }
                     }
                     let mut cols = vec![0.0; fan * sp];
-                    mat_atb_f64(w, &lc, &mut cols, fan, sp, out);
+                    // Wᵀ·Λ for row-major W: [out, fan].
+                    matmul(
+                        MatMut::row_major(&mut cols, fan, sp),
+                        Accum::Replace,
+                        MatRef::row_major(w, out, fan).transpose(),
+                        MatRef::row_major(&lc, out, sp),
+                        Par::Seq,
+                    );
                     // col2im: scatter-add (part of the same summation tree of ≤ `terms`
                     // products per input entry).
                     let mut next = vec![0.0; ns * in_len];
@@ -285,11 +296,11 @@ impl Crown {
                     product_charge(&lam, &mut beta, colsum, &amax, *terms)?;
                     lam = next;
                 }
-                Step::Pool { win, channels, max } => {
+                BackSub::Pool { win, channels, max } => {
                     lam = pool_back(win, *channels, *max, &lam, &mut beta, &lo, &hi, &amax);
                 }
-                Step::Act { slope } => act_back(*slope, &mut lam, &mut beta, &lo, &hi),
-                Step::Flatten => {}
+                BackSub::Act { slope } => act_back(*slope, &mut lam, &mut beta, &lo, &hi),
+                BackSub::Flatten => {}
             }
             // A non-finite coefficient or constant makes the invariant meaningless: the
             // spec's bound becomes −∞ (trivially sound) and its coefficients are dropped.
@@ -398,11 +409,11 @@ fn pool_back(
     let n_out = channels * pp;
     let n_in = channels * plane;
     let ns = beta.len();
-    let window = |o: usize| {
+    // Valid pooling: every tap of output `o` is inside its channel's plane.
+    let window = move |o: usize| {
         let (ch, q) = (o / pp, o % pp);
-        let base =
-            ch * plane + (q / win.out_w) * win.stride * win.in_w + (q % win.out_w) * win.stride;
-        (0..win.k).flat_map(move |ky| (0..win.k).map(move |kx| base + ky * win.in_w + kx))
+        win.taps(q / win.out_w, q % win.out_w)
+            .map(move |(_, t)| ch * plane + t)
     };
     // Max: per output, the input with the largest lower bound, whether it is the max
     // outright, and the largest upper bound.

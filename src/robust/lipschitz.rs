@@ -5,9 +5,9 @@
 //! product and square root is rounded upward with [`up`] (Lemma 1 of proofs/forward.md:
 //! `up(RN(a)) ≥ a`), so each returned number is `≥` the exact real quantity it bounds.
 
-use crate::certify::enclosure::{ETA, U, down, gamma_up, up};
+use crate::certify::round::{ETA, U, down, gamma_up, up};
 use crate::error::{Error, Result};
-use crate::model::{Layer, ModelSpec, Params};
+use crate::model::{CheckedModel, ModelSpec, Op, Params};
 use ndarray::{Array2, linalg::general_mat_mul};
 
 /// Upper bound on `Σ |v_i|` (each partial sum rounded up).
@@ -150,16 +150,21 @@ impl Lipschitz {
     }
 }
 
-/// Certified L2 Lipschitz bounds of `params` on `spec`.
+/// Certified L2 Lipschitz bounds of `params` on `spec` (checks them; see [`lipschitz_of`]).
 pub fn lipschitz(spec: &ModelSpec, params: &Params) -> Result<Lipschitz> {
-    params.check(spec)?;
-    let plan = spec.plan()?;
-    let mut weights = params.layers.iter();
+    lipschitz_of(&CheckedModel::new(spec.clone(), params.clone())?)
+}
+
+/// Certified L2 Lipschitz bounds of a checked model (from its f32 weights, taken as exact
+/// reals); for a [`crate::certify::PreparedNet`] pass `net.model()`.
+pub fn lipschitz_of(model: &CheckedModel) -> Result<Lipschitz> {
+    let plan = model.plan();
+    let mut weights = model.params().layers.iter();
     let mut per_layer = Vec::with_capacity(plan.len());
     let mut last_dense: Option<(usize, usize, usize, &[f32])> = None; // (plan idx, out, inp, w)
     for (i, p) in plan.iter().enumerate() {
-        let l = match p.layer {
-            Layer::Dense { out, .. } => {
+        let l = match p.op {
+            Op::Dense { out, .. } => {
                 let lp = weights
                     .next()
                     .ok_or_else(|| Error::Spec("missing weights".into()))?;
@@ -167,32 +172,27 @@ pub fn lipschitz(spec: &ModelSpec, params: &Params) -> Result<Lipschitz> {
                 last_dense = Some((i, out, inp, &lp.weight));
                 dense_norm_up(&lp.weight, out, inp)
             }
-            Layer::Conv2d { out, kernel, .. } => {
+            Op::Conv {
+                out, c_in, window, ..
+            } => {
                 let lp = weights
                     .next()
                     .ok_or_else(|| Error::Spec("missing weights".into()))?;
                 last_dense = None;
-                conv_norm_up(&lp.weight, out, p.input.c, kernel)
+                conv_norm_up(&lp.weight, out, c_in, window.k)
             }
-            Layer::MaxPool { .. } | Layer::AvgPool { .. } => {
-                let w = p
-                    .window
-                    .ok_or_else(|| Error::Spec("pool without a window".into()))?;
+            Op::MaxPool { window: w, .. } | Op::AvgPool { window: w, .. } => {
                 pool_lip_up(w.k, w.stride)
             }
-            Layer::Flatten | Layer::Relu => 1.0,
-            Layer::LeakyRelu { slope } => (slope as f64).abs().max(1.0),
+            Op::Flatten | Op::Relu => 1.0,
+            Op::LeakyRelu { slope } => (slope as f64).abs().max(1.0),
         };
         per_layer.push(l);
     }
     let network = per_layer.iter().fold(1.0, |a, &b| up(a * b));
-    let k = plan.last().map_or(spec.input.len(), |p| p.output.len());
+    let k = model.outputs();
     // The final dense layer counts only when nothing but flatten follows it.
-    let tail_ok = |i: usize| {
-        plan[i + 1..]
-            .iter()
-            .all(|p| matches!(p.layer, Layer::Flatten))
-    };
+    let tail_ok = |i: usize| plan[i + 1..].iter().all(|p| matches!(p.op, Op::Flatten));
     let gap = match last_dense {
         Some((i, out, inp, w)) if tail_ok(i) && out == k => {
             let prefix = per_layer[..i].iter().fold(1.0, |a, &b| up(a * b));

@@ -17,11 +17,11 @@ pub mod lipschitz;
 
 use serde::{Deserialize, Serialize};
 
+use crate::certify::ball::{BallVec, input_enclosure};
 use crate::certify::bounds::ext_f64;
-use crate::certify::enclosure::{
-    BallVec, CertifiedNet, down, input_enclosure, interval_to_ball, up,
-};
+use crate::certify::forward::CertifiedNet;
 use crate::certify::margin::{Task, gaps, margin_of};
+use crate::certify::round::{down, interval_to_ball, up};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::{ModelSpec, Params};

@@ -9,14 +9,18 @@
 //! kernel uses (eight independent lanes, one dot product per lane, auto-vectorised).
 //! Fresh rounding errors per layer are then `~n·2⁻¹⁰⁶` relative instead of `~n·2⁻⁵³`,
 //! which keeps deep nets (the 14-layer CIFAR VGG) certifiable where the f64 pass of
-//! [`super::enclosure`] loses every digit.
+//! [`super::binary64`] loses every digit.
 //!
 //! Soundness does not depend on the midpoint being normalised (`|lo| ≤ ulp(hi)/2`): the
 //! enclosure is `x ∈ [hi + lo − rad, hi + lo + rad]` for any finite `hi, lo` and `rad ≥ 0`.
 
+use std::sync::Arc;
+
 use rayon::prelude::*;
 
-use super::enclosure::{Affine, BallVec, ETA, Step, U, down, gamma_up, gather_table, up};
+use super::prepare::{Affine, PreparedNet, PreparedOp};
+use crate::certify::ball::BallVec;
+use crate::certify::round::{ETA, U, down, gamma_up, interval_to_ball, up};
 use crate::error::{Error, Result};
 use crate::model::{LayerPlan, Window};
 
@@ -249,65 +253,125 @@ pub fn dot_dd(w: &[f64], x: &DdBallVec) -> Result<(f64, f64, f64)> {
     Ok(out)
 }
 
-/// A dense layer prepared for the double-double kernel: `W` transposed into blocks of
-/// [`LANES`] output rows, `wt[(blk·n + j)·LANES + i] = w[blk·LANES + i, j]` (zero rows past
-/// `out`).
+/// One layer prepared for the double-double pass: the shared f64 data of its
+/// [`PreparedOp`] plus, for weight layers, the constants of the dot-product bound (and for
+/// dense layers `W` transposed into blocks of [`LANES`] output rows,
+/// `wt[(blk·n + j)·LANES + i] = w[blk·LANES + i, j]`, zero rows past `out`).
+///
+/// Invariant: built by [`DdOp::new`] from the [`PreparedOp`] of the same layer.
 #[derive(Clone, Debug)]
-pub(crate) struct DenseDd {
-    wt: Vec<f64>,
-    c: DotConsts,
-}
-
-/// Per-layer data of the double-double pass (alongside the f64 [`Step`]).
-#[derive(Clone, Debug)]
-pub(crate) enum DdExtra {
+pub(crate) enum DdOp {
     /// Dense layer.
-    Dense(DenseDd),
-    /// Conv layer: the im2col gather table and the bound's constants.
-    Conv(Vec<u32>, DotConsts),
-    /// Any other layer.
-    None,
+    Dense {
+        /// Weights and bias (shared with the f64 pass).
+        affine: Arc<Affine>,
+        /// `W` in lane blocks.
+        wt: Vec<f64>,
+        /// Constants of the bound for fan-in `n`.
+        c: DotConsts,
+    },
+    /// Conv layer.
+    Conv {
+        /// Weights and bias (shared with the f64 pass).
+        affine: Arc<Affine>,
+        /// Window geometry.
+        window: Window,
+        /// The im2col gather table (shared with the f64 pass).
+        table: Arc<[u32]>,
+        /// Constants of the bound for the fan-in.
+        c: DotConsts,
+    },
+    /// Max-pool.
+    MaxPool {
+        /// Window geometry.
+        window: Window,
+        /// Channels.
+        channels: usize,
+    },
+    /// Avg-pool.
+    AvgPool {
+        /// Window geometry.
+        window: Window,
+        /// Channels.
+        channels: usize,
+    },
+    /// No-op.
+    Flatten,
+    /// ReLU.
+    Relu,
+    /// LeakyReLU with the spec's exact slope.
+    LeakyRelu {
+        /// Slope on the negative side.
+        slope: f32,
+    },
 }
 
-/// Prepares the double-double data of one step.
-pub(crate) fn prepare(step: &Step) -> Result<DdExtra> {
-    Ok(match step {
-        Step::Dense(a) => {
-            let n = a.fan_in;
-            let blocks = a.out.div_ceil(LANES);
-            let mut wt = vec![0.0; blocks * n * LANES];
-            for o in 0..a.out {
-                let (blk, i) = (o / LANES, o % LANES);
-                for j in 0..n {
-                    wt[(blk * n + j) * LANES + i] = a.w[o * n + j];
+impl DdOp {
+    /// Prepares the double-double data of one prepared layer.
+    pub(crate) fn new(op: &PreparedOp) -> Result<Self> {
+        Ok(match op {
+            PreparedOp::Dense(a) => {
+                let n = a.fan_in;
+                let blocks = a.out.div_ceil(LANES);
+                let mut wt = vec![0.0; blocks * n * LANES];
+                for o in 0..a.out {
+                    let (blk, i) = (o / LANES, o % LANES);
+                    for j in 0..n {
+                        wt[(blk * n + j) * LANES + i] = a.w[o * n + j];
+                    }
+                }
+                DdOp::Dense {
+                    affine: Arc::clone(a),
+                    wt,
+                    c: DotConsts::new(n)?,
                 }
             }
-            DdExtra::Dense(DenseDd {
-                wt,
-                c: DotConsts::new(n)?,
-            })
-        }
-        Step::Conv(a, w, c_in) => DdExtra::Conv(gather_table(w, *c_in), DotConsts::new(a.fan_in)?),
-        _ => DdExtra::None,
-    })
+            PreparedOp::Conv {
+                affine,
+                window,
+                table,
+                ..
+            } => DdOp::Conv {
+                affine: Arc::clone(affine),
+                window: *window,
+                table: Arc::clone(table),
+                c: DotConsts::new(affine.fan_in)?,
+            },
+            PreparedOp::MaxPool { window, channels } => DdOp::MaxPool {
+                window: *window,
+                channels: *channels,
+            },
+            PreparedOp::AvgPool { window, channels } => DdOp::AvgPool {
+                window: *window,
+                channels: *channels,
+            },
+            PreparedOp::Flatten => DdOp::Flatten,
+            PreparedOp::Relu => DdOp::Relu,
+            PreparedOp::LeakyRelu { slope } => DdOp::LeakyRelu { slope: *slope },
+        })
+    }
 }
 
-/// Applies step `step` (with its prepared `extra`) to ONE example's enclosure.
-pub(crate) fn apply_dd(
-    plan: &LayerPlan,
-    step: &Step,
-    extra: &DdExtra,
-    x: DdBallVec,
-) -> Result<DdBallVec> {
-    let y = match (step, extra) {
-        (Step::Dense(a), DdExtra::Dense(d)) => dense_dd(a, d, &x),
-        (Step::Conv(a, w, _), DdExtra::Conv(table, c)) => conv_dd(a, w, table, c, &x),
-        (Step::MaxPool(w, c), _) => max_pool_dd(w, *c, &x),
-        (Step::AvgPool(w, c), _) => avg_pool_dd(w, *c, &x)?,
-        (Step::Identity, _) => x,
-        (Step::Relu, _) => relu_dd(x),
-        (Step::Leaky(s), _) => leaky_dd(x, *s),
-        _ => unreachable!("prepare() pairs every step with its extra data"),
+/// The double-double data of every layer of `net`.
+pub(crate) fn prepare(net: &PreparedNet) -> Result<Vec<DdOp>> {
+    net.ops().iter().map(DdOp::new).collect()
+}
+
+/// Applies layer `op` (plan `plan`) to ONE example's enclosure.
+pub(crate) fn apply_dd(plan: &LayerPlan, op: &DdOp, x: DdBallVec) -> Result<DdBallVec> {
+    let y = match op {
+        DdOp::Dense { affine, wt, c } => dense_dd(affine, wt, c, &x),
+        DdOp::Conv {
+            affine,
+            window,
+            table,
+            c,
+        } => conv_dd(affine, window, table, c, &x),
+        DdOp::MaxPool { window, channels } => max_pool_dd(window, *channels, &x),
+        DdOp::AvgPool { window, channels } => avg_pool_dd(window, *channels, &x)?,
+        DdOp::Flatten => x,
+        DdOp::Relu => relu_dd(x),
+        DdOp::LeakyRelu { slope } => leaky_dd(x, *slope as f64),
     };
     debug_assert_eq!(y.len(), plan.output.len());
     if !y.is_valid() {
@@ -332,10 +396,10 @@ fn bias_lanes(a: &Affine, from: usize) -> [f64; LANES] {
     s
 }
 
-fn dense_dd(a: &Affine, d: &DenseDd, x: &DdBallVec) -> DdBallVec {
+fn dense_dd(a: &Affine, wt: &[f64], c: &DotConsts, x: &DdBallVec) -> DdBallVec {
     let n = a.fan_in;
     let mut y = DdBallVec::zeros(a.out);
-    for (blk, wb) in d.wt.chunks_exact(n * LANES).enumerate() {
+    for (blk, wb) in wt.chunks_exact(n * LANES).enumerate() {
         // The bias enters the TwoSum chain exactly as its first term.
         let mut acc = Acc::new(bias_lanes(a, blk * LANES));
         for (j, w) in wb.chunks_exact(LANES).enumerate() {
@@ -349,7 +413,7 @@ fn dense_dd(a: &Affine, d: &DenseDd, x: &DdBallVec) -> DdBallVec {
         for i in 0..LANES {
             let o = blk * LANES + i;
             if o < a.out {
-                (y.hi[o], y.lo[o], y.rad[o]) = acc.finish(i, &d.c);
+                (y.hi[o], y.lo[o], y.rad[o]) = acc.finish(i, c);
             }
         }
     }
@@ -448,7 +512,7 @@ fn leaky_dd(mut x: DdBallVec, s: f64) -> DdBallVec {
             let sl = s * lo_b;
             let new_lo = down(sl).min(0.0);
             let new_hi = hi_b.max(up(sl)).max(0.0);
-            let (m, rr) = super::enclosure::interval_to_ball(new_lo, new_hi);
+            let (m, rr) = interval_to_ball(new_lo, new_hi);
             (x.hi[i], x.lo[i], x.rad[i]) = (m, 0.0, rr);
         }
     }
@@ -465,26 +529,19 @@ fn max_pool_dd(w: &Window, c: usize, x: &DdBallVec) -> DdBallVec {
         let base_in = ch * plane;
         for oy in 0..w.out_h {
             for ox in 0..w.out_w {
-                let at = |ky: usize, kx: usize| {
-                    base_in + (oy * w.stride + ky) * w.in_w + ox * w.stride + kx
-                };
-                let mut b = at(0, 0);
-                for ky in 0..w.k {
-                    for kx in 0..w.k {
-                        let i = at(ky, kx);
-                        if x.hi[i] > x.hi[b] || (x.hi[i] == x.hi[b] && x.lo[i] > x.lo[b]) {
-                            b = i;
-                        }
+                // Valid pooling: every tap is inside the plane, the first one is (0, 0).
+                let window = move || w.taps(oy, ox).map(move |(_, t)| base_in + t);
+                let mut b = base_in + oy * w.stride * w.in_w + ox * w.stride;
+                for i in window() {
+                    if x.hi[i] > x.hi[b] || (x.hi[i] == x.hi[b] && x.lo[i] > x.lo[b]) {
+                        b = i;
                     }
                 }
                 let mut r = x.rad[b];
-                for ky in 0..w.k {
-                    for kx in 0..w.k {
-                        let i = at(ky, kx);
-                        if i != b {
-                            let d = up(up(x.hi[i] - x.hi[b]) + up(x.lo[i] - x.lo[b]));
-                            r = r.max(up(d + x.rad[i]));
-                        }
+                for i in window() {
+                    if i != b {
+                        let d = up(up(x.hi[i] - x.hi[b]) + up(x.lo[i] - x.lo[b]));
+                        r = r.max(up(d + x.rad[i]));
                     }
                 }
                 let o = ch * p + oy * w.out_w + ox;
@@ -510,15 +567,13 @@ fn avg_pool_dd(w: &Window, c: usize, x: &DdBallVec) -> Result<DdBallVec> {
         for oy in 0..w.out_h {
             for ox in 0..w.out_w {
                 let (mut s, mut t, mut babs, mut rs) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
-                for ky in 0..w.k {
-                    for kx in 0..w.k {
-                        let i = ch * plane + (oy * w.stride + ky) * w.in_w + ox * w.stride + kx;
-                        let (s2, sig) = two_sum(s, x.hi[i]);
-                        s = s2;
-                        t = (t + sig) + x.lo[i];
-                        babs += sig.abs() + x.lo[i].abs();
-                        rs += x.rad[i];
-                    }
+                for (_, tap) in w.taps(oy, ox) {
+                    let i = ch * plane + tap;
+                    let (s2, sig) = two_sum(s, x.hi[i]);
+                    s = s2;
+                    t = (t + sig) + x.lo[i];
+                    babs += sig.abs() + x.lo[i].abs();
+                    rs += x.rad[i];
                 }
                 let (h1, l1) = two_sum(s, t);
                 let r1 = up(up(k * rs) + up(gk * babs));
@@ -538,12 +593,11 @@ fn avg_pool_dd(w: &Window, c: usize, x: &DdBallVec) -> Result<DdBallVec> {
 }
 
 /// Evaluates the double-double pass on every example of `pixels` (parallel over examples),
-/// returning each example's enclosures after every step when `all_layers`, else only the
-/// last. Used by [`super::enclosure::CertifiedNet`].
+/// returning each example's enclosures after every layer when `all_layers`, else only the
+/// last. Used by [`super::CertifiedNet`].
 pub(crate) fn run_examples(
     plan: &[LayerPlan],
-    steps: &[Step],
-    extra: &[DdExtra],
+    ops: &[DdOp],
     pixels: &[u8],
     input_len: usize,
     all_layers: bool,
@@ -553,11 +607,11 @@ pub(crate) fn run_examples(
         .map(|px| {
             let mut x = input_dd(px);
             let mut out = Vec::new();
-            for ((p, s), e) in plan.iter().zip(steps).zip(extra) {
+            for (p, op) in plan.iter().zip(ops) {
                 if all_layers {
                     out.push(x.clone());
                 }
-                x = apply_dd(p, s, e, x)?;
+                x = apply_dd(p, op, x)?;
             }
             out.push(x);
             Ok(out)

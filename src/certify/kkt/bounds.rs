@@ -1,0 +1,71 @@
+//! The certified `ε` and `δ` bounds of one choice of multipliers (proofs/kkt.md), in
+//! interval arithmetic (inari) over the certified gradient sum.
+
+use inari::Interval;
+use rayon::prelude::*;
+
+use crate::certify::backward::RadConst;
+use crate::certify::ball::BallVec;
+use crate::certify::round::{down, up};
+use crate::error::{Error, Result};
+use crate::model::Params;
+
+/// `[lo, hi]` as an inari interval (both finite, `lo ≤ hi`).
+pub(super) fn iv(lo: f64, hi: f64) -> Result<Interval> {
+    Interval::try_from((lo, hi))
+        .map_err(|_| Error::Certify(format!("invalid interval [{lo}, {hi}]")))
+}
+
+/// The point interval `[x, x]`.
+pub(super) fn pt(x: f64) -> Result<Interval> {
+    iv(x, x)
+}
+
+/// Certified `ε ≥ sup ‖A θ − C v‖₂` over `v ∈ sum` (a ball vector over the parameters),
+/// `A ∋ a`, `C ∋ c` intervals; returns (bound, f64 estimate with the midpoints).
+pub(super) fn epsilon_bound(
+    params: &Params,
+    sum: &BallVec,
+    a: Interval,
+    c: Interval,
+) -> Result<(f64, f64)> {
+    let n = sum.len();
+    let theta: Vec<f64> = params.values().map(|&v| v as f64).collect();
+    let (am, cm) = (a.mid(), c.mid());
+    let (s_hat, est) = theta
+        .par_iter()
+        .zip(sum.mid.par_iter().zip(sum.rad.par_iter()))
+        .map(|(&t, (&m, &r))| -> Result<(f64, f64)> {
+            let v = iv(down(m - r), up(m + r))?;
+            let d = a * pt(t)? - c * v;
+            let mag = d.mag();
+            let e = am * t - cm * m;
+            Ok((mag * mag, e * e))
+        })
+        .try_reduce(|| (0.0, 0.0), |x, y| Ok((x.0 + y.0, x.1 + y.1)))?;
+    // exact Σ mag² ≤ (ŝ + nη)(1 + 2γ_{n+5}) (Lemma B1 for non-negative single products).
+    let k = RadConst::new(n)?;
+    let bound = up(up(s_hat + k.n_eta) * k.one_plus_2g);
+    let eps = up(bound.sqrt());
+    if !eps.is_finite() {
+        return Err(Error::Certify("the epsilon bound overflowed f64".into()));
+    }
+    Ok((eps, est.sqrt()))
+}
+
+/// Certified `δ ≥ max(0, max_c σ μ_c (hi_c / q_lo − 1))`.
+pub(super) fn delta_bound(sigma: Interval, mu: &[f64], hi: &[f64], q_lo: Interval) -> Result<f64> {
+    let one = pt(1.0)?;
+    let mut d = 0.0f64;
+    for (&m, &h) in mu.iter().zip(hi) {
+        if m == 0.0 {
+            continue;
+        }
+        let v = sigma * pt(m)? * (pt(h)? / q_lo - one);
+        if v.is_empty() || !v.sup().is_finite() {
+            return Err(Error::Certify("the delta bound overflowed f64".into()));
+        }
+        d = d.max(v.sup());
+    }
+    Ok(d)
+}
