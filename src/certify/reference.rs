@@ -3,7 +3,7 @@
 //! approximation, accurate to far more digits than f64 for larger nets).
 //!
 //! Used by the soundness tests as the value every enclosure must contain. It shares no
-//! arithmetic with [`super::enclosure`]: it walks the spec's plan directly, scalar by scalar.
+//! arithmetic with [`super::forward`]: it walks the spec's plan directly, scalar by scalar.
 
 use rug::{Assign, Float, Rational};
 

@@ -19,7 +19,7 @@
 //!
 //! Rounding: every sum is computed in f64 round-to-nearest in any order and widened by the
 //! a-priori bound of [`finish_rad`] (Lemma B1 of proofs/backward.md); every elementwise step
-//! goes through intervals rounded outward with [`up`]/[`down`].
+//! goes through intervals rounded outward with [`up`](crate::certify::round::up)/[`down`](crate::certify::round::down).
 //!
 //! Sums `Σ_c λ_c ∇s_c` over many constraints are accumulated without storing the
 //! individual gradients with [`GradSum`].

@@ -4,11 +4,11 @@
 //! Dense and conv layers run `W·m` and `|W|·v` as two ordinary matrix products
 //! ([`crate::linalg::matmul`], any summation order), and the radius is widened by Higham's
 //! a-priori bound `|fl(aᵀb) − aᵀb| ≤ γ_n |a|ᵀ|b| + n·η` (`γ_n = nu/(1−nu)`, `u = 2⁻⁵³`,
-//! `η = 2⁻¹⁰⁷⁴`) with the constants of [`Affine`]. Every upward rounding is done with [`up`]
+//! `η = 2⁻¹⁰⁷⁴`) with the constants of `prepare::Affine`. Every upward rounding is done with [`up`]
 //! (`f64::next_up` of the round-to-nearest result), which is never below the exact value
 //! (Lemma 1 of `proofs/forward.md`).
 //!
-//! The conv gathers stay table-based ([`super::prepare::gather_table`], built once per
+//! The conv gathers stay table-based (`prepare::gather_table`, built once per
 //! network): the gather is the hot loop of every conv layer, and the table gives one
 //! branch-free indexed load per entry instead of the per-tap padding logic of
 //! `Window::taps`. The pools read each window as `k` contiguous row slices (valid pooling).

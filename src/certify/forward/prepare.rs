@@ -2,9 +2,9 @@
 //! certified pass needs (the forward passes in binary64 and double-double, the backward
 //! pass, CROWN and the Lipschitz bounds), shared by reference or [`Arc`].
 //!
-//! [`Affine`] holds a weight layer's exact f64 copies of the f32 weights and the constants of
+//! `Affine` holds a weight layer's exact f64 copies of the f32 weights and the constants of
 //! the a-priori rounding-error bound of proofs/forward.md (§Dense and conv, §4b, §4c); conv
-//! layers also get their im2col gather table ([`gather_table`]), built here once instead of
+//! layers also get their im2col gather table (`gather_table`), built here once instead of
 //! once per call.
 
 use std::sync::Arc;
@@ -276,7 +276,7 @@ impl PreparedOp {
 }
 
 /// A network prepared once for every certified pass: the checked model and, per layer, its
-/// [`PreparedOp`] (exact f64 weights, bound constants, gather tables). Share it with an
+/// `PreparedOp` (exact f64 weights, bound constants, gather tables). Share it with an
 /// [`Arc`] between [`super::CertifiedNet`], [`crate::certify::backward::Backward`],
 /// [`crate::robust::crown::Crown`] and [`crate::robust::lipschitz::lipschitz_of`].
 ///
