@@ -277,8 +277,10 @@ impl PreparedOp {
 
 /// A network prepared once for every certified pass: the checked model and, per layer, its
 /// `PreparedOp` (exact f64 weights, bound constants, gather tables). Share it with an
-/// [`Arc`] between [`super::CertifiedNet`], [`crate::certify::backward::Backward`],
-/// [`crate::robust::crown::Crown`] and [`crate::robust::lipschitz::lipschitz_of`].
+/// [`Arc`] between [`super::CertifiedNet`] (binary64 and double-double),
+/// [`crate::certify::backward::Backward`] and [`crate::robust::crown::Crown`] (each has a
+/// `from_prepared` constructor); [`crate::robust::lipschitz::lipschitz_of`] reads
+/// [`PreparedNet::model`].
 ///
 /// Invariant: `ops[i]` is layer `i` of `model.plan()` prepared from `model.params()` (which
 /// passed [`Params::check`]).
