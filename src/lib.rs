@@ -16,7 +16,7 @@ pub mod fetch;
 pub mod import;
 pub mod model;
 pub mod nn;
-pub mod plot;
+pub mod report;
 pub mod reproduce;
 pub mod robust;
 pub mod train;

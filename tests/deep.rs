@@ -17,6 +17,7 @@ use margincert::certify::reference::{reference_logits, reference_logits_exact};
 use margincert::certify::{CertifyOptions, DdBallVec, certify, verify};
 use margincert::data::{Dataset, load_cifar};
 use margincert::model::{Layer, ModelSpec, Padding, Params, Shape, presets};
+use margincert::report::Summary;
 use proptest::prelude::*;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
