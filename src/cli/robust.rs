@@ -1,4 +1,5 @@
-//! `margincert robust`: certified and attack robustness radii of a checkpoint.
+//! `margincert robust`: certified and attack robustness radii of a checkpoint; writes
+//! robust.json, robust-curve.json and robust.svg ([`margincert::report::robust::write`]).
 
 use std::path::PathBuf;
 
@@ -56,7 +57,7 @@ pub fn cmd(a: &RobustArgs) -> Result<()> {
         },
     };
     let rep = robust::run(&ckpt.spec, &ckpt.params, &data, &opts)?;
-    robust::write_outputs(&rep, &a.out)?;
+    margincert::report::robust::write(&rep, &a.out)?;
     print!("{}", rep.table());
     Ok(())
 }

@@ -195,8 +195,10 @@ pub fn markdown(r: &AuditReport) -> String {
             }
             let _ = writeln!(
                 s,
-                "\n{} active constraints of {}; measured β = {:.6} (estimate).",
-                k.active, k.constraints, k.beta_estimate
+                "\n{} active constraints of {}; measured β = {:.6} (estimate). Multipliers of \
+                 the {:?} loss at q_lo = {:e}; these are the numbers of `certificate.json` \
+                 (`kkt`), on which the KKT gate is judged.",
+                k.active, k.constraints, k.beta_estimate, k.loss, k.q_lo
             );
         }
         (None, why) => {
