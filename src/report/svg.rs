@@ -336,4 +336,24 @@ mod tests {
         assert!(line_chart("t", "x", "y", &[]).is_err());
         assert!(histogram("h", "x", &[f64::NAN], 3).is_err());
     }
+
+    #[test]
+    fn histogram_bars_carry_their_counts_and_zero_is_marked() {
+        let v = [-1.0, 0.5, 0.5, 2.0, f64::INFINITY];
+        let h = histogram("h", "q", &v, 3).unwrap();
+        assert_eq!(h.matches("fill=\"steelblue\"").count(), 3);
+        assert!(!h.contains(BAR_SVG));
+        let counts: Vec<usize> = h
+            .split("<title>")
+            .skip(1)
+            .map(|t| t.split('<').next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(counts.iter().sum::<usize>(), 4);
+        assert!(h.contains("1 non-finite not shown"));
+        assert!(h.contains("#DC143C"), "the q = 0 line");
+        let all_equal = histogram_svg(&[1.0; 5], 4);
+        assert_eq!(all_equal.matches("<title>5</title>").count(), 1);
+        let none = histogram_svg(&[f64::NAN], 4);
+        assert!(none.starts_with("<svg") && none.contains("no finite lower bound"));
+    }
 }
