@@ -214,7 +214,11 @@ pub fn audit(
         None => (None, Some("not requested".to_string())),
         Some(ra) if ra.examples == 0 => (
             None,
-            Some("zero examples requested: no radius computed, and a gate over zero examples is not met".to_string()),
+            Some(
+                "zero examples requested: no radius computed, and a gate over zero examples \
+                 is not met"
+                    .to_string(),
+            ),
         ),
         Some(ra) => (Some(robustness(spec, params, data, ra)?), None),
     };
