@@ -8,22 +8,26 @@
 //! is at most `E`; `--require-homogeneous` when the structural proof gives a degree and no
 //! witness refutes it. Estimates appear in the report, labelled as such, and never decide.
 //!
+//! One computation, one truth: the audit runs ONE certify pass ([`certify_run`], the KKT
+//! certificate inside it, with the audit's options) and decides every gate on exactly what
+//! that pass put in the certificate (`certificate.json`); the report renders the same
+//! numbers. The margin histogram's data are the per-example enclosures of that same pass.
+//! A gate over zero examples fails.
+//!
 //! Robustness radii ([`crate::robust`]): certified L2 and L∞ radii with verified attack
 //! radii on the first [`RobustAudit::examples`] examples of the split.
-
-use std::path::Path;
+//!
+//! Rendering (Markdown, SVG, the files) is in [`crate::report::audit`].
 
 use serde::{Deserialize, Serialize};
 
-use crate::certify::certificate::{Certificate, CertifyOptions, certify};
-use crate::certify::forward::CertifiedNet;
-use crate::certify::kkt::{KktCertificate, KktOptions, certify_kkt_with_logits};
-use crate::certify::margin::{Task, margins};
-use crate::checkpoint::{Checkpoint, write_atomic};
+use crate::certify::certificate::{Certificate, CertifyOptions, certify_run};
+use crate::certify::kkt::{KktCertificate, KktOptions};
+use crate::checkpoint::Checkpoint;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 
-/// Files of the robust-accuracy-against-ε plots written by [`AuditReport::write`] (L2, L∞).
+/// Files of the robust-accuracy-against-ε plots an audit writes (L2, L∞).
 pub const ROBUST_PLOTS: [&str; 2] = ["robust_l2.svg", "robust_linf.svg"];
 
 /// Settings of the robustness part of an audit.
@@ -121,10 +125,9 @@ pub struct Requirements {
 /// Options of [`audit`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AuditOptions {
-    /// Options of the margin / loss / homogeneity certificate.
+    /// Options of the one certify pass: margins, loss, homogeneity, and the KKT certificate
+    /// (`certify.kkt`; `None` skips it; its loss is `certify.loss`).
     pub certify: CertifyOptions,
-    /// Options of the KKT certificate; `None` skips it.
-    pub kkt: Option<KktOptions>,
     /// Bins of the margin histogram (≥ 1).
     pub bins: usize,
     /// Robustness radii; `None` skips them.
@@ -136,11 +139,13 @@ pub struct AuditOptions {
 impl Default for AuditOptions {
     fn default() -> Self {
         Self {
-            certify: CertifyOptions::default(),
-            kkt: Some(KktOptions {
-                nnls: false,
-                ..KktOptions::default()
-            }),
+            certify: CertifyOptions {
+                kkt: Some(KktOptions {
+                    nnls: false,
+                    ..KktOptions::default()
+                }),
+                ..CertifyOptions::default()
+            },
             bins: 30,
             robust: Some(RobustAudit::default()),
             require: Requirements::default(),
@@ -159,7 +164,10 @@ pub struct RequirementCheck {
     pub detail: String,
 }
 
-/// The audit report. Invariant: `requirements` lists exactly the gates of the options.
+/// The audit report. Invariants: `requirements` lists exactly the gates of the options and
+/// was decided on `certificate` (and `robust`); `kkt`/`kkt_omitted` are the certificate's
+/// (one KKT computation); `margin_lower_bounds` are the lower ends of the per-example margin
+/// enclosures `certificate.margin` summarizes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AuditReport {
     /// Where the model came from (file and format).
@@ -168,9 +176,9 @@ pub struct AuditReport {
     pub import_notes: Vec<String>,
     /// The margin / loss / homogeneity certificate.
     pub certificate: Certificate,
-    /// The KKT certificate, when computed.
+    /// The KKT certificate, when computed: `certificate.kkt`.
     pub kkt: Option<KktCertificate>,
-    /// Why [`AuditReport::kkt`] is absent.
+    /// Why [`AuditReport::kkt`] is absent: `certificate.kkt_omitted`.
     pub kkt_omitted: Option<String>,
     /// Certified and attack radii (L2 and L∞).
     pub robust: Option<RobustnessAudit>,
@@ -198,43 +206,20 @@ pub fn audit(
     }
     let spec = &checkpoint.spec;
     let params = &checkpoint.params;
-    let certificate = certify(spec, params, data, &opts.certify)?;
-    let task = Task::new(spec.outputs()?, data.classes)?;
-    let logits = CertifiedNet::new(spec, params)?.logits(&data.pixels, data.len())?;
-    let q = margins(&logits, &data.labels, task)?;
-    let margin_lower_bounds = q.iter().map(|e| e.lo).collect();
-
-    let (kkt, kkt_omitted) = match (&opts.kkt, certificate.homogeneity.degree) {
-        (None, _) => (None, Some("not requested".to_string())),
-        (Some(_), None) => (
-            None,
-            Some(format!(
-                "the network is not homogeneous ({}): the KKT conditions of (P) do not apply",
-                offending(&certificate)
-            )),
-        ),
-        (Some(_), Some(_)) if certificate.margin.q_min.lo <= 0.0 => (
-            None,
-            Some(format!(
-                "the certified lower bound of q_min is {:e} ≤ 0: the data is not certified \
-                 separated, so the KKT point of (P) is not defined",
-                certificate.margin.q_min.lo
-            )),
-        ),
-        (Some(ko), Some(_)) => {
-            let k = certify_kkt_with_logits(
-                spec,
-                params,
-                data,
-                ko,
-                certificate.margin.q_min.lo,
-                Some(&logits),
-            )?;
-            (Some(k), None)
-        }
-    };
+    let run = certify_run(spec, params, data, &opts.certify)?;
+    let margin_lower_bounds = run.margins.iter().map(|e| e.lo).collect();
+    let certificate = run.certificate;
+    let (kkt, kkt_omitted) = (certificate.kkt.clone(), certificate.kkt_omitted.clone());
     let (robust, robust_omitted) = match &opts.robust {
         None => (None, Some("not requested".to_string())),
+        Some(ra) if ra.examples == 0 => (
+            None,
+            Some(
+                "zero examples requested: no radius computed, and a gate over zero examples \
+                 is not met"
+                    .to_string(),
+            ),
+        ),
         Some(ra) => (Some(robustness(spec, params, data, ra)?), None),
     };
     let mut report = AuditReport {
@@ -253,7 +238,7 @@ pub fn audit(
 }
 
 /// "layer i (description)" of the layer that breaks homogeneity.
-fn offending(c: &Certificate) -> String {
+pub fn offending(c: &Certificate) -> String {
     match c.homogeneity.offending_layer {
         Some(i) => format!(
             "layer {i} ({})",
@@ -318,6 +303,12 @@ fn check_requirements(r: &AuditReport, req: &Requirements) -> Vec<RequirementChe
     }
     if let Some(e) = req.linf {
         let (met, detail) = match &r.robust {
+            Some(rb) if rb.linf.examples.is_empty() => (
+                false,
+                "no example was audited for robustness (--robust-examples 0): a gate over \
+                 zero examples is not met"
+                    .to_string(),
+            ),
             Some(rb) => {
                 let worst = rb.min_certified_linf();
                 (
@@ -378,320 +369,4 @@ impl AuditReport {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a report always serializes")
     }
-
-    /// The human report (Markdown): what is proven, what is only measured.
-    pub fn markdown(&self) -> String {
-        use std::fmt::Write;
-        let c = &self.certificate;
-        let mut s = String::new();
-        let _ = writeln!(s, "# margincert audit: {}\n", self.source);
-        let _ = writeln!(
-            s,
-            "Model `{}` ({} layers, input {}) on `{}` ({} examples, {} classes, sha256 `{}`).\n",
-            c.spec.name,
-            c.spec.layers.len(),
-            c.spec.input,
-            c.dataset.name,
-            c.dataset.size,
-            c.dataset.classes,
-            c.dataset.sha256
-        );
-        let _ = writeln!(
-            s,
-            "**Proven** numbers are certified bounds on the exact real-number network defined by \
-             the stored f32 weights on the exact inputs p/255 (outward-rounded interval \
-             arithmetic and MPFR at {} bits). **Measured** numbers are floating-point estimates \
-             and prove nothing.\n",
-            c.options.precision
-        );
-        if !self.import_notes.is_empty() {
-            let _ = writeln!(s, "## Import\n");
-            for n in &self.import_notes {
-                let _ = writeln!(s, "- {n}");
-            }
-            let _ = writeln!(s);
-        }
-        let _ = writeln!(s, "## Requirements\n");
-        if self.requirements.is_empty() {
-            let _ = writeln!(s, "None given.\n");
-        } else {
-            let _ = writeln!(
-                s,
-                "| requirement | status | certified basis |\n|---|---|---|"
-            );
-            for r in &self.requirements {
-                let _ = writeln!(
-                    s,
-                    "| {} | {} | {} |",
-                    r.requirement,
-                    if r.met { "met" } else { "**NOT MET**" },
-                    r.detail.replace('|', "\\|")
-                );
-            }
-            let _ = writeln!(s);
-        }
-        let _ = writeln!(s, "## Homogeneity\n");
-        match c.homogeneity.degree {
-            Some(l) => {
-                let _ = writeln!(
-                    s,
-                    "**Proven** (structural): positively homogeneous of degree L = {l}.\n"
-                );
-            }
-            None => {
-                let _ = writeln!(
-                    s,
-                    "**Proven: not homogeneous** — {} breaks homogeneity; normalized \
-                     margins and KKT conditions do not apply.\n",
-                    offending(c)
-                );
-            }
-        }
-        for r in &c.homogeneity.reasons {
-            let _ = writeln!(s, "- {r}");
-        }
-        for w in &c.homogeneity.witness {
-            let _ = writeln!(
-                s,
-                "- witness c = {}: {}",
-                w.c,
-                match &w.skipped {
-                    Some(why) => format!("skipped ({why})"),
-                    None if w.consistent => format!(
-                        "enclosures of Φ(cθ) and c^L Φ(θ) overlap on {} examples (consistent; a \
-                         check that could refute, not a proof)",
-                        w.examples
-                    ),
-                    None => "enclosures DISAGREE: the claimed degree is refuted".into(),
-                }
-            );
-        }
-        let _ = writeln!(s, "\n## Margins (proven)\n");
-        let _ = writeln!(s, "| quantity | lower bound | upper bound |\n|---|---|---|");
-        let row = |s: &mut String, name: &str, e: &crate::certify::Enclosure| {
-            let _ = writeln!(s, "| {name} | {:.9e} | {:.9e} |", e.lo, e.hi);
-        };
-        row(&mut s, "q_min", &c.margin.q_min);
-        row(&mut s, "ρ = ‖θ‖₂", &c.norms.rho);
-        row(&mut s, "∏ ‖W_i‖_F", &c.norms.product);
-        if let Some(n) = &c.normalized {
-            row(&mut s, "q_min / ρ^L", &n.by_rho);
-            row(&mut s, "q_min / ∏ ‖W_i‖_F", &n.by_layer_product);
-            row(&mut s, "smoothed margin γ̃", &n.smoothed);
-        }
-        let _ = writeln!(
-            s,
-            "\nProvably correct with positive margin: {} / {}; provably q_n ≤ 0: {}; examples \
-             that may attain q_min: {}.",
-            c.margin.certified_positive,
-            c.margin.examples,
-            c.margin.certified_nonpositive,
-            c.margin.support.len()
-        );
-        if let Some(why) = &c.normalized_omitted {
-            let _ = writeln!(s, "\nNormalized margins not certified: {why}.");
-        }
-        let _ = writeln!(s, "\n## Loss (proven)\n");
-        let l = &c.loss;
-        let _ = writeln!(
-            s,
-            "| loss | lower bound | upper bound | log10 |\n|---|---|---|---|\n| {:?} (sum) | {} | {} | {} |",
-            l.kind, l.lower, l.upper, l.log10
-        );
-        let _ = writeln!(
-            s,
-            "\nLoss below the theorem's threshold {}: {:?}.",
-            l.threshold, l.below_threshold
-        );
-        let _ = writeln!(s, "\n## KKT\n");
-        match (&self.kkt, &self.kkt_omitted) {
-            (Some(k), _) => {
-                let _ = writeln!(
-                    s,
-                    "| multipliers | ε (proven upper bound) | δ (proven upper bound) | ε (measured) |\n|---|---|---|---|"
-                );
-                let _ = writeln!(
-                    s,
-                    "| paper (λ = κ w) | {:.6e} | {:.6e} | {:.6e} |",
-                    k.paper.epsilon_upper, k.paper.delta_upper, k.paper.epsilon_estimate
-                );
-                if let Some(n) = &k.nnls {
-                    let _ = writeln!(
-                        s,
-                        "| NNLS | {:.6e} | {:.6e} | {:.6e} |",
-                        n.epsilon_upper, n.delta_upper, n.epsilon_estimate
-                    );
-                }
-                let _ = writeln!(
-                    s,
-                    "\n{} active constraints of {}; measured β = {:.6} (estimate).",
-                    k.active, k.constraints, k.beta_estimate
-                );
-            }
-            (None, why) => {
-                let _ = writeln!(
-                    s,
-                    "Not certified: {}.",
-                    why.as_deref().unwrap_or("not computed")
-                );
-            }
-        }
-        let _ = writeln!(s, "\n## Robustness\n");
-        match &self.robust {
-            Some(rb) => {
-                let _ = writeln!(
-                    s,
-                    "Certified radii are proven lower bounds on the distance to a changed \
-                     prediction; attack radii are measured upper bounds (points found by PGD \
-                     and verified misclassified by the certified forward pass).\n"
-                );
-                for ((name, rep), file) in [("L2", &rb.l2), ("L∞", &rb.linf)]
-                    .into_iter()
-                    .zip(ROBUST_PLOTS)
-                {
-                    let _ = writeln!(
-                        s,
-                        "### {name}\n\n```\n{}```\n\n![robust accuracy against ε, {name}]({file})\n",
-                        rep.table()
-                    );
-                }
-            }
-            None => {
-                let _ = writeln!(
-                    s,
-                    "Not computed: {}.",
-                    self.robust_omitted.as_deref().unwrap_or("not requested")
-                );
-            }
-        }
-        let _ = writeln!(
-            s,
-            "\n## Margin histogram\n\n![certified lower bounds of q_n](margins.svg)\n\nThe \
-             histogram shows the certified lower bound of every example's margin q_n (each \
-             true margin is at least its bar's value)."
-        );
-        s
-    }
-
-    /// The margin histogram as a standalone SVG: [`crate::plot::histogram`] (plotters' SVG
-    /// backend), or the hand-written [`histogram_svg`] where plotters cannot draw it (no
-    /// finite value, all values equal).
-    pub fn histogram_svg(&self, bins: usize) -> String {
-        let v = &self.margin_lower_bounds;
-        let finite = || v.iter().copied().filter(|x| x.is_finite());
-        let distinct =
-            finite().fold(f64::INFINITY, f64::min) < finite().fold(f64::NEG_INFINITY, f64::max);
-        if distinct
-            && let Ok(svg) = crate::plot::histogram(
-                &format!(
-                    "certified lower bounds of the margins q_n ({} examples)",
-                    v.len()
-                ),
-                "lower bound of q_n",
-                v,
-                bins.max(1),
-            )
-        {
-            return svg;
-        }
-        histogram_svg(v, bins.max(1))
-    }
-
-    /// Writes `audit.json`, `certificate.json`, `report.md` and `margins.svg` into `dir`.
-    pub fn write(&self, dir: &Path, bins: usize) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        write_atomic(&dir.join("audit.json"), self.to_json().as_bytes())?;
-        write_atomic(
-            &dir.join("certificate.json"),
-            self.certificate.to_json().as_bytes(),
-        )?;
-        write_atomic(&dir.join("report.md"), self.markdown().as_bytes())?;
-        write_atomic(
-            &dir.join("margins.svg"),
-            self.histogram_svg(bins).as_bytes(),
-        )?;
-        if let Some(rb) = &self.robust {
-            for (file, rep) in ROBUST_PLOTS.iter().zip([&rb.l2, &rb.linf]) {
-                write_atomic(&dir.join(file), rep.svg().as_bytes())?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A hand-written histogram of finite `values` as SVG (non-finite values are counted in the
-/// caption); the fallback of [`AuditReport::histogram_svg`].
-pub fn histogram_svg(values: &[f64], bins: usize) -> String {
-    use std::fmt::Write;
-    let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
-    let (w, h, pad) = (640.0, 360.0, 50.0);
-    let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-    );
-    let lo = finite.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let mut counts = vec![0usize; bins];
-    if !finite.is_empty() {
-        let span = if hi > lo { hi - lo } else { 1.0 };
-        for v in &finite {
-            let b = (((v - lo) / span) * bins as f64) as usize;
-            counts[b.min(bins - 1)] += 1;
-        }
-    }
-    let max = counts.iter().copied().max().unwrap_or(0).max(1) as f64;
-    let bw = (w - 2.0 * pad) / bins as f64;
-    for (i, &c) in counts.iter().enumerate() {
-        let bh = (h - 2.0 * pad) * c as f64 / max;
-        let _ = writeln!(
-            s,
-            "<rect x=\"{:.2}\" y=\"{:.2}\" width=\"{:.2}\" height=\"{:.2}\" fill=\"steelblue\"><title>{c}</title></rect>",
-            pad + i as f64 * bw,
-            h - pad - bh,
-            (bw - 1.0).max(0.5),
-            bh
-        );
-    }
-    if lo < 0.0 && hi > 0.0 {
-        // q_n = 0: the decision boundary (bars left of it may be misclassified).
-        let x = pad + (w - 2.0 * pad) * (-lo / (hi - lo));
-        let _ = writeln!(
-            s,
-            "<line x1=\"{x:.2}\" y1=\"{pad}\" x2=\"{x:.2}\" y2=\"{}\" stroke=\"crimson\" stroke-dasharray=\"4 3\"><title>q = 0</title></line>",
-            h - pad
-        );
-    }
-    let _ = writeln!(
-        s,
-        "<line x1=\"{pad}\" y1=\"{0}\" x2=\"{1}\" y2=\"{0}\" stroke=\"black\"/>",
-        h - pad,
-        w - pad
-    );
-    let label = |v: f64| {
-        if v.is_finite() {
-            format!("{v:.3e}")
-        } else {
-            "–".into()
-        }
-    };
-    let _ = writeln!(
-        s,
-        "<text x=\"{pad}\" y=\"{}\" font-size=\"12\" font-family=\"sans-serif\">{}</text>\n\
-         <text x=\"{}\" y=\"{}\" font-size=\"12\" font-family=\"sans-serif\" text-anchor=\"end\">{}</text>\n\
-         <text x=\"{pad}\" y=\"24\" font-size=\"14\" font-family=\"sans-serif\">certified lower bounds of the margins q_n ({} examples, max bin {}{})</text>",
-        h - pad + 18.0,
-        label(lo),
-        w - pad,
-        h - pad + 18.0,
-        label(hi),
-        finite.len(),
-        max as usize,
-        if finite.len() < values.len() {
-            format!(", {} non-finite", values.len() - finite.len())
-        } else {
-            String::new()
-        }
-    );
-    s.push_str("</svg>\n");
-    s
 }

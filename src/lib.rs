@@ -17,7 +17,7 @@ pub mod import;
 pub mod linalg;
 pub mod model;
 pub mod nn;
-pub mod plot;
+pub mod report;
 pub mod reproduce;
 pub mod robust;
 pub mod train;

@@ -13,7 +13,7 @@ use crate::checkpoint::Checkpoint;
 use crate::config::RunConfig;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::plot::{Series, line_chart};
+use crate::report::svg::{Series, line_chart};
 use crate::train::LossKind;
 use crate::train::run::read_metrics;
 

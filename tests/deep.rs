@@ -17,6 +17,7 @@ use margincert::certify::{BallVec, CertifiedNet, ForwardMode};
 use margincert::certify::{CertifyOptions, DdBallVec, certify, verify};
 use margincert::data::{Dataset, load_cifar};
 use margincert::model::{Layer, ModelSpec, Padding, Params, Shape, presets};
+use margincert::report::Summary;
 use proptest::prelude::*;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -11,6 +11,7 @@ use margincert::checkpoint::Checkpoint;
 use margincert::data::{Dataset, embedded};
 use margincert::import::{self, Format, ImportOptions, TensorMap};
 use margincert::model::{Layer, ModelSpec, Padding, Params};
+use margincert::report::AuditDocument;
 use onnx_protobuf::{Message, ModelProto};
 
 fn fx(name: &str) -> PathBuf {
@@ -284,7 +285,7 @@ fn audit_gates_follow_the_certified_bounds() {
     let svg = std::fs::read_to_string(dir.path().join("margins.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("certified lower bounds of the margins"));
     // The hand-written fallback: one bar per bin, every value counted once.
-    let fallback = margincert::audit::histogram_svg(&pass.margin_lower_bounds, 20);
+    let fallback = margincert::report::svg::histogram_svg(&pass.margin_lower_bounds, 20);
     let counts: usize = fallback
         .split("<title>")
         .skip(1)

@@ -5,6 +5,7 @@
 //! Default run: `cargo test --test kkt` (case counts in proofs/kkt.md).
 //! Long run: `cargo test --test kkt -- --ignored`.
 
+use margincert::report::Summary;
 use margincert::Error;
 use margincert::certify::backward::{Backward, Constraint, dot_with_params};
 use margincert::certify::kkt::{

@@ -6,6 +6,7 @@ use margincert::certify::verify::verify;
 use margincert::checkpoint::Checkpoint;
 use margincert::data::{DataKind, DataSource, Dataset, load_dir};
 use margincert::model::{ModelSpec, Params, Shape, presets};
+use margincert::report::Summary;
 use margincert::train::run::{RunOptions, run};
 use margincert::train::{LossKind, Schedule, TrainConfig};
 

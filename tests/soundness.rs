@@ -15,6 +15,7 @@ use margincert::certify::{
 use margincert::certify::{Certificate, CertifyOptions, Decision, LossKind, certify, verify};
 use margincert::data::Dataset;
 use margincert::model::{Layer, LayerParams, ModelSpec, Padding, Params, Shape, presets};
+use margincert::report::Summary;
 use proptest::prelude::*;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;

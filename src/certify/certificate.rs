@@ -3,10 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::bounds::{Decision, Enclosure, div_pos, exact};
+use super::ball::BallVec;
+use super::bounds::{Enclosure, div_pos, exact};
 use super::forward::{CertifiedNet, ForwardMode, ForwardStats};
 use super::homogeneity::{HomogeneityCert, homogeneity};
-use super::kkt::{KktCertificate, KktOptions, certify_kkt_with_logits};
+use super::kkt::{KktCertificate, KktOptions, certify_kkt_prepared};
 use super::loss::{LossCert, LossKind, loss_bounds, loss_cert, smoothed_margin};
 use super::margin::{MarginSummary, Task, gaps, margin_of, summarize};
 use super::norms::{FloatBounds, NormsCert, norms};
@@ -113,6 +114,14 @@ pub struct Certificate {
     pub forward: Option<ForwardStats>,
 }
 
+/// "layer i (description) breaks it" for the layer that breaks homogeneity.
+fn breaking_layer(spec: &ModelSpec, layer: Option<usize>) -> String {
+    match layer.and_then(|i| Some((i, spec.layers.get(i)?))) {
+        Some((i, l)) => format!("layer {i} ({}) breaks it", l.describe()),
+        None => "no single layer breaks it".into(),
+    }
+}
+
 /// Checks the inputs of [`certify`] and [`super::verify::verify`].
 pub(crate) fn check_inputs(spec: &ModelSpec, params: &Params, data: &Dataset) -> Result<Task> {
     params.check(spec)?;
@@ -128,6 +137,39 @@ pub(crate) fn check_inputs(spec: &ModelSpec, params: &Params, data: &Dataset) ->
     Task::new(spec.outputs()?, data.classes)
 }
 
+/// What one certify pass computed: the [`Certificate`] and the per-example data it was
+/// summarized from, so that consumers (the audit, the verifier, reproduce) read them instead
+/// of recomputing them.
+///
+/// Invariants: `logits` are the enclosures of the pass whose mode and statistics are
+/// `certificate.forward`; `margins[n]` is the margin enclosure of example `n` (data order)
+/// computed from them, and `certificate.margin` summarizes exactly these (so `q_min.lo` is the
+/// least `margins[n].lo`); `loss` are the MPFR bounds `certificate.loss` was rounded from; the
+/// KKT certificate (or why it is absent) is `certificate.kkt` (`certificate.kkt_omitted`).
+#[derive(Clone, Debug)]
+pub struct CertifyRun {
+    /// The certificate.
+    pub certificate: Certificate,
+    /// Certified logit enclosures of every example (example-major).
+    pub logits: BallVec,
+    /// Certified enclosure of every example's margin `q_n`, in data order.
+    pub margins: Vec<Enclosure>,
+    /// MPFR bounds of the summed loss (at `certificate.options.precision` bits).
+    pub loss: FloatBounds,
+}
+
+impl CertifyRun {
+    /// The KKT certificate of the pass, when one was certified.
+    pub fn kkt(&self) -> Option<&KktCertificate> {
+        self.certificate.kkt.as_ref()
+    }
+
+    /// The forward-pass arithmetic used (and how many examples needed double-double).
+    pub fn forward(&self) -> Option<&ForwardStats> {
+        self.certificate.forward.as_ref()
+    }
+}
+
 /// Certifies margins, norms, loss, homogeneity, normalized and smoothed margins of
 /// `params` on `data`. Errors on non-finite weights, shape mismatches, or an enclosure that
 /// leaves f64 range — never a wrong certificate.
@@ -137,25 +179,25 @@ pub fn certify(
     data: &Dataset,
     opts: &CertifyOptions,
 ) -> Result<Certificate> {
-    Ok(certify_full(spec, params, data, opts)?.0)
+    Ok(certify_run(spec, params, data, opts)?.certificate)
 }
 
-/// [`certify`], also returning the MPFR bounds on the loss (for [`super::verify::verify`]).
-pub(crate) fn certify_full(
+/// [`certify`], also returning what the pass computed on the way ([`CertifyRun`]).
+pub fn certify_run(
     spec: &ModelSpec,
     params: &Params,
     data: &Dataset,
     opts: &CertifyOptions,
-) -> Result<(Certificate, FloatBounds)> {
+) -> Result<CertifyRun> {
     let task = check_inputs(spec, params, data)?;
     if opts.precision < 64 {
         return Err(Error::Invalid("precision must be at least 64 bits".into()));
     }
     let prec = opts.precision;
     let n = data.len();
-    let (logits, forward) = CertifiedNet::new(spec, params)?
-        .with_forward_mode(opts.forward)?
-        .logits_with_stats(&data.pixels, n)?;
+    // The network is prepared once: the margins' pass and the KKT pass share it.
+    let net = CertifiedNet::new(spec, params)?.with_forward_mode(opts.forward)?;
+    let (logits, forward) = net.logits_with_stats(&data.pixels, n)?;
     let all_gaps: Vec<_> = (0..n)
         .map(|i| gaps(&logits, i, data.labels[i], task))
         .collect();
@@ -216,7 +258,10 @@ pub(crate) fn certify_full(
         (None, _) => (None, Some("not requested".to_string())),
         (Some(_), None) => (
             None,
-            Some("the spec is not homogeneous: problem (P) is not defined".to_string()),
+            Some(format!(
+                "the spec is not homogeneous ({}): problem (P) is not defined",
+                breaking_layer(spec, h.offending_layer)
+            )),
         ),
         (Some(_), Some(_)) if margin.q_min.lo <= 0.0 => (
             None,
@@ -230,8 +275,7 @@ pub(crate) fn certify_full(
                 loss: opts.loss,
                 ..k.clone()
             };
-            let c =
-                certify_kkt_with_logits(spec, params, data, &k, margin.q_min.lo, Some(&logits))?;
+            let c = certify_kkt_prepared(net.prepared(), data, &k, margin.q_min.lo, Some(&logits))?;
             (Some(c), None)
         }
     };
@@ -256,15 +300,12 @@ pub(crate) fn certify_full(
         kkt_omitted,
         forward: Some(forward),
     };
-    Ok((cert, lb))
-}
-
-fn decision(d: Decision) -> &'static str {
-    match d {
-        Decision::True => "PROVEN",
-        Decision::False => "DISPROVEN",
-        Decision::Undecided => "undecided",
-    }
+    Ok(CertifyRun {
+        certificate: cert,
+        logits,
+        margins: q,
+        loss: lb,
+    })
 }
 
 impl Certificate {
@@ -277,123 +318,5 @@ impl Certificate {
     pub fn from_json(text: &str) -> Result<Self> {
         serde_json::from_str(text)
             .map_err(|e| Error::Certify(format!("invalid certificate JSON: {e}")))
-    }
-
-    /// A readable multi-line summary: what is proven, with the numbers.
-    pub fn summary(&self) -> String {
-        use std::fmt::Write;
-        let mut s = String::new();
-        let d = &self.dataset;
-        let _ = writeln!(
-            s,
-            "margincert {} certificate: model '{}' on {} ({} examples, sha256 {}…)",
-            self.margincert_version,
-            self.spec.name,
-            d.name,
-            d.size,
-            &d.sha256[..12.min(d.sha256.len())]
-        );
-        if let Some(c) = &self.checkpoint_sha256 {
-            let _ = writeln!(s, "checkpoint sha256 {c}");
-        }
-        let _ = writeln!(
-            s,
-            "All bounds hold for the exact real network (f32 weights as exact reals, inputs p/255); \
-             MPFR precision {} bits.",
-            self.options.precision
-        );
-        if let Some(f) = &self.forward {
-            let _ = writeln!(
-                s,
-                "forward pass: {:?} mode, {} / {} examples in double-double",
-                f.mode, f.dd_examples, f.examples
-            );
-        }
-        let m = &self.margin;
-        let _ = writeln!(s, "q_min ∈ {}", m.q_min);
-        let _ = writeln!(
-            s,
-            "  examples that may attain q_min: {} (first: {:?})",
-            m.support.len(),
-            &m.support[..m.support.len().min(8)]
-        );
-        let _ = writeln!(
-            s,
-            "  provably correct (q_n > 0): {} / {}; provably q_n ≤ 0: {}",
-            m.certified_positive, m.examples, m.certified_nonpositive
-        );
-        let nm = &self.norms;
-        let _ = writeln!(s, "rho = ||theta||_2 ∈ {}", nm.rho);
-        for (i, l) in nm.layers.iter().enumerate() {
-            let _ = writeln!(s, "  ||W_{}||_F ∈ {l}", i + 1);
-        }
-        let _ = writeln!(s, "  prod ||W_i||_F ∈ {}", nm.product);
-        match self.homogeneity.degree {
-            Some(l) => {
-                let _ = writeln!(s, "homogeneous of degree L = {l} (structural proof):");
-                for r in &self.homogeneity.reasons {
-                    let _ = writeln!(s, "  {r}");
-                }
-                for w in &self.homogeneity.witness {
-                    match &w.skipped {
-                        Some(why) => {
-                            let _ = writeln!(s, "  witness c = {}: skipped ({why})", w.c);
-                        }
-                        None => {
-                            let _ = writeln!(
-                                s,
-                                "  witness c = {}: Φ(cθ) and c^L Φ(θ) enclosures {} on {} examples (max rel. radius {:.1e})",
-                                w.c,
-                                if w.consistent { "overlap" } else { "DISAGREE" },
-                                w.examples,
-                                w.max_rel_radius
-                            );
-                        }
-                    }
-                }
-            }
-            None => {
-                let _ = writeln!(
-                    s,
-                    "NOT homogeneous (offending layer {:?}): {}",
-                    self.homogeneity.offending_layer,
-                    self.homogeneity.reasons.last().cloned().unwrap_or_default()
-                );
-            }
-        }
-        if let Some(nc) = &self.normalized {
-            let _ = writeln!(s, "normalized margin q_min/rho^L ∈ {}", nc.by_rho);
-            let _ = writeln!(
-                s,
-                "normalized margin q_min/prod||W_i|| ∈ {}",
-                nc.by_layer_product
-            );
-            let _ = writeln!(s, "smoothed margin ∈ {}", nc.smoothed);
-        }
-        if let Some(why) = &self.normalized_omitted {
-            let _ = writeln!(s, "normalized/smoothed margins not certified: {why}");
-        }
-        let l = &self.loss;
-        let _ = writeln!(
-            s,
-            "{:?} loss (sum) ∈ [{}, {}], log10 ∈ {}",
-            l.kind, l.lower, l.upper, l.log10
-        );
-        let _ = writeln!(
-            s,
-            "  Loss < {} (theorem threshold): {}",
-            l.threshold,
-            decision(l.below_threshold)
-        );
-        match (&self.kkt, &self.kkt_omitted) {
-            (Some(k), _) => {
-                let _ = write!(s, "{}", k.summary());
-            }
-            (None, Some(why)) => {
-                let _ = writeln!(s, "KKT: not certified ({why})");
-            }
-            (None, None) => {}
-        }
-        s
     }
 }

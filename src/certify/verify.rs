@@ -11,7 +11,7 @@ use rug::float::Round;
 use serde::{Deserialize, Serialize};
 
 use super::bounds::{Decision, Enclosure};
-use super::certificate::{Certificate, certify_full, check_inputs};
+use super::certificate::{Certificate, certify_run, check_inputs};
 use super::kkt::KktCertificate;
 use super::loss::parse_decimal;
 use crate::data::Dataset;
@@ -59,22 +59,6 @@ impl VerifyReport {
             .iter()
             .filter(|c| c.status != Status::Confirmed)
             .collect()
-    }
-    /// A readable summary.
-    pub fn summary(&self) -> String {
-        let mut s = format!(
-            "{} claims checked: {}\n",
-            self.checks.len(),
-            if self.ok() {
-                "all confirmed"
-            } else {
-                "VERIFICATION FAILED"
-            }
-        );
-        for c in &self.checks {
-            s.push_str(&format!("  [{:?}] {}: {}\n", c.status, c.claim, c.detail));
-        }
-        s
     }
 }
 
@@ -156,7 +140,8 @@ pub fn verify(
             "the certificate is about a different model spec".into(),
         ));
     }
-    let (re, re_loss) = certify_full(spec, params, data, &cert.options)?;
+    let run = certify_run(spec, params, data, &cert.options)?;
+    let (re, re_loss) = (&run.certificate, &run.loss);
     let mut checks = Vec::new();
     let mut push = |c: Check| checks.push(c);
 

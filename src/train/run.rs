@@ -160,7 +160,7 @@ pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
 /// point, e.g. the margins of a run that never separated its data, is not written).
 pub fn write_plots(metrics: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
     let m = read_metrics(metrics)?;
-    let (loss, margin) = crate::plot::training_curves(&m)?;
+    let (loss, margin) = crate::report::svg::training_curves(&m)?;
     let mut written = Vec::new();
     for (name, svg) in [("loss.svg", loss), ("margin.svg", margin)] {
         if let Some(svg) = svg {

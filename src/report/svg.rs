@@ -1,9 +1,13 @@
-//! SVG charts (plotters' SVG backend: no system font or image libraries needed): training
-//! curves, and generic line charts and histograms for reports.
+//! Every SVG chart of the crate, drawn one way: plotters' SVG backend (no system font or
+//! image libraries needed). Generic line charts and histograms, and the charts built on them:
+//! training curves, the audit's margin histogram, robust accuracy against ε.
+
+use std::fmt::Write;
 
 use plotters::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::robust::RobustReport;
 use crate::train::EpochMetrics;
 
 /// One named curve: `(x, y)` points.
@@ -100,23 +104,41 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
     Ok(svg)
 }
 
-/// A histogram of `values` in `bins` equal bins, as SVG text.
+/// The colour of histogram bars: steelblue. [`histogram`] recognises the bars plotters drew
+/// by it (no other element uses it) to name them and attach their counts.
+const BAR: RGBColor = RGBColor(70, 130, 180);
+/// How plotters' SVG backend writes a filled [`BAR`] rectangle's closing attributes.
+const BAR_SVG: &str = "fill=\"#4682B4\" stroke=\"none\"/>";
+/// The decision boundary `x = 0` (crimson).
+const ZERO: RGBColor = RGBColor(220, 20, 60);
+
+/// A histogram of the finite `values` in `bins` equal bins, as SVG text. Each bar is a
+/// `fill="steelblue"` rectangle carrying its count as a `<title>` (a tooltip); when the bins
+/// straddle 0 a crimson line marks `x = 0`; non-finite values are not binned but counted in
+/// the title. Errors when no value is finite.
 pub fn histogram(title: &str, x_label: &str, values: &[f64], bins: usize) -> Result<String> {
     let (lo, hi) = range(values.iter().copied())
         .ok_or_else(|| Error::Invalid(format!("plotting '{title}': no finite values")))?;
     let bins = bins.max(1);
     let width = (hi - lo) / bins as f64;
     let mut counts = vec![0usize; bins];
-    for &v in values.iter().filter(|v| v.is_finite()) {
+    let finite = values.iter().filter(|v| v.is_finite());
+    for &v in finite.clone() {
         counts[(((v - lo) / width) as usize).min(bins - 1)] += 1;
     }
+    let skipped = values.len() - finite.count();
+    let caption = if skipped > 0 {
+        format!("{title}, {skipped} non-finite not shown")
+    } else {
+        title.to_string()
+    };
     let top = counts.iter().copied().max().unwrap_or(1).max(1) as f64 * 1.05;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (800, 480)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
         let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 20))
+            .caption(&caption, ("sans-serif", 20))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(60)
@@ -131,12 +153,104 @@ pub fn histogram(title: &str, x_label: &str, values: &[f64], bins: usize) -> Res
         chart
             .draw_series(counts.iter().enumerate().map(|(i, &c)| {
                 let x0 = lo + i as f64 * width;
-                Rectangle::new([(x0, 0.0), (x0 + width, c as f64)], COLORS[0].filled())
+                Rectangle::new([(x0, 0.0), (x0 + width, c as f64)], BAR.filled())
             }))
             .map_err(plot_err)?;
+        if lo < 0.0 && hi > 0.0 {
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(0.0, 0.0), (0.0, top)],
+                    ZERO.stroke_width(2),
+                )))
+                .map_err(plot_err)?;
+        }
+        root.present().map_err(plot_err)?;
+    }
+    Ok(name_bars(&svg, &counts))
+}
+
+/// Rewrites the `counts.len()` bars plotters drew (in order) as `fill="steelblue"`
+/// rectangles titled with their counts.
+fn name_bars(svg: &str, counts: &[usize]) -> String {
+    let mut out = String::with_capacity(svg.len() + 48 * counts.len());
+    let mut counts = counts.iter();
+    let mut rest = svg;
+    while let Some(i) = rest.find(BAR_SVG) {
+        out.push_str(&rest[..i]);
+        match counts.next() {
+            Some(c) => {
+                let _ = write!(
+                    out,
+                    "fill=\"steelblue\" stroke=\"none\"><title>{c}</title></rect>"
+                );
+            }
+            None => out.push_str(BAR_SVG),
+        }
+        rest = &rest[i + BAR_SVG.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A chart with a title and a one-line note instead of data (what is drawn when there is
+/// nothing to plot, so a report's image link never dangles).
+pub fn empty_chart(title: &str, note: &str) -> Result<String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (800, 480)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let root = root.titled(title, ("sans-serif", 20)).map_err(plot_err)?;
+        root.draw(&Text::new(
+            note.to_string(),
+            (40, 200),
+            ("sans-serif", 16).into_font(),
+        ))
+        .map_err(plot_err)?;
         root.present().map_err(plot_err)?;
     }
     Ok(svg)
+}
+
+/// The audit's margin histogram: the certified lower bounds of every example's margin `q_n`
+/// in `bins` bins (see [`histogram`]); an [`empty_chart`] saying so when none is finite.
+pub fn histogram_svg(lower_bounds: &[f64], bins: usize) -> String {
+    let title = format!(
+        "certified lower bounds of the margins q_n ({} examples)",
+        lower_bounds.len()
+    );
+    histogram(&title, "lower bound of q_n", lower_bounds, bins)
+        .or_else(|_| empty_chart(&title, "no finite lower bound to draw"))
+        .unwrap_or_else(|e| {
+            format!("<svg xmlns=\"http://www.w3.org/2000/svg\"><!-- {e} --></svg>\n")
+        })
+}
+
+/// Robust accuracy against the radius ε of `rep`: certified (a lower bound) and attack (an
+/// upper bound) curves.
+pub fn robust_curves(rep: &RobustReport) -> Result<String> {
+    let c = &rep.curve;
+    let title = format!(
+        "robust accuracy against eps ({:?}, {} examples)",
+        rep.norm,
+        rep.examples.len()
+    );
+    let pts = |v: &[f64]| c.eps.iter().copied().zip(v.iter().copied()).collect();
+    line_chart(
+        &title,
+        &format!("eps ({:?})", rep.norm),
+        "robust accuracy",
+        &[
+            Series {
+                label: "certified (lower bound)".into(),
+                points: pts(&c.certified),
+            },
+            Series {
+                label: "attack (upper bound)".into(),
+                points: pts(&c.empirical),
+            },
+        ],
+    )
+    .or_else(|_| empty_chart(&title, "no example: nothing to draw"))
 }
 
 /// A line chart of the series that have points, or `None` when none has.
@@ -221,5 +335,25 @@ mod tests {
         assert!(h.contains("<rect"));
         assert!(line_chart("t", "x", "y", &[]).is_err());
         assert!(histogram("h", "x", &[f64::NAN], 3).is_err());
+    }
+
+    #[test]
+    fn histogram_bars_carry_their_counts_and_zero_is_marked() {
+        let v = [-1.0, 0.5, 0.5, 2.0, f64::INFINITY];
+        let h = histogram("h", "q", &v, 3).unwrap();
+        assert_eq!(h.matches("fill=\"steelblue\"").count(), 3);
+        assert!(!h.contains(BAR_SVG));
+        let counts: Vec<usize> = h
+            .split("<title>")
+            .skip(1)
+            .map(|t| t.split('<').next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(counts.iter().sum::<usize>(), 4);
+        assert!(h.contains("1 non-finite not shown"));
+        assert!(h.contains("#DC143C"), "the q = 0 line");
+        let all_equal = histogram_svg(&[1.0; 5], 4);
+        assert_eq!(all_equal.matches("<title>5</title>").count(), 1);
+        let none = histogram_svg(&[f64::NAN], 4);
+        assert!(none.starts_with("<svg") && none.contains("no finite lower bound"));
     }
 }

@@ -1,0 +1,134 @@
+//! Value parsers and value enums shared by several commands.
+//!
+//! The library's types carry no clap derives: each enum a flag takes has a clap wrapper here
+//! with the CLI's value names, converting into (and from) the library type.
+
+use margincert::certify::ForwardMode;
+use margincert::train::LossKind;
+
+/// `--loss` values: the clap face of [`LossKind`] (same names: `cross-entropy`,
+/// `logistic`, `exponential`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LossArg {
+    /// Softmax cross-entropy, `log(1 + Σ_{j≠y} e^{-(z_y - z_j)})` (multi-class; for a
+    /// one-output model the certifier reads it as the logistic loss).
+    #[default]
+    CrossEntropy,
+    /// Logistic, `log(1 + e^{-q})`, `q = y z` (binary, one output).
+    Logistic,
+    /// Exponential, `e^{-q}` (binary, one output).
+    Exponential,
+}
+
+impl From<LossArg> for LossKind {
+    fn from(l: LossArg) -> Self {
+        match l {
+            LossArg::CrossEntropy => LossKind::CrossEntropy,
+            LossArg::Logistic => LossKind::Logistic,
+            LossArg::Exponential => LossKind::Exponential,
+        }
+    }
+}
+
+impl From<LossKind> for LossArg {
+    fn from(l: LossKind) -> Self {
+        match l {
+            LossKind::CrossEntropy => LossArg::CrossEntropy,
+            LossKind::Logistic => LossArg::Logistic,
+            LossKind::Exponential => LossArg::Exponential,
+        }
+    }
+}
+
+/// `--precision-mode` values: the clap face of [`ForwardMode`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrecisionMode {
+    /// Binary64 midpoints (fast; tight on shallow nets).
+    F64,
+    /// Double-double midpoints for every example (deep nets).
+    Dd,
+    /// Binary64, then double-double for the examples whose logits are too wide.
+    Auto,
+}
+
+impl From<PrecisionMode> for ForwardMode {
+    fn from(m: PrecisionMode) -> Self {
+        match m {
+            PrecisionMode::F64 => ForwardMode::F64,
+            PrecisionMode::Dd => ForwardMode::DoubleDouble,
+            PrecisionMode::Auto => ForwardMode::Auto,
+        }
+    }
+}
+
+impl From<ForwardMode> for PrecisionMode {
+    fn from(p: ForwardMode) -> Self {
+        match p {
+            ForwardMode::F64 => PrecisionMode::F64,
+            ForwardMode::DoubleDouble => PrecisionMode::Dd,
+            ForwardMode::Auto => PrecisionMode::Auto,
+        }
+    }
+}
+
+/// Parses `POS,NEG` (two different class labels).
+pub fn parse_pair(s: &str) -> std::result::Result<(u8, u8), String> {
+    let (a, b) = s
+        .split_once(',')
+        .ok_or_else(|| "expected POS,NEG, e.g. 3,5".to_string())?;
+    let p = |t: &str| t.trim().parse::<u8>().map_err(|e| format!("'{t}': {e}"));
+    let (a, b) = (p(a)?, p(b)?);
+    if a == b {
+        return Err("the two classes must differ".into());
+    }
+    Ok((a, b))
+}
+
+/// Parses `1e-100` (possibly below f64 range) or `-100` into a log10 level.
+pub fn parse_loss_level(t: &str) -> std::result::Result<f64, String> {
+    if let Some((m, e)) = t.split_once(['e', 'E']) {
+        let m: f64 = m.parse().map_err(|e| format!("'{t}': {e}"))?;
+        let e: f64 = e.parse().map_err(|e| format!("'{t}': {e}"))?;
+        if m <= 0.0 {
+            return Err(format!("'{t}': a loss level must be positive"));
+        }
+        Ok(m.log10() + e)
+    } else {
+        t.parse().map_err(|e| format!("'{t}': {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::ValueEnum;
+
+    #[test]
+    fn wrappers_round_trip_and_keep_the_value_names() {
+        for l in [
+            LossKind::CrossEntropy,
+            LossKind::Logistic,
+            LossKind::Exponential,
+        ] {
+            assert_eq!(LossKind::from(LossArg::from(l)), l);
+        }
+        let names: Vec<String> = LossArg::value_variants()
+            .iter()
+            .map(|v| v.to_possible_value().unwrap().get_name().to_string())
+            .collect();
+        assert_eq!(names, ["cross-entropy", "logistic", "exponential"]);
+        assert_eq!(LossArg::default(), LossArg::from(LossKind::default()));
+        for p in [ForwardMode::F64, ForwardMode::DoubleDouble, ForwardMode::Auto] {
+            assert_eq!(ForwardMode::from(PrecisionMode::from(p)), p);
+        }
+    }
+
+    #[test]
+    fn loss_levels_below_f64_range_parse() {
+        assert_eq!(parse_loss_level("1e-800").unwrap(), -800.0);
+        assert_eq!(parse_loss_level("-100").unwrap(), -100.0);
+        assert!(parse_loss_level("0e5").is_err());
+        assert_eq!(parse_pair("3, 5").unwrap(), (3, 5));
+        assert!(parse_pair("3,3").is_err());
+    }
+}

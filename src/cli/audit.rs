@@ -1,0 +1,174 @@
+//! `margincert audit`: import a model trained elsewhere, audit it on a dataset, write the
+//! report files and fail when a `--require-*` gate is not certified.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use margincert::audit::{AuditOptions, RobustAudit, audit};
+use margincert::error::{Error, Result};
+use margincert::import::{Format, ImportOptions, TensorMap, load};
+use margincert::model::ModelSpec;
+use margincert::report::AuditDocument;
+
+use super::args::{LossArg, parse_pair};
+use super::data::{SplitName, load_source};
+
+/// The library's audit defaults, which the flags' defaults show.
+fn defaults() -> AuditOptions {
+    AuditOptions::default()
+}
+
+// `margincert audit` flags.
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    /// The model: .safetensors (PyTorch state_dict or native checkpoint) or .onnx.
+    pub model: PathBuf,
+    /// Data source (see `train --help`).
+    #[arg(long)]
+    pub data: String,
+    /// Model spec (JSON/TOML) naming the layers of a state_dict.
+    #[arg(long)]
+    pub spec: Option<PathBuf>,
+    /// safetensors, onnx or auto (by extension, then content).
+    #[arg(long, default_value = "auto")]
+    pub format: String,
+    /// Tensor map file: spec layer index -> tensor name stem.
+    #[arg(long)]
+    pub map: Option<PathBuf>,
+    /// Prefix of every tensor name (default: detected).
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Round f64 weights that are not f32 (the certificate is then about the rounded net).
+    #[arg(long)]
+    pub round_f64: bool,
+    /// Which split to audit on.
+    #[arg(long, value_enum, default_value = "train")]
+    pub split: SplitName,
+    /// Binary task POS,NEG.
+    #[arg(long, value_parser = parse_pair)]
+    pub binary: Option<(u8, u8)>,
+    /// Use only the first N examples of the split.
+    #[arg(long)]
+    pub subset: Option<usize>,
+    /// The loss to certify.
+    #[arg(long, value_enum, default_value_t = LossArg::from(defaults().certify.loss))]
+    pub loss: LossArg,
+    /// Skip the KKT certificate.
+    #[arg(long)]
+    pub no_kkt: bool,
+    /// Output directory.
+    #[arg(long, default_value = "out/audit")]
+    pub out: PathBuf,
+    /// Require a certified normalized margin q_min/rho^L of at least X.
+    #[arg(long)]
+    pub require_margin: Option<f64>,
+    /// Require proven homogeneity.
+    #[arg(long)]
+    pub require_homogeneous: bool,
+    /// Require a certified KKT epsilon of at most E.
+    #[arg(long)]
+    pub require_kkt_epsilon: Option<f64>,
+    /// Require every audited example's certified L∞ radius to be at least R.
+    #[arg(long)]
+    pub require_linf: Option<f64>,
+    /// Skip the robustness radii (certified and attack).
+    #[arg(long, conflicts_with = "require_linf")]
+    pub no_robust: bool,
+    /// Examples (the first ones of the split) whose robustness radii are computed.
+    #[arg(long, default_value_t = RobustAudit::default().examples)]
+    pub robust_examples: usize,
+}
+
+impl AuditArgs {
+    /// The library's defaults overridden by the flags. `--loss` and `--no-kkt` reach the
+    /// one certify pass of the audit (its KKT certificate included).
+    pub fn options(&self) -> AuditOptions {
+        let mut o = defaults();
+        o.certify.loss = self.loss.into();
+        if self.no_kkt {
+            o.certify.kkt = None;
+        }
+        o.require.margin = self.require_margin;
+        o.require.homogeneous = self.require_homogeneous;
+        o.require.kkt_epsilon = self.require_kkt_epsilon;
+        o.require.linf = self.require_linf;
+        o.robust = if self.no_robust {
+            None
+        } else {
+            o.robust.map(|r| RobustAudit {
+                examples: self.robust_examples,
+                ..r
+            })
+        };
+        o
+    }
+}
+
+/// `margincert audit`.
+pub fn cmd(a: &AuditArgs) -> Result<()> {
+    let spec = a.spec.as_deref().map(ModelSpec::from_file).transpose()?;
+    let import = ImportOptions {
+        prefix: a.prefix.clone(),
+        map: a.map.as_deref().map(TensorMap::from_file).transpose()?,
+        round_f64: a.round_f64,
+    };
+    let imp = load(
+        &a.model,
+        Format::parse_cli(&a.format)?,
+        spec.as_ref(),
+        &import,
+    )?;
+    let data = load_source(&a.data, a.binary, a.split, a.subset)?;
+    let o = a.options();
+    let source = format!("{}", a.model.display());
+    let report = audit(&imp.checkpoint, &data, &source, &imp.notes, &o)?;
+    report.write(&a.out, o.bins)?;
+    println!("{}", report.markdown());
+    eprintln!("audit written to {}", a.out.display());
+    let unmet: Vec<String> = report
+        .unmet()
+        .iter()
+        .map(|r| format!("{} ({})", r.requirement, r.detail))
+        .collect();
+    if unmet.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Certify(format!(
+            "requirements not certified: {}",
+            unmet.join("; ")
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use margincert::train::LossKind;
+
+    #[derive(Parser)]
+    struct Only {
+        #[command(flatten)]
+        args: AuditArgs,
+    }
+
+    fn options(argv: &[&str]) -> AuditOptions {
+        let all = ["audit", "m.onnx", "--data", "embedded"];
+        Only::try_parse_from(all.iter().chain(argv))
+            .unwrap()
+            .args
+            .options()
+    }
+
+    #[test]
+    fn flag_defaults_are_the_librarys_and_flags_reach_the_certify_pass() {
+        assert_eq!(options(&[]), AuditOptions::default());
+        let o = options(&["--no-kkt", "--loss", "logistic", "--robust-examples", "3"]);
+        assert_eq!(o.certify.kkt, None);
+        assert_eq!(o.certify.loss, LossKind::Logistic);
+        assert_eq!(o.robust.map(|r| r.examples), Some(3));
+        assert_eq!(options(&["--no-robust"]).robust, None);
+    }
+}

@@ -1,0 +1,151 @@
+//! `margincert certify`: certify a checkpoint on a dataset and write the certificate.
+//!
+//! The defaults of every option are the library's ([`CertifyOptions::default`]): the flags'
+//! defaults read them, and the options start from them.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser};
+
+use margincert::certify::certificate::{CertifyOptions, certify};
+use margincert::checkpoint::{Checkpoint, write_atomic};
+use margincert::error::{Error, Result};
+use margincert::report::Summary;
+use margincert::train::LossKind;
+
+use super::args::{LossArg, PrecisionMode};
+use super::data::{OptDataArgs, SplitName};
+
+/// The library's certify defaults, which the flags' defaults show.
+fn defaults() -> CertifyOptions {
+    CertifyOptions::default()
+}
+
+/// The default `--kkt-active` (the library's KKT default; 0 when it skips KKT).
+fn default_kkt_active() -> usize {
+    defaults().kkt.map_or(0, |k| k.max_active)
+}
+
+// `margincert certify` flags.
+#[derive(Args, Debug)]
+pub struct CertifyArgs {
+    /// The checkpoint (.safetensors).
+    pub checkpoint: PathBuf,
+    /// Data source and selection; by default the ones the checkpoint was trained on.
+    #[command(flatten)]
+    pub data: OptDataArgs,
+    /// Which split to certify on.
+    #[arg(long, value_enum, default_value = "train")]
+    pub split: SplitName,
+    /// The loss to certify; by default the checkpoint's training loss.
+    #[arg(long, value_enum)]
+    pub loss: Option<LossArg>,
+    /// MPFR precision (bits) of the norm and loss bounds.
+    #[arg(long, default_value_t = defaults().precision)]
+    pub precision: u32,
+    /// Examples used by the numeric homogeneity witness.
+    #[arg(long, default_value_t = defaults().witness_examples)]
+    pub witness_examples: usize,
+    /// Skip the approximate-KKT certificate (the slowest part: one certified backward pass
+    /// per active constraint).
+    #[arg(long)]
+    pub no_kkt: bool,
+    /// At most this many constraints get a nonzero KKT multiplier (highest loss weights).
+    #[arg(long, default_value_t = default_kkt_active())]
+    pub kkt_active: usize,
+    /// Where to write the certificate (default: CHECKPOINT with extension .cert.json).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print the certificate JSON on standard output instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Midpoint arithmetic of the certified forward pass: f64, dd (double-double, for
+    /// deep nets such as the CIFAR VGG) or auto (f64, then dd for the examples whose logit
+    /// enclosures are too wide).
+    #[arg(long, value_enum, default_value_t = PrecisionMode::from(defaults().forward))]
+    pub precision_mode: PrecisionMode,
+}
+
+impl CertifyArgs {
+    /// `certify CHECKPOINT` with every other flag at its default.
+    pub fn defaults_for(checkpoint: PathBuf) -> Result<Self> {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            args: CertifyArgs,
+        }
+        let argv = [
+            OsString::from("certify"),
+            OsString::from("--"),
+            checkpoint.into_os_string(),
+        ];
+        Only::try_parse_from(argv)
+            .map(|o| o.args)
+            .map_err(|e| Error::Invalid(format!("certify defaults: {e}")))
+    }
+
+    /// The library's defaults overridden by the flags; the loss falls back on `trained`
+    /// (the checkpoint's training loss).
+    pub fn options(&self, trained: Option<LossKind>) -> CertifyOptions {
+        let d = defaults();
+        CertifyOptions {
+            loss: self.loss.map(LossKind::from).or(trained).unwrap_or(d.loss),
+            witness_examples: self.witness_examples,
+            precision: self.precision,
+            kkt: if self.no_kkt {
+                None
+            } else {
+                d.kkt.map(|k| margincert::certify::kkt::KktOptions {
+                    max_active: self.kkt_active,
+                    ..k
+                })
+            },
+            forward: self.precision_mode.into(),
+        }
+    }
+}
+
+/// `margincert certify`.
+pub fn cmd(a: &CertifyArgs) -> Result<()> {
+    let (ckpt, digest) = Checkpoint::load_with_digest(&a.checkpoint)?;
+    let data = a.data.load(&ckpt, a.split)?;
+    let opts = a.options(ckpt.train.as_ref().map(|t| t.config.loss));
+    eprintln!(
+        "certifying {} on {} ({} examples)...",
+        a.checkpoint.display(),
+        data.name,
+        data.len()
+    );
+    let started = std::time::Instant::now();
+    let mut cert = certify(&ckpt.spec, &ckpt.params, &data, &opts)?;
+    cert.checkpoint_sha256 = Some(digest);
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| a.checkpoint.with_extension("cert.json"));
+    write_atomic(&out, cert.to_json().as_bytes())?;
+    if a.json {
+        println!("{}", cert.to_json());
+    } else {
+        println!("{}", cert.summary());
+    }
+    eprintln!(
+        "certificate written to {} ({:.1} s)",
+        out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_defaults_are_the_librarys() {
+        let a = CertifyArgs::defaults_for("x.safetensors".into()).unwrap();
+        assert_eq!(a.options(None), CertifyOptions::default());
+        assert_eq!(a.options(Some(LossKind::Logistic)).loss, LossKind::Logistic);
+    }
+}

@@ -1,0 +1,29 @@
+//! `margincert reproduce`: one of the paper's experiments.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use margincert::error::Result;
+
+// `margincert reproduce` flags.
+#[derive(Args, Debug)]
+pub struct ReproduceArgs {
+    /// The bundle: mnist-small, mnist-small-bias, mnist, linear-svm.
+    pub name: String,
+    /// Output directory.
+    #[arg(long, default_value = "reproduce-out")]
+    pub out: PathBuf,
+    /// Use the paper-size configs where the bundle has them (needs the full datasets).
+    #[arg(long)]
+    pub full: bool,
+}
+
+/// `margincert reproduce`.
+pub fn cmd(a: &ReproduceArgs, nthreads: usize) -> Result<()> {
+    let r = margincert::reproduce::reproduce(&a.name, &a.out, a.full, nthreads)?;
+    for f in r.files {
+        eprintln!("wrote {}", f.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,220 @@
+//! Text summaries of the checker's results: [`Certificate`], [`KktCertificate`],
+//! [`VerifyReport`].
+
+use std::fmt::Write;
+
+use super::Summary;
+use crate::certify::bounds::Decision;
+use crate::certify::certificate::Certificate;
+use crate::certify::kkt::KktCertificate;
+use crate::certify::verify::VerifyReport;
+
+/// How a three-valued decision reads in a summary.
+pub fn decision(d: Decision) -> &'static str {
+    match d {
+        Decision::True => "PROVEN",
+        Decision::False => "DISPROVEN",
+        Decision::Undecided => "undecided",
+    }
+}
+
+impl Summary for Certificate {
+    fn summary(&self) -> String {
+        let mut s = String::new();
+        let d = &self.dataset;
+        let _ = writeln!(
+            s,
+            "margincert {} certificate: model '{}' on {} ({} examples, sha256 {}…)",
+            self.margincert_version,
+            self.spec.name,
+            d.name,
+            d.size,
+            &d.sha256[..12.min(d.sha256.len())]
+        );
+        if let Some(c) = &self.checkpoint_sha256 {
+            let _ = writeln!(s, "checkpoint sha256 {c}");
+        }
+        let _ = writeln!(
+            s,
+            "All bounds hold for the exact real network (f32 weights as exact reals, inputs p/255); \
+             MPFR precision {} bits.",
+            self.options.precision
+        );
+        if let Some(f) = &self.forward {
+            let _ = writeln!(
+                s,
+                "forward pass: {:?} mode, {} / {} examples in double-double",
+                f.mode, f.dd_examples, f.examples
+            );
+        }
+        let m = &self.margin;
+        let _ = writeln!(s, "q_min ∈ {}", m.q_min);
+        let _ = writeln!(
+            s,
+            "  examples that may attain q_min: {} (first: {:?})",
+            m.support.len(),
+            &m.support[..m.support.len().min(8)]
+        );
+        let _ = writeln!(
+            s,
+            "  provably correct (q_n > 0): {} / {}; provably q_n ≤ 0: {}",
+            m.certified_positive, m.examples, m.certified_nonpositive
+        );
+        let nm = &self.norms;
+        let _ = writeln!(s, "rho = ||theta||_2 ∈ {}", nm.rho);
+        for (i, l) in nm.layers.iter().enumerate() {
+            let _ = writeln!(s, "  ||W_{}||_F ∈ {l}", i + 1);
+        }
+        let _ = writeln!(s, "  prod ||W_i||_F ∈ {}", nm.product);
+        match self.homogeneity.degree {
+            Some(l) => {
+                let _ = writeln!(s, "homogeneous of degree L = {l} (structural proof):");
+                for r in &self.homogeneity.reasons {
+                    let _ = writeln!(s, "  {r}");
+                }
+                for w in &self.homogeneity.witness {
+                    match &w.skipped {
+                        Some(why) => {
+                            let _ = writeln!(s, "  witness c = {}: skipped ({why})", w.c);
+                        }
+                        None => {
+                            let _ = writeln!(
+                                s,
+                                "  witness c = {}: Φ(cθ) and c^L Φ(θ) enclosures {} on {} examples (max rel. radius {:.1e})",
+                                w.c,
+                                if w.consistent { "overlap" } else { "DISAGREE" },
+                                w.examples,
+                                w.max_rel_radius
+                            );
+                        }
+                    }
+                }
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "NOT homogeneous (offending layer {:?}): {}",
+                    self.homogeneity.offending_layer,
+                    self.homogeneity.reasons.last().cloned().unwrap_or_default()
+                );
+            }
+        }
+        if let Some(nc) = &self.normalized {
+            let _ = writeln!(s, "normalized margin q_min/rho^L ∈ {}", nc.by_rho);
+            let _ = writeln!(
+                s,
+                "normalized margin q_min/prod||W_i|| ∈ {}",
+                nc.by_layer_product
+            );
+            let _ = writeln!(s, "smoothed margin ∈ {}", nc.smoothed);
+        }
+        if let Some(why) = &self.normalized_omitted {
+            let _ = writeln!(s, "normalized/smoothed margins not certified: {why}");
+        }
+        let l = &self.loss;
+        let _ = writeln!(
+            s,
+            "{:?} loss (sum) ∈ [{}, {}], log10 ∈ {}",
+            l.kind, l.lower, l.upper, l.log10
+        );
+        let _ = writeln!(
+            s,
+            "  Loss < {} (theorem threshold): {}",
+            l.threshold,
+            decision(l.below_threshold)
+        );
+        match (&self.kkt, &self.kkt_omitted) {
+            (Some(k), _) => s.push_str(&Summary::summary(k)),
+            (None, Some(why)) => {
+                let _ = writeln!(s, "KKT: not certified ({why})");
+            }
+            (None, None) => {}
+        }
+        s
+    }
+}
+
+impl Summary for KktCertificate {
+    fn summary(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "KKT of (P) at theta~ = theta / q_lo^(1/L), L = {}, q_lo = {:e}\n  ({}; certified q_min in [{:e}, {:e}])",
+            self.degree,
+            self.q_lo,
+            if self.q_lo_verified {
+                "verified here"
+            } else {
+                "caller's bound"
+            },
+            self.q_min_lower,
+            self.q_min_upper
+        );
+        let _ = writeln!(
+            s,
+            "  active constraints: {} of {} (relative weight cutoff {:e}, cap {}; dropped weight fraction ~ {:.3e})",
+            self.active,
+            self.constraints,
+            self.cutoff,
+            self.max_active,
+            self.dropped_weight_fraction_estimate
+        );
+        let _ = writeln!(
+            s,
+            "  paper multipliers: epsilon <= {:.6e}, delta <= {:.6e} (estimates: beta ~ {:.9}, epsilon ~ {:.6e}, identity sqrt(2(1-beta))/gamma^(1/L) ~ {})",
+            self.paper.epsilon_upper,
+            self.paper.delta_upper,
+            self.beta_estimate,
+            self.paper.epsilon_estimate,
+            self.epsilon_identity_estimate
+                .map_or("n/a".to_string(), |v| format!("{v:.6e}"))
+        );
+        match &self.nnls {
+            Some(n) => {
+                let _ = writeln!(
+                    s,
+                    "  NNLS multipliers ({} considered, {} positive): epsilon <= {:.6e}, delta <= {:.6e}",
+                    self.nnls_considered, n.positive, n.epsilon_upper, n.delta_upper
+                );
+            }
+            None => {
+                let _ = writeln!(s, "  NNLS multipliers: not computed");
+            }
+        }
+        let _ = writeln!(
+            s,
+            "  Euler identity <grad q, theta> = L q: {} of {} samples consistent{}",
+            self.euler.samples.iter().filter(|e| e.overlap).count(),
+            self.euler.samples.len(),
+            if self.euler.all_overlap {
+                ""
+            } else {
+                " -- FAILED"
+            }
+        );
+        let _ = writeln!(
+            s,
+            "  nonsmooth points met: {} ReLU units, {} max-pool windows",
+            self.kinks.ambiguous_units, self.kinks.ambiguous_pools
+        );
+        s
+    }
+}
+
+impl Summary for VerifyReport {
+    fn summary(&self) -> String {
+        let mut s = format!(
+            "{} claims checked: {}\n",
+            self.checks.len(),
+            if self.ok() {
+                "all confirmed"
+            } else {
+                "VERIFICATION FAILED"
+            }
+        );
+        for c in &self.checks {
+            let _ = writeln!(s, "  [{:?}] {}: {}", c.status, c.claim, c.detail);
+        }
+        s
+    }
+}
