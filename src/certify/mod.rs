@@ -16,7 +16,6 @@
 //! - [`homogeneity`]: structural degree and numeric witness.
 //! - [`certificate`]: [`certify`] and the serializable [`Certificate`].
 //! - [`verify`](mod@verify): [`verify()`] re-checks every claim of a certificate.
-//! - [`reference`](mod@reference): exact-rational / MPFR reference evaluation (tests).
 //! - [`bounds`]: `Lower`, `Upper`, `Enclosure`, `Decision`.
 
 pub mod backward;
@@ -29,7 +28,6 @@ pub mod kkt;
 pub mod loss;
 pub mod margin;
 pub mod norms;
-pub mod reference;
 pub mod verify;
 
 pub use bounds::{Decision, Enclosure, Lower, Upper};
