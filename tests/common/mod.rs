@@ -1,6 +1,4 @@
 //! Helpers shared by the integration tests (`tests/suite`): one definition each.
-// Not every helper is used by every configuration of the suite.
-#![allow(dead_code)]
 
 pub mod cli;
 pub mod data;

@@ -280,7 +280,7 @@ proptest! {
 
     /// The long run of [`forward_encloses_exact_logits`].
     #[test]
-    #[ignore = "long run (~15 s in release): cargo test --release --test suite soundness::_long -- --ignored"]
+    #[ignore = "long run (~15 s in release): cargo test --release --test suite _long -- --ignored"]
     fn forward_encloses_exact_logits_long(
         arch_i in 0usize..5,
         mode in 0u32..4,
@@ -595,7 +595,7 @@ proptest! {
 
     /// The long run of [`certificate_bounds_hold`].
     #[test]
-    #[ignore = "long run (~15 s in release): cargo test --release --test suite soundness::_long -- --ignored"]
+    #[ignore = "long run (~15 s in release): cargo test --release --test suite _long -- --ignored"]
     fn certificate_bounds_hold_long(
         arch_i in 0usize..5,
         mode in 0u32..4,
