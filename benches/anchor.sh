@@ -14,19 +14,11 @@
 #
 # Needs a Python venv with torch: PYTHON (default /opt/torch-anchor/bin/python), created by
 #   python3 -m venv /opt/torch-anchor && /opt/torch-anchor/bin/pip install torch numpy
-# Anchors directory: ANCHOR_DIR, else ../../shared/anchors from this script, else
-# /work/shared/anchors.
+# Anchors directory: ANCHOR_DIR, else ../shared/anchors next to the repository.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
-anchor_dir="${ANCHOR_DIR:-}"
-if [[ -z "$anchor_dir" ]]; then
-  if [[ -f "$here/../../shared/anchors/torch_mnist_cnn.py" ]]; then
-    anchor_dir="$here/../../shared/anchors"
-  else
-    anchor_dir=/work/shared/anchors
-  fi
-fi
+anchor_dir="${ANCHOR_DIR:-$repo/../shared/anchors}"
 script="$anchor_dir/torch_mnist_cnn.py"
 python="${PYTHON:-/opt/torch-anchor/bin/python}"
 runs="${RUNS:-3}"

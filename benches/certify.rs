@@ -4,8 +4,9 @@
 //! im2col and gemm, channels-last, parallel over the batch), so the ratio is what
 //! certifying costs over plain inference with margincert.
 //!
-//! Run: `cargo bench --bench certify` (uses the first 512 MNIST training images when
-//! /work/shared/data is present, else random pixels). On a shared machine, compare CPU
+//! Run: `cargo bench --bench certify` (uses the first 512 MNIST training images when the
+//! shared data folder is present: `$MARGINCERT_SHARED_DATA`, else `../shared/data` next to
+//! the crate; else random pixels). On a shared machine, compare CPU
 //! time instead of wall time: `MARGINCERT_CPU_RATIO=1 cargo bench --bench certify`.
 
 use criterion::{Criterion, criterion_group};
@@ -19,7 +20,9 @@ use std::io::Read;
 fn pixels(n: usize) -> Vec<u8> {
     let dir = std::env::var("MARGINCERT_SHARED_DATA")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| "/work/shared/data".into());
+        .unwrap_or_else(|_| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data")
+        });
     let mut out = Vec::new();
     if let Ok(f) = std::fs::File::open(dir.join("mnist/train-images-idx3-ubyte.gz"))
         && flate2::read::GzDecoder::new(f)

@@ -19,7 +19,6 @@
 //! - [`homogeneity`]: structural degree and numeric witness.
 //! - [`certificate`]: [`certify`] and the serializable [`Certificate`].
 //! - [`verify`](mod@verify): [`verify()`] re-checks every claim of a certificate.
-//! - [`reference`](mod@reference): exact-rational / MPFR reference evaluation (tests).
 //! - [`bounds`]: `Lower`, `Upper`, `Enclosure`, `Decision`.
 
 pub mod backward;
@@ -32,7 +31,6 @@ pub mod kkt;
 pub mod loss;
 pub mod margin;
 pub mod norms;
-pub mod reference;
 pub mod round;
 pub mod verify;
 

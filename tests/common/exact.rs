@@ -1,14 +1,18 @@
-//! Reference evaluation of the real network with rug: exact rationals (the truth, for small
-//! nets) or MPFR floats of a chosen precision (round-to-nearest in every operation — an
-//! approximation, accurate to far more digits than f64 for larger nets).
+//! The test oracle: the real network evaluated in rug, with exact rationals (the truth, for
+//! small nets) or MPFR floats of a chosen precision (round-to-nearest in every operation, an
+//! approximation accurate to far more digits than f64 for larger nets); and exact membership
+//! tests of the crate's enclosures.
 //!
-//! Used by the soundness tests as the value every enclosure must contain. It shares no
-//! arithmetic with [`super::forward`]: it walks the spec's plan directly, scalar by scalar.
+//! It shares no arithmetic with the crate's certified passes: it walks the spec's plan
+//! directly, scalar by scalar, in `rug`. Every enclosure the soundness tests check must
+//! contain its value.
 
 use rug::{Assign, Float, Rational};
 
-use crate::error::{Error, Result};
-use crate::model::{Layer, ModelSpec, Params};
+use margincert::certify::DdBallVec;
+use margincert::certify::BallVec;
+use margincert::model::{ModelSpec, Op, Params, Window};
+use margincert::{Error, Result};
 
 /// Arithmetic the reference evaluator needs.
 trait RefNum: Clone {
@@ -85,11 +89,42 @@ impl RefNum for Mp {
     }
 }
 
+/// A pooling window over every channel of `x`: the first tap starts the accumulator, `fold`
+/// takes in the others in row-major kernel order, `finish` closes each window.
+fn pool<N: RefNum>(
+    x: &[N],
+    w: &Window,
+    channels: usize,
+    fold: impl Fn(&mut N, &N),
+    finish: impl Fn(&mut N),
+) -> Vec<N> {
+    let mut y = Vec::with_capacity(channels * w.out_h * w.out_w);
+    for c in 0..channels {
+        let plane = &x[c * w.in_h * w.in_w..(c + 1) * w.in_h * w.in_w];
+        for oy in 0..w.out_h {
+            for ox in 0..w.out_w {
+                let mut taps = w.taps(oy, ox);
+                let (_, first) = taps.next().expect("a pooling window has a tap");
+                let mut acc = plane[first].clone();
+                for (_, i) in taps {
+                    fold(&mut acc, &plane[i]);
+                }
+                finish(&mut acc);
+                y.push(acc);
+            }
+        }
+    }
+    y
+}
+
+/// Evaluates the network on `image`, calling `each` with every layer's output in order, and
+/// returns the logits.
 fn evaluate<N: RefNum>(
     spec: &ModelSpec,
     params: &Params,
     image: &[u8],
     proto: N,
+    mut each: impl FnMut(&[N]),
 ) -> Result<Vec<N>> {
     params.check(spec)?;
     if image.len() != spec.input.len() {
@@ -102,27 +137,31 @@ fn evaluate<N: RefNum>(
     let mut x: Vec<N> = image.iter().map(|&p| proto.pixel(p)).collect();
     let mut weights = params.layers.iter();
     for p in spec.plan()? {
-        x = match p.layer {
-            Layer::Dense { out, .. } => {
+        x = match p.op {
+            Op::Dense { out, inp, .. } => {
                 let lp = weights.next().expect("checked");
-                let n = p.input.len();
                 (0..out)
                     .map(|o| {
                         let mut acc = match &lp.bias {
                             Some(b) => proto.weight(b[o]),
                             None => proto.zero(),
                         };
-                        for (w, xj) in lp.weight[o * n..(o + 1) * n].iter().zip(&x) {
+                        for (w, xj) in lp.weight[o * inp..(o + 1) * inp].iter().zip(&x) {
                             acc.add_mul(&proto.weight(*w), xj);
                         }
                         acc
                     })
                     .collect()
             }
-            Layer::Conv2d { out, kernel: k, .. } => {
+            Op::Conv {
+                out,
+                c_in,
+                window: w,
+                ..
+            } => {
                 let lp = weights.next().expect("checked");
-                let w = p.window.expect("window");
-                let c_in = p.input.c;
+                let kk = w.k * w.k;
+                let plane = w.in_h * w.in_w;
                 let mut y = Vec::with_capacity(p.output.len());
                 for o in 0..out {
                     for oy in 0..w.out_h {
@@ -132,18 +171,9 @@ fn evaluate<N: RefNum>(
                                 None => proto.zero(),
                             };
                             for c in 0..c_in {
-                                for ky in 0..k {
-                                    for kx in 0..k {
-                                        if let (Some(iy), Some(ix)) =
-                                            (w.in_row(oy, ky), w.in_col(ox, kx))
-                                        {
-                                            let wv = lp.weight[((o * c_in + c) * k + ky) * k + kx];
-                                            acc.add_mul(
-                                                &proto.weight(wv),
-                                                &x[(c * w.in_h + iy) * w.in_w + ix],
-                                            );
-                                        }
-                                    }
+                                for (t, i) in w.taps(oy, ox) {
+                                    let wv = lp.weight[(o * c_in + c) * kk + t];
+                                    acc.add_mul(&proto.weight(wv), &x[c * plane + i]);
                                 }
                             }
                             y.push(acc);
@@ -152,47 +182,30 @@ fn evaluate<N: RefNum>(
                 }
                 y
             }
-            Layer::MaxPool { .. } | Layer::AvgPool { .. } => {
-                let w = p.window.expect("window");
-                let is_max = matches!(p.layer, Layer::MaxPool { .. });
-                let mut y = Vec::with_capacity(p.output.len());
-                for c in 0..p.input.c {
-                    for oy in 0..w.out_h {
-                        for ox in 0..w.out_w {
-                            let at = |ky: usize, kx: usize| {
-                                &x[(c * w.in_h + oy * w.stride + ky) * w.in_w + ox * w.stride + kx]
-                            };
-                            let mut acc = at(0, 0).clone();
-                            for ky in 0..w.k {
-                                for kx in 0..w.k {
-                                    if ky == 0 && kx == 0 {
-                                        continue;
-                                    }
-                                    let v = at(ky, kx);
-                                    if is_max {
-                                        if v.gt(&acc) {
-                                            acc = v.clone();
-                                        }
-                                    } else {
-                                        acc.add(v);
-                                    }
-                                }
-                            }
-                            if !is_max {
-                                acc.div_int((w.k * w.k) as u32);
-                            }
-                            y.push(acc);
-                        }
+            Op::MaxPool { window, channels } => pool(
+                &x,
+                &window,
+                channels,
+                |acc, v| {
+                    if v.gt(acc) {
+                        *acc = v.clone();
                     }
-                }
-                y
-            }
-            Layer::Flatten => x,
-            Layer::Relu => x
+                },
+                |_| {},
+            ),
+            Op::AvgPool { window, channels } => pool(
+                &x,
+                &window,
+                channels,
+                |acc, v| acc.add(v),
+                |acc| acc.div_int((window.k * window.k) as u32),
+            ),
+            Op::Flatten => x,
+            Op::Relu => x
                 .into_iter()
                 .map(|v| if v.is_neg() { proto.zero() } else { v })
                 .collect(),
-            Layer::LeakyRelu { slope } => {
+            Op::LeakyRelu { slope } => {
                 let s = proto.weight(slope);
                 x.into_iter()
                     .map(|v| {
@@ -207,6 +220,7 @@ fn evaluate<N: RefNum>(
                     .collect()
             }
         };
+        each(&x);
     }
     Ok(x)
 }
@@ -218,10 +232,31 @@ pub fn reference_logits_exact(
     params: &Params,
     image: &[u8],
 ) -> Result<Vec<Rational>> {
-    Ok(evaluate(spec, params, image, Exact(Rational::new()))?
-        .into_iter()
-        .map(|e| e.0)
-        .collect())
+    Ok(
+        evaluate(spec, params, image, Exact(Rational::new()), |_| {})?
+            .into_iter()
+            .map(|e| e.0)
+            .collect(),
+    )
+}
+
+/// Exact activations of the real network: index 0 the input `p/255`, index `i + 1` the
+/// output of layer `i` (the last one the logits of [`reference_logits_exact`]).
+pub fn reference_activations_exact(
+    spec: &ModelSpec,
+    params: &Params,
+    image: &[u8],
+) -> Result<Vec<Vec<Rational>>> {
+    let mut acts = vec![
+        image
+            .iter()
+            .map(|&p| Rational::from((p as u32, 255u32)))
+            .collect::<Vec<_>>(),
+    ];
+    evaluate(spec, params, image, Exact(Rational::new()), |y| {
+        acts.push(y.iter().map(|e| e.0.clone()).collect())
+    })?;
+    Ok(acts)
 }
 
 /// Logits of the real network evaluated in MPFR at `prec` bits, each operation rounded to
@@ -235,8 +270,32 @@ pub fn reference_logits(
 ) -> Result<Vec<Float>> {
     let mut proto = Float::new(prec);
     proto.assign(0);
-    Ok(evaluate(spec, params, image, Mp(proto))?
+    Ok(evaluate(spec, params, image, Mp(proto), |_| {})?
         .into_iter()
         .map(|e| e.0)
         .collect())
+}
+
+/// The exact value of a finite `f32`.
+pub fn rat32(v: f32) -> Rational {
+    Rational::from_f32(v).expect("finite")
+}
+
+/// The exact value of a finite `f64`.
+pub fn rat64(v: f64) -> Rational {
+    Rational::from_f64(v).expect("finite")
+}
+
+/// Exact test `|q − mid| ≤ rad` of entry `i` of a binary64 ball vector.
+pub fn ball_contains(b: &BallVec, i: usize, q: &Rational) -> bool {
+    let m = rat64(b.mid[i]);
+    let r = rat64(b.rad[i]);
+    r >= 0 && Rational::from(q - &m).abs() <= r
+}
+
+/// Exact test `|q − (hi + lo)| ≤ rad` of entry `i` of a double-double ball vector.
+pub fn dd_contains(x: &DdBallVec, i: usize, q: &Rational) -> bool {
+    let m = rat64(x.hi[i]) + rat64(x.lo[i]);
+    let r = rat64(x.rad[i]);
+    r >= 0 && Rational::from(q - &m).abs() <= r
 }

@@ -149,21 +149,21 @@ fn reference(
                 s = Shape::new(s.c, oh, ow);
             }
             Layer::Flatten => s = Shape::flat(s.len()),
-            Layer::Relu | Layer::LeakyRelu { .. } => {
-                let slope = match *layer {
-                    Layer::LeakyRelu { slope } => slope as f64,
-                    _ => 0.0,
-                };
-                for v in a.iter_mut() {
-                    margin = margin.min(v.abs());
-                    if *v < 0.0 {
-                        *v *= slope;
-                    }
-                }
-            }
+            Layer::Relu => activate(&mut a, 0.0, &mut margin),
+            Layer::LeakyRelu { slope } => activate(&mut a, slope as f64, &mut margin),
         }
     }
     (a, margin)
+}
+
+/// `x` for `x >= 0`, `slope * x` otherwise, in place; lowers `margin` to the smallest |input|.
+fn activate(a: &mut [f64], slope: f64, margin: &mut f64) {
+    for v in a.iter_mut() {
+        *margin = margin.min(v.abs());
+        if *v < 0.0 {
+            *v *= slope;
+        }
+    }
 }
 
 fn to_f64(p: &Params) -> Vec<(Vec<f64>, Option<Vec<f64>>)> {

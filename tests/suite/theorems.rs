@@ -1,6 +1,6 @@
 //! Regression tests on the paper's theorems, on small real runs (seconds in the dev profile).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use margincert::config::RunConfig;
@@ -9,10 +9,10 @@ use margincert::model::Params;
 use margincert::reproduce::{Row, certify_row};
 use margincert::train::{EpochOutcome, Schedule, Trainer};
 
+use crate::common::data::fixture;
+
 fn config(name: &str) -> RunConfig {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/configs")
-        .join(name);
+    let p = fixture("configs").join(name);
     RunConfig::from_file(&p).expect("fixture config")
 }
 
@@ -74,7 +74,7 @@ fn two_layer_relu_certified_margin_increases_and_kkt_bounds_decrease() {
 
 /// The linear and two-layer cases on all 0/1 images of the embedded 1,000 (instead of 40).
 #[test]
-#[ignore = "larger version (~15 s in release): cargo test --release --test theorems -- --ignored"]
+#[ignore = "larger version (~15 s in release): cargo test --release --test suite theorems:: -- --ignored"]
 fn margin_and_kkt_theorems_on_all_embedded_zeros_and_ones() {
     for (file, tag) in [
         ("linear-svm.toml", "linear-large"),
@@ -271,7 +271,7 @@ fn two_layer_leaky_relu_on_symmetric_data_converges_to_the_linear_max_margin_dir
 
 /// The same at a larger size: 400 points in 32-D, 64 hidden units.
 #[test]
-#[ignore = "larger version (~15 s in release): cargo test --release --test theorems -- --ignored"]
+#[ignore = "larger version (~15 s in release): cargo test --release --test suite theorems:: -- --ignored"]
 fn two_layer_leaky_relu_on_symmetric_data_larger() {
     leaky_symmetric(32, 200, 64, 11, 0.001);
 }

@@ -9,7 +9,7 @@
 //! The KKT bounds depend on a numeric NNLS/estimate path and are only required to stay
 //! present (or absent).
 //!
-//! Regenerate with `cargo test --test regression -- --ignored regenerate_expected`.
+//! Regenerate with `cargo test --test suite regression::regenerate_expected -- --ignored`.
 
 use std::path::{Path, PathBuf};
 
@@ -18,8 +18,10 @@ use margincert::checkpoint::Checkpoint;
 use margincert::config::RunConfig;
 use margincert::train::run::threshold_file;
 
+use crate::common::data::crate_root;
+
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    crate_root().to_path_buf()
 }
 
 /// `(config in fixtures/configs, checkpoint file, certificate file)` in `fixtures/expected/`:
@@ -108,7 +110,7 @@ fn recertified_fixtures_match_expected() {
 
 /// Retrains the fixture configs and rewrites `fixtures/expected/`.
 #[test]
-#[ignore = "rewrites fixtures/expected; run `cargo test --test regression -- --ignored regenerate_expected`"]
+#[ignore = "rewrites fixtures/expected; run `cargo test --test suite regression::regenerate_expected -- --ignored`"]
 fn regenerate_expected() {
     for config in ["linear-svm.toml", "tiny-cnn.toml"] {
         regenerate(config);

@@ -2,15 +2,11 @@
 //! threshold checkpoints, and exact resumption.
 
 use margincert::checkpoint::Checkpoint;
-use margincert::data::{DataSource, Dataset};
 use margincert::model::{Params, presets};
 use margincert::train::run::{RunOptions, run};
 use margincert::train::{EpochOutcome, LossKind, Schedule, TrainConfig, Trainer};
 
-fn embedded_train(n: usize) -> Dataset {
-    let split = "embedded".parse::<DataSource>().unwrap().load().unwrap();
-    split.train.take(n)
-}
+use crate::common::data::embedded_train;
 
 fn config(loss: LossKind, batch: usize, epochs: usize) -> TrainConfig {
     TrainConfig {

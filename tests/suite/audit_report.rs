@@ -3,11 +3,9 @@
 //! `--loss` / `--no-kkt` reach the one certify pass (its KKT certificate included). A gate
 //! over zero examples fails.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{margincert, text};
+use crate::common::cli::{margincert, text};
 use margincert::audit::{AuditReport, best_epsilon};
 use margincert::certify::Certificate;
 

@@ -1,9 +1,7 @@
 //! End-to-end tests of the command-line tool: train → certify → verify on the embedded
 //! data, and bad input that must give a clear error and a non-zero exit, never a panic.
 
-mod common;
-
-use common::{assert_clean_failure, margincert, text, train_small};
+use crate::common::cli::{assert_clean_failure, margincert, text, train_small};
 
 #[test]
 fn train_certify_verify_round_trip_and_tampering() {

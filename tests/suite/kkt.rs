@@ -2,8 +2,8 @@
 //! bounds, against an exact-rational / 256-bit MPFR reference written here (it shares no
 //! arithmetic with the crate: it walks the layers scalar by scalar in `rug`).
 //!
-//! Default run: `cargo test --test kkt` (case counts in proofs/kkt.md).
-//! Long run: `cargo test --test kkt -- --ignored`.
+//! Default run: `cargo test --test suite kkt::` (case counts in proofs/kkt.md).
+//! Long run: `cargo test --test suite kkt:: -- --ignored`.
 
 use margincert::report::Summary;
 use margincert::Error;
@@ -13,12 +13,15 @@ use margincert::certify::kkt::{
 };
 use margincert::certify::{BallVec, forward_enclosures, logit_enclosures};
 use margincert::data::Dataset;
-use margincert::model::{Layer, LayerParams, ModelSpec, Padding, Params, Shape};
+use margincert::model::{Layer, LayerParams, ModelSpec, Op, Params, Shape, Window};
 use proptest::prelude::*;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rug::ops::Pow;
 use rug::{Float, Rational};
+
+use crate::common::exact::{ball_contains, rat32, rat64, reference_activations_exact};
+use crate::common::nets::{self, Biases, Pixels, Weights, homogeneous_arch};
 
 const PREC: u32 = 256;
 
@@ -26,132 +29,34 @@ const PREC: u32 = 256;
 // Reference: exact rational forward and backward passes.
 // ---------------------------------------------------------------------------------------
 
-fn rat32(v: f32) -> Rational {
-    Rational::from_f32(v).expect("finite")
+/// Input indices of the pooling window at `(oy, ox)` of channel `c` (pools have no padding).
+fn window_elems(w: &Window, c: usize, oy: usize, ox: usize) -> Vec<usize> {
+    let plane = w.in_h * w.in_w;
+    w.taps(oy, ox).map(|(_, i)| c * plane + i).collect()
 }
 
-fn rat64(v: f64) -> Rational {
-    Rational::from_f64(v).expect("finite")
-}
-
-/// Exact activations: index 0 the input `p/255`, index i+1 the output of layer i.
-fn ref_forward(spec: &ModelSpec, params: &Params, img: &[u8]) -> Vec<Vec<Rational>> {
-    let plan = spec.plan().unwrap();
-    let mut acts = vec![
-        img.iter()
-            .map(|&p| Rational::from((p as u32, 255u32)))
-            .collect::<Vec<_>>(),
-    ];
-    let mut wl = params.layers.iter();
-    for p in &plan {
-        let x = acts.last().unwrap();
-        let y: Vec<Rational> = match p.layer {
-            Layer::Dense { out, .. } => {
-                let l = wl.next().unwrap();
-                let n = p.input.len();
-                (0..out)
-                    .map(|o| {
-                        let mut s = Rational::new();
-                        for (wv, xk) in l.weight[o * n..(o + 1) * n].iter().zip(x) {
-                            s += rat32(*wv) * xk;
-                        }
-                        if let Some(b) = &l.bias {
-                            s += rat32(b[o]);
-                        }
-                        s
-                    })
-                    .collect()
-            }
-            Layer::Conv2d { out, kernel: k, .. } => {
-                let l = wl.next().unwrap();
-                let w = p.window.unwrap();
-                let c_in = p.input.c;
-                let mut y = Vec::new();
-                for o in 0..out {
-                    for oy in 0..w.out_h {
-                        for ox in 0..w.out_w {
-                            let mut s = Rational::new();
-                            for c in 0..c_in {
-                                for ky in 0..k {
-                                    for kx in 0..k {
-                                        if let (Some(iy), Some(ix)) =
-                                            (w.in_row(oy, ky), w.in_col(ox, kx))
-                                        {
-                                            s +=
-                                                rat32(l.weight[((o * c_in + c) * k + ky) * k + kx])
-                                                    * &x[(c * w.in_h + iy) * w.in_w + ix];
-                                        }
-                                    }
-                                }
-                            }
-                            if let Some(b) = &l.bias {
-                                s += rat32(b[o]);
-                            }
-                            y.push(s);
-                        }
-                    }
-                }
-                y
-            }
-            Layer::MaxPool { .. } | Layer::AvgPool { .. } => {
-                let w = p.window.unwrap();
-                let mut y = Vec::new();
-                for c in 0..p.input.c {
-                    for oy in 0..w.out_h {
-                        for ox in 0..w.out_w {
-                            let vals: Vec<&Rational> = window_elems(&w, c, oy, ox)
-                                .into_iter()
-                                .map(|e| &x[e])
-                                .collect();
-                            if matches!(p.layer, Layer::MaxPool { .. }) {
-                                y.push((*vals.iter().max().unwrap()).clone());
-                            } else {
-                                let mut s = Rational::new();
-                                for v in &vals {
-                                    s += *v;
-                                }
-                                y.push(s / (w.k * w.k) as u32);
-                            }
-                        }
-                    }
-                }
-                y
-            }
-            Layer::Flatten => x.clone(),
-            Layer::Relu => x
-                .iter()
-                .map(|v| {
-                    if v.is_negative() {
-                        Rational::new()
-                    } else {
-                        v.clone()
-                    }
-                })
-                .collect(),
-            Layer::LeakyRelu { slope } => x
-                .iter()
-                .map(|v| {
-                    if v.is_negative() {
-                        v * rat32(slope)
-                    } else {
-                        v.clone()
-                    }
-                })
-                .collect(),
-        };
-        acts.push(y);
-    }
-    acts
-}
-
-fn window_elems(w: &margincert::model::Window, c: usize, oy: usize, ox: usize) -> Vec<usize> {
-    let mut v = Vec::new();
-    for ky in 0..w.k {
-        for kx in 0..w.k {
-            v.push((c * w.in_h + oy * w.stride + ky) * w.in_w + ox * w.stride + kx);
-        }
-    }
-    v
+/// The input gradient of an activation with slope `s` on the negative side, at inputs `x`
+/// and output gradient `g`; at an exact kink the derivative is drawn from the Clarke interval.
+fn activation_grad(
+    x: &[Rational],
+    g: &[Rational],
+    s: Rational,
+    rng: &mut ChaCha8Rng,
+) -> Vec<Rational> {
+    (0..x.len())
+        .map(|j| {
+            let d = if x[j].is_positive() {
+                Rational::from(1)
+            } else if x[j].is_negative() {
+                s.clone()
+            } else {
+                // Clarke interval between s and 1: pick an endpoint or the middle.
+                let t = Rational::from((rng.random_range(0..=2u32), 2u32));
+                &s + Rational::from(1 - &s) * t
+            };
+            Rational::from(&g[j] * &d)
+        })
+        .collect()
 }
 
 /// Exact backward pass with the activation pattern fixed by the exact pre-activations;
@@ -172,11 +77,10 @@ fn ref_gradient(
     for (i, p) in plan.iter().enumerate().rev() {
         let x = &acts[i];
         let mut gin = vec![Rational::new(); p.input.len()];
-        match p.layer {
-            Layer::Dense { out, .. } => {
+        match p.op {
+            Op::Dense { out, inp: n, .. } => {
                 wi -= 1;
                 let l = &params.layers[wi];
-                let n = p.input.len();
                 let mut gw = Vec::new();
                 for (o, go) in g.iter().enumerate().take(out) {
                     for k in 0..n {
@@ -189,11 +93,16 @@ fn ref_gradient(
                 }
                 grads.push(gw);
             }
-            Layer::Conv2d { out, kernel: k, .. } => {
+            Op::Conv {
+                out,
+                c_in,
+                window: w,
+                ..
+            } => {
                 wi -= 1;
                 let l = &params.layers[wi];
-                let w = p.window.unwrap();
-                let c_in = p.input.c;
+                let kk = w.k * w.k;
+                let plane = w.in_h * w.in_w;
                 let mut gw = vec![Rational::new(); l.weight.len()];
                 let mut gb = vec![Rational::new(); out];
                 for o in 0..out {
@@ -202,17 +111,11 @@ fn ref_gradient(
                             let go = &g[(o * w.out_h + oy) * w.out_w + ox];
                             gb[o] += go;
                             for c in 0..c_in {
-                                for ky in 0..k {
-                                    for kx in 0..k {
-                                        if let (Some(iy), Some(ix)) =
-                                            (w.in_row(oy, ky), w.in_col(ox, kx))
-                                        {
-                                            let wi_ = ((o * c_in + c) * k + ky) * k + kx;
-                                            let xi = (c * w.in_h + iy) * w.in_w + ix;
-                                            gw[wi_] += Rational::from(go * &x[xi]);
-                                            gin[xi] += rat32(l.weight[wi_]) * go;
-                                        }
-                                    }
+                                for (t, i) in w.taps(oy, ox) {
+                                    let wi_ = (o * c_in + c) * kk + t;
+                                    let xi = c * plane + i;
+                                    gw[wi_] += Rational::from(go * &x[xi]);
+                                    gin[xi] += rat32(l.weight[wi_]) * go;
                                 }
                             }
                         }
@@ -223,10 +126,12 @@ fn ref_gradient(
                 }
                 grads.push(gw);
             }
-            Layer::MaxPool { .. } => {
-                let w = p.window.unwrap();
+            Op::MaxPool {
+                window: w,
+                channels,
+            } => {
                 let mut q = 0;
-                for c in 0..p.input.c {
+                for c in 0..channels {
                     for oy in 0..w.out_h {
                         for ox in 0..w.out_w {
                             let el = window_elems(&w, c, oy, ox);
@@ -247,11 +152,13 @@ fn ref_gradient(
                     }
                 }
             }
-            Layer::AvgPool { .. } => {
-                let w = p.window.unwrap();
+            Op::AvgPool {
+                window: w,
+                channels,
+            } => {
                 let mut q = 0;
                 let kk = (w.k * w.k) as u32;
-                for c in 0..p.input.c {
+                for c in 0..channels {
                     for oy in 0..w.out_h {
                         for ox in 0..w.out_w {
                             for e in window_elems(&w, c, oy, ox) {
@@ -262,36 +169,14 @@ fn ref_gradient(
                     }
                 }
             }
-            Layer::Flatten => gin = g.clone(),
-            Layer::Relu | Layer::LeakyRelu { .. } => {
-                let s = match p.layer {
-                    Layer::LeakyRelu { slope } => rat32(slope),
-                    _ => Rational::new(),
-                };
-                for j in 0..gin.len() {
-                    let d = if x[j].is_positive() {
-                        Rational::from(1)
-                    } else if x[j].is_negative() {
-                        s.clone()
-                    } else {
-                        // Clarke interval between s and 1: pick an endpoint or the middle.
-                        let t = Rational::from((rng.random_range(0..=2u32), 2u32));
-                        &s + Rational::from(1 - &s) * t
-                    };
-                    gin[j] = Rational::from(&g[j] * &d);
-                }
-            }
+            Op::Flatten => gin = g.clone(),
+            Op::Relu => gin = activation_grad(x, &g, Rational::new(), rng),
+            Op::LeakyRelu { slope } => gin = activation_grad(x, &g, rat32(slope), rng),
         }
         g = gin;
     }
     grads.reverse();
     grads.into_iter().flatten().collect()
-}
-
-fn contains(b: &BallVec, i: usize, q: &Rational) -> bool {
-    let m = rat64(b.mid[i]);
-    let r = rat64(b.rad[i]);
-    r >= 0 && Rational::from(q - &m).abs() <= r
 }
 
 fn theta(params: &Params) -> Vec<Rational> {
@@ -302,137 +187,39 @@ fn theta(params: &Params) -> Vec<Rational> {
 // Random small networks.
 // ---------------------------------------------------------------------------------------
 
-/// Small homogeneous architectures (bias only in the first layer when `first_bias`).
-fn arch(i: usize, first_bias: bool, outputs: usize) -> ModelSpec {
-    let dense = Layer::dense;
-    let (input, layers) = match i % 6 {
-        0 => (
-            Shape::flat(5),
-            vec![dense(4, first_bias), Layer::Relu, dense(outputs, false)],
-        ),
-        1 => (
-            Shape::new(1, 3, 3),
-            vec![
-                Layer::Flatten,
-                dense(5, first_bias),
-                Layer::LeakyRelu { slope: 0.125 },
-                dense(3, false),
-                Layer::Relu,
-                dense(outputs, false),
-            ],
-        ),
-        2 => (
-            Shape::new(2, 5, 5),
-            vec![
-                Layer::conv(3, 3, 1, Padding::Same, first_bias),
-                Layer::Relu,
-                Layer::MaxPool {
-                    size: 2,
-                    stride: None,
-                },
-                Layer::Flatten,
-                dense(outputs, false),
-            ],
-        ),
-        3 => (
-            Shape::new(1, 6, 6),
-            vec![
-                Layer::conv(2, 2, 2, Padding::Valid, first_bias),
-                Layer::LeakyRelu { slope: 0.5 },
-                Layer::MaxPool {
-                    size: 2,
-                    stride: Some(1),
-                },
-                Layer::Flatten,
-                dense(3, false),
-                Layer::Relu,
-                dense(outputs, false),
-            ],
-        ),
-        4 => (
-            Shape::new(1, 5, 5),
-            vec![
-                Layer::conv(2, 3, 2, Padding::Explicit(1), first_bias),
-                Layer::Relu,
-                Layer::conv(2, 2, 1, Padding::Same, false),
-                Layer::Relu,
-                Layer::AvgPool {
-                    size: 2,
-                    stride: None,
-                },
-                Layer::Flatten,
-                dense(outputs, false),
-            ],
-        ),
-        _ => (
-            Shape::new(1, 4, 4),
-            vec![
-                Layer::Flatten,
-                dense(3, first_bias),
-                Layer::Relu,
-                dense(outputs, false),
-            ],
-        ),
-    };
-    ModelSpec {
-        name: format!("arch{i}"),
-        input,
-        layers,
-    }
-}
-
 /// Random weights. Modes: 0 normal (He), 1 dyadic small integers/halves with many zeros
 /// (exact kinks and pool ties), 2 ill-conditioned (huge cancelling pairs with tiny
 /// residuals), 3 wide exponent range.
 fn random_params(spec: &ModelSpec, mode: u32, rng: &mut ChaCha8Rng) -> Params {
-    let mut p = Params::he_normal(spec, rng.random()).unwrap();
-    for l in &mut p.layers {
-        for i in 0..l.weight.len() {
-            let prev = if i > 0 { l.weight[i - 1] } else { 0.0 };
-            let cur = l.weight[i];
-            l.weight[i] = match mode {
-                0 => cur,
-                1 => {
-                    if rng.random_bool(0.25) {
-                        0.0
-                    } else {
-                        rng.random_range(-4i32..=4) as f32 * 0.5
-                    }
-                }
-                2 => {
-                    if i % 2 == 0 {
-                        2f32.powi(rng.random_range(16..=28))
-                            * if rng.random_bool(0.5) { 1.0 } else { -1.0 }
-                    } else {
-                        -prev + rng.random_range(-1.0f32..1.0) * 2f32.powi(-8)
-                    }
-                }
-                _ => rng.random_range(-1.0f32..1.0) * 2f32.powi(rng.random_range(-30..=30)),
-            };
-        }
-        if let Some(b) = &mut l.bias {
-            for v in b.iter_mut() {
-                *v = if mode == 1 {
-                    rng.random_range(-2i32..=2) as f32 * 0.5
-                } else {
-                    rng.random_range(-1.0f32..1.0)
-                };
-            }
-        }
-    }
-    p
+    let weights = match mode {
+        0 => Weights::He,
+        1 => Weights::Halves { p_zero: 0.25 },
+        2 => Weights::Cancelling {
+            exp: (16, 28),
+            residual_exp: -8,
+            residual_p: None,
+        },
+        _ => Weights::Wide {
+            exp: (-30, 30),
+            exponent_first: false,
+        },
+    };
+    let biases = if mode == 1 {
+        Biases::Halves
+    } else {
+        Biases::Uniform { scale: 1.0 }
+    };
+    nets::random_params(spec, weights, biases, rng)
 }
 
+/// Random pixels; mode 1 draws from a few levels (ties and exact zeros).
 fn random_pixels(len: usize, n: usize, mode: u32, rng: &mut ChaCha8Rng) -> Vec<u8> {
-    (0..len * n)
-        .map(|_| {
-            if mode == 1 {
-                [0u8, 0, 51, 255][rng.random_range(0..4)]
-            } else {
-                rng.random()
-            }
-        })
-        .collect()
+    let pixels = if mode == 1 {
+        Pixels::Levels
+    } else {
+        Pixels::Uniform
+    };
+    nets::random_pixels(len, n, pixels, rng)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -444,7 +231,7 @@ fn random_pixels(len: usize, n: usize, mode: u32, rng: &mut ChaCha8Rng) -> Vec<u
 /// and the certified overlap. Returns the number of (gradient, choice) pairs checked.
 fn check_gradients(arch_i: usize, mode: u32, seed: u64, first_bias: bool, outputs: usize) -> usize {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let spec = arch(arch_i, first_bias, outputs);
+    let spec = homogeneous_arch(arch_i, first_bias, outputs);
     let params = random_params(&spec, mode, &mut rng);
     let il = spec.input.len();
     let batch = 3;
@@ -456,7 +243,7 @@ fn check_gradients(arch_i: usize, mode: u32, seed: u64, first_bias: bool, output
     let mut checked = 0;
     for b in 0..batch {
         let img = &pixels[b * il..(b + 1) * il];
-        let racts = ref_forward(&spec, &params, img);
+        let racts = reference_activations_exact(&spec, &params, img).unwrap();
         let cons: Vec<Constraint> = if outputs == 1 {
             vec![Constraint::Binary {
                 example: b,
@@ -489,7 +276,7 @@ fn check_gradients(arch_i: usize, mode: u32, seed: u64, first_bias: bool, output
                 assert_eq!(rg.len(), g.grad.len());
                 for (i, v) in rg.iter().enumerate() {
                     assert!(
-                        contains(&g.grad, i, v),
+                        ball_contains(&g.grad, i, v),
                         "arch {arch_i} mode {mode} seed {seed}: gradient entry {i} = {} not in {} ± {}",
                         v.to_f64(),
                         g.grad.mid[i],
@@ -617,7 +404,10 @@ fn separated_dataset(
     let mut px = Vec::new();
     let mut labels = Vec::new();
     for img in pixels.chunks(il) {
-        let out = ref_forward(spec, params, img).pop().unwrap();
+        let out = reference_activations_exact(spec, params, img)
+            .unwrap()
+            .pop()
+            .unwrap();
         let label = if outputs == 1 {
             if out[0].is_zero() {
                 continue;
@@ -685,7 +475,7 @@ fn reference_eps_delta(
         if lam.is_zero() {
             continue;
         }
-        let racts = ref_forward(spec, params, data.image(c.example()));
+        let racts = reference_activations_exact(spec, params, data.image(c.example())).unwrap();
         let q = ref_value(c, racts.last().unwrap());
         let d = lam * (Rational::from(&q / &qlo) - 1);
         if d > delta {
@@ -724,7 +514,7 @@ fn check_kkt(
     loss: KktLoss,
 ) -> Option<bool> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let spec = arch(arch_i, first_bias, outputs);
+    let spec = homogeneous_arch(arch_i, first_bias, outputs);
     let params = random_params(&spec, mode, &mut rng);
     let il = spec.input.len();
     let pixels = random_pixels(il, 5, mode, &mut rng);
@@ -737,7 +527,8 @@ fn check_kkt(
         .map(|c| {
             ref_value(
                 c,
-                ref_forward(&spec, &params, data.image(c.example()))
+                reference_activations_exact(&spec, &params, data.image(c.example()))
+                    .unwrap()
                     .last()
                     .unwrap(),
             )
@@ -1115,9 +906,9 @@ fn certificate_serializes() {
 }
 
 /// Timing of one certified backward pass on the paper's CNN (3.3M parameters).
-/// Run: `cargo test --release --test kkt paper_cnn -- --ignored --nocapture`.
+/// Run: `cargo test --release --test suite kkt::paper_cnn -- --ignored --nocapture`.
 #[test]
-#[ignore = "a timing of the paper-CNN backward pass (slow in the dev profile): cargo test --release --test kkt paper_cnn_backward_timing -- --ignored --nocapture"]
+#[ignore = "a timing of the paper-CNN backward pass (slow in the dev profile): cargo test --release --test suite kkt::paper_cnn_backward_timing -- --ignored --nocapture"]
 fn paper_cnn_backward_timing() {
     let spec = margincert::model::presets::mnist_cnn();
     let params = Params::he_normal(&spec, 1).unwrap();
@@ -1211,9 +1002,9 @@ fn gd_trajectory_on_linear_svm_drives_eps_down() {
 /// End-to-end timing of `certify_kkt` on the paper's CNN (3.2M parameters) with 40
 /// random images labelled by the certified logits (so the data are separated), all 256
 /// active constraints and NNLS.
-/// Run: `cargo test --release --test kkt paper_cnn_kkt -- --ignored --nocapture`.
+/// Run: `cargo test --release --test suite kkt::paper_cnn_kkt -- --ignored --nocapture`.
 #[test]
-#[ignore = "paper-CNN KKT end to end (about a minute in release): cargo test --release --test kkt paper_cnn_kkt -- --ignored --nocapture"]
+#[ignore = "paper-CNN KKT end to end (about a minute in release): cargo test --release --test suite kkt::paper_cnn_kkt -- --ignored --nocapture"]
 fn paper_cnn_kkt_end_to_end() {
     let spec = margincert::model::presets::mnist_cnn();
     let params = Params::he_normal(&spec, 2).unwrap();
@@ -1291,7 +1082,7 @@ proptest! {
 
     /// Long run of both property tests (4096 cases each).
     #[test]
-    #[ignore = "long run, 4096 cases per property (~18 s in release): cargo test --release --test kkt long -- --ignored"]
+    #[ignore = "long run, 4096 cases per property (~18 s in release): cargo test --release --test suite kkt::long -- --ignored"]
     fn long_gradient_and_kkt_properties(
         arch_i in 0usize..6,
         mode in 0u32..4,
@@ -1307,9 +1098,9 @@ proptest! {
 }
 
 /// Timing of one certified backward pass on the paper's CIFAR VGG (L = 14).
-/// Run: `cargo test --release --test kkt vgg_backward -- --ignored --nocapture`.
+/// Run: `cargo test --release --test suite kkt::vgg_backward -- --ignored --nocapture`.
 #[test]
-#[ignore = "a timing of the VGG backward pass (slow): cargo test --release --test kkt vgg_backward -- --ignored --nocapture"]
+#[ignore = "a timing of the VGG backward pass (slow): cargo test --release --test suite kkt::vgg_backward -- --ignored --nocapture"]
 fn vgg_backward_timing() {
     let spec = margincert::model::presets::cifar_vgg();
     let params = Params::he_normal(&spec, 1).unwrap();
@@ -1358,7 +1149,7 @@ fn euler_check_passes_on_homogeneous_nets() {
     for arch_i in 0..6 {
         for mode in 0..4u32 {
             let mut rng = ChaCha8Rng::seed_from_u64(500 + arch_i as u64 * 4 + mode as u64);
-            let spec = arch(arch_i, mode % 2 == 1, 3);
+            let spec = homogeneous_arch(arch_i, mode % 2 == 1, 3);
             let params = random_params(&spec, mode, &mut rng);
             let px = random_pixels(spec.input.len(), 2, mode, &mut rng);
             let data = Dataset::new("e", spec.input, px, vec![0, 2], 3).unwrap();

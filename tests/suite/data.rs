@@ -8,21 +8,7 @@ use margincert::Error;
 use margincert::data::{self, DataKind, DataSource, Dataset};
 use margincert::fetch;
 
-/// The shared real-data folder: `$MARGINCERT_SHARED_DATA`, else `<crate>/../shared/data`,
-/// else `/work/shared/data`; `None` (with a printed reason) when none exists.
-fn shared_data(sub: &str) -> Option<PathBuf> {
-    let mut candidates = Vec::new();
-    if let Ok(p) = std::env::var("MARGINCERT_SHARED_DATA") {
-        candidates.push(PathBuf::from(p));
-    }
-    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
-    candidates.push(PathBuf::from("/work/shared/data"));
-    let found = candidates.iter().map(|c| c.join(sub)).find(|p| p.is_dir());
-    if found.is_none() {
-        eprintln!("skipping: no shared data folder {sub} in any of {candidates:?}");
-    }
-    found
-}
+use crate::common::data::{fixture, shared_data};
 
 /// Debian's Fashion-MNIST (`apt-get install dataset-fashion-mnist`).
 fn fashion_dir() -> Option<PathBuf> {
@@ -245,7 +231,7 @@ fn embedded_is_1000_plus_1000_mnist_images() {
 /// The README next to the embedded files states their SHA-256: it must match the files.
 #[test]
 fn embedded_readme_states_the_file_checksums() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/embedded");
+    let dir = fixture("embedded");
     let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
     for (name, bytes) in data::embedded_files() {
         assert_eq!(std::fs::read(dir.join(name)).unwrap(), *bytes);

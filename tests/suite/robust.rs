@@ -1,7 +1,5 @@
 //! Robustness radii: certified lower bounds never exceed exact or attack-found radii.
 
-mod common;
-
 use margincert::certify::CertifiedNet;
 use margincert::data::{DataSource, Dataset};
 use margincert::model::{Layer, ModelSpec, Padding, Params, Shape, presets};
@@ -11,10 +9,8 @@ use margincert::robust::{
 use margincert::train::{EpochOutcome, LossKind, Schedule, TrainConfig, Trainer};
 use proptest::prelude::*;
 
-fn embedded_train(n: usize) -> Dataset {
-    let split = "embedded".parse::<DataSource>().unwrap().load().unwrap();
-    split.train.take(n)
-}
+use crate::common::cli;
+use crate::common::data::embedded_train;
 
 fn train(spec: &ModelSpec, data: &Dataset, epochs: usize) -> Params {
     let params = Params::he_normal(spec, 3).unwrap();
@@ -318,12 +314,12 @@ fn bad_options_are_errors() {
 #[test]
 fn cli_robust_end_to_end_and_bad_input() {
     let dir = tempfile::tempdir().unwrap();
-    common::train_small(dir.path());
+    cli::train_small(dir.path());
     let ckpt = dir.path().join("last.safetensors");
     let ck = ckpt.to_str().unwrap();
     for norm in ["2", "inf"] {
         let out = dir.path().join(format!("r{norm}"));
-        let o = common::margincert(&[
+        let o = cli::margincert(&[
             "robust",
             ck,
             "--norm",
@@ -337,7 +333,7 @@ fn cli_robust_end_to_end_and_bad_input() {
             "--out",
             out.to_str().unwrap(),
         ]);
-        let t = common::text(&o);
+        let t = cli::text(&o);
         assert!(o.status.success(), "{t}");
         assert!(t.contains("violations 0") && t.contains("certified"), "{t}");
         let rep: robust::RobustReport =
@@ -354,7 +350,7 @@ fn cli_robust_end_to_end_and_bad_input() {
         ),
         (vec!["robust", ck, "--norm", "2", "--eps-max=-1"], "eps"),
     ] {
-        common::assert_clean_failure(&common::margincert(&args), needle);
+        cli::assert_clean_failure(&cli::margincert(&args), needle);
     }
 }
 
@@ -395,8 +391,8 @@ proptest! {
 /// CROWN on convolutional nets (src/robust/crown.rs, proofs/robust-crown.md).
 mod crown_cnn {
     use super::*;
+    use crate::common::exact::reference_logits_exact;
     use margincert::certify::margin::{Task, gaps};
-    use margincert::certify::reference::reference_logits_exact;
     use margincert::robust::crown::Crown;
     use rand::{RngExt, SeedableRng};
     use rand_chacha::ChaCha8Rng;
@@ -728,7 +724,7 @@ mod crown_cnn {
     /// and the verified attack radius on a paper-CNN checkpoint, on the first
     /// `MARGINCERT_CROWN_N` (default 32) embedded test images, with CROWN radii per second.
     #[test]
-    #[ignore = "measurement; MARGINCERT_CNN_CKPT=path/to/mnist-cnn.safetensors cargo test --release --test robust paper_cnn_crown_figures -- --ignored --nocapture"]
+    #[ignore = "measurement; MARGINCERT_CNN_CKPT=path/to/mnist-cnn.safetensors cargo test --release --test suite robust::paper_cnn_crown_figures -- --ignored --nocapture"]
     fn paper_cnn_crown_figures() {
         let Ok(path) = std::env::var("MARGINCERT_CNN_CKPT") else {
             println!("skipped: MARGINCERT_CNN_CKPT is not set");

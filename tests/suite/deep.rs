@@ -2,171 +2,71 @@
 //! proofs/forward-dd.md): soundness against exact / 256-bit references, tightness against
 //! the binary64 pass, and the CIFAR-10 VGG.
 //!
-//! Default run: `cargo test --test deep` (256 + 256 property cases against exact rationals,
+//! Default run: `cargo test --test suite deep::` (256 + 256 property cases against exact rationals,
 //! every layer of 12 nets, a 12-layer CNN, a deep CNN on 4 real CIFAR-10 images, Auto
 //! certify + verify, the CLI flag; ~2 s of tests after the build). Long runs (the VGG
 //! preset against its 256-bit reference, ~4 min; throughput):
-//! `cargo test --release --test deep -- --ignored --nocapture`.
+//! `cargo test --release --test suite deep:: -- --ignored --nocapture`.
 
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use margincert::Error;
-use margincert::certify::reference::{reference_logits, reference_logits_exact};
 use margincert::certify::{BallVec, CertifiedNet, ForwardMode};
-use margincert::certify::{CertifyOptions, DdBallVec, certify, verify};
+use margincert::certify::{CertifyOptions, certify, verify};
 use margincert::data::{Dataset, load_cifar};
 use margincert::model::{Layer, ModelSpec, Padding, Params, Shape, presets};
 use margincert::report::Summary;
 use proptest::prelude::*;
-use rand::{RngExt, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rug::{Float, Rational};
 
-/// Exact test `|q − (hi + lo)| ≤ rad`.
-fn dd_contains(x: &DdBallVec, i: usize, q: &Rational) -> bool {
-    let m = Rational::from_f64(x.hi[i]).unwrap() + Rational::from_f64(x.lo[i]).unwrap();
-    let r = Rational::from_f64(x.rad[i]).unwrap();
-    r >= 0 && Rational::from(q - &m).abs() <= r
-}
-
-/// Exact test `|q − mid| ≤ rad`.
-fn ball_contains(b: &BallVec, i: usize, q: &Rational) -> bool {
-    let m = Rational::from_f64(b.mid[i]).unwrap();
-    let r = Rational::from_f64(b.rad[i]).unwrap();
-    Rational::from(q - &m).abs() <= r
-}
-
-fn act(kind: u32) -> Layer {
-    match kind % 4 {
-        0 | 1 => Layer::Relu,
-        2 => Layer::LeakyRelu { slope: 0.1 },
-        _ => Layer::LeakyRelu { slope: -0.5 },
-    }
-}
-
-/// A random deep MLP (`cnn = false`: 3–12 dense layers of width 2–7) or CNN (3–9 conv
-/// layers with kernels 1–3, SAME / explicit padding, stride 1–2, max and avg pools, then a
-/// dense head), first layer with a bias.
-fn random_spec(cnn: bool, rng: &mut ChaCha8Rng) -> ModelSpec {
-    let outputs = if rng.random_bool(0.3) { 1 } else { 3 };
-    let mut layers = Vec::new();
-    let input = if cnn {
-        Shape::new(2, 7, 7)
-    } else {
-        Shape::new(1, 3, 3)
-    };
-    if cnn {
-        let depth = rng.random_range(3..=9);
-        let (mut h, mut w) = (input.h, input.w);
-        for d in 0..depth {
-            let k = rng.random_range(1..=3);
-            let stride = if h >= 4 && rng.random_bool(0.2) { 2 } else { 1 };
-            let padding = if rng.random_bool(0.5) {
-                Padding::Same
-            } else {
-                Padding::Explicit(k / 2)
-            };
-            layers.push(Layer::conv(
-                rng.random_range(1..=4),
-                k,
-                stride,
-                padding,
-                d == 0,
-            ));
-            h = h.div_ceil(stride);
-            w = w.div_ceil(stride);
-            layers.push(act(rng.random()));
-            if h >= 3 && rng.random_bool(0.3) {
-                let (size, stride) = if rng.random_bool(0.5) {
-                    (2, Some(1))
-                } else {
-                    (3, Some(1))
-                };
-                layers.push(if rng.random_bool(0.5) {
-                    Layer::MaxPool { size, stride }
-                } else {
-                    Layer::AvgPool { size, stride }
-                });
-                h = h + 1 - size;
-                w = w + 1 - size;
-            }
-        }
-        layers.push(Layer::Flatten);
-    } else {
-        layers.push(Layer::Flatten);
-        let depth = rng.random_range(3..=12);
-        for d in 0..depth {
-            layers.push(Layer::dense(rng.random_range(2..=7), d == 0));
-            layers.push(act(rng.random()));
-        }
-    }
-    layers.push(Layer::dense(outputs, false));
-    let spec = ModelSpec {
-        name: "deep".into(),
-        input,
-        layers,
-    };
-    spec.validate().expect("valid random spec");
-    spec
-}
+use crate::common::cli;
+use crate::common::data::shared_data;
+use crate::common::exact::{ball_contains, dd_contains, reference_logits, reference_logits_exact};
+use crate::common::nets::{self, Biases, Pixels, Weights, random_deep_spec};
 
 /// Random weights by `mode`: 0 He-normal, 1 magnitudes over `2^±30`, 2 huge cancelling
 /// pairs with tiny residuals, 3 small half-integers with zeros (exact kinks), plus inputs
 /// in equal pairs (see `pixels`).
 fn random_params(spec: &ModelSpec, mode: u32, rng: &mut ChaCha8Rng) -> Params {
-    let mut p = Params::he_normal(spec, rng.random()).unwrap();
-    for l in &mut p.layers {
-        for i in 0..l.weight.len() {
-            let prev = if i > 0 { l.weight[i - 1] } else { 1.0 };
-            l.weight[i] = match mode {
-                0 => l.weight[i],
-                1 => rng.random_range(-1.0f32..1.0) * 2f32.powi(rng.random_range(-30..=30)),
-                2 => {
-                    if i % 2 == 0 {
-                        2f32.powi(rng.random_range(10..=24))
-                            * if rng.random_bool(0.5) { 1.0 } else { -1.0 }
-                    } else {
-                        -prev + rng.random_range(-1.0f32..1.0) * 2f32.powi(-12)
-                    }
-                }
-                _ => {
-                    if rng.random_bool(0.3) {
-                        0.0
-                    } else {
-                        rng.random_range(-4i32..=4) as f32 * 0.5
-                    }
-                }
-            };
-        }
-        if let Some(b) = &mut l.bias {
-            for v in b.iter_mut() {
-                *v = if mode == 3 {
-                    0.0
-                } else {
-                    rng.random_range(-1.0f32..1.0)
-                };
-            }
-        }
-    }
-    p
+    let weights = match mode {
+        0 => Weights::He,
+        1 => Weights::Wide {
+            exp: (-30, 30),
+            exponent_first: false,
+        },
+        2 => Weights::Cancelling {
+            exp: (10, 24),
+            residual_exp: -12,
+            residual_p: None,
+        },
+        _ => Weights::Halves { p_zero: 0.3 },
+    };
+    let biases = if mode == 3 {
+        Biases::Zero
+    } else {
+        Biases::Uniform { scale: 1.0 }
+    };
+    nets::random_params(spec, weights, biases, rng)
 }
 
+/// Random pixels of `batch` examples; in mode 3 they come in equal pairs along the whole
+/// batch buffer (across example boundaries when `len` is odd).
 fn pixels(len: usize, batch: usize, mode: u32, rng: &mut ChaCha8Rng) -> Vec<u8> {
-    let mut px: Vec<u8> = (0..len * batch).map(|_| rng.random()).collect();
-    if mode == 3 {
-        for i in (1..px.len()).step_by(2) {
-            px[i] = px[i - 1];
-        }
-    }
-    px
+    let pixels = if mode == 3 {
+        Pixels::Pairs
+    } else {
+        Pixels::Uniform
+    };
+    nets::random_pixels(len * batch, 1, pixels, rng)
 }
 
 /// The exact rational logits lie in every double-double logit enclosure and in its f64
 /// conversion; returns the largest radius relative to the largest |logit| (for reporting).
 fn check_exact(cnn: bool, mode: u32, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let spec = random_spec(cnn, &mut rng);
+    let spec = random_deep_spec(cnn, &mut rng);
     let params = random_params(&spec, mode, &mut rng);
     let batch = 2;
     let len = spec.input.len();
@@ -224,7 +124,7 @@ fn every_dd_layer_encloses_the_exact_prefix() {
         let mut rng = ChaCha8Rng::seed_from_u64(1000 + seed);
         let cnn = seed % 2 == 0;
         let mode = (seed % 4) as u32;
-        let spec = random_spec(cnn, &mut rng);
+        let spec = random_deep_spec(cnn, &mut rng);
         let params = random_params(&spec, mode, &mut rng);
         let len = spec.input.len();
         let px = pixels(len, 1, mode, &mut rng);
@@ -330,27 +230,11 @@ fn dd_is_far_tighter_than_f64_on_a_12_layer_cnn() {
     }
 }
 
-/// The shared data folder (see the common brief), `None` with a printed reason.
+/// The first `n` CIFAR-10 test images from the shared data folder, `None` (with a printed
+/// reason) when absent.
 fn cifar_test(n: usize) -> Option<Dataset> {
-    let mut candidates = Vec::new();
-    if let Ok(p) = std::env::var("MARGINCERT_SHARED_DATA") {
-        candidates.push(PathBuf::from(p));
-    }
-    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
-    candidates.push(PathBuf::from("/work/shared/data"));
-    let Some(dir) = candidates
-        .iter()
-        .map(|c| c.join("cifar-10"))
-        .find(|p| p.join("test_batch.bin.gz").is_file())
-    else {
-        eprintln!("skipping: no cifar-10/test_batch.bin.gz in any of {candidates:?}");
-        return None;
-    };
-    Some(
-        load_cifar("cifar10-test", &[dir.join("test_batch.bin.gz")])
-            .unwrap()
-            .take(n),
-    )
+    let file = shared_data("cifar-10/test_batch.bin.gz")?;
+    Some(load_cifar("cifar10-test", &[file]).unwrap().take(n))
 }
 
 /// Margin `q = Φ_y − max_{j≠y} Φ_j` of a 256-bit reference, as a rational.
@@ -452,9 +336,9 @@ fn dd_certifies_a_deep_cnn_on_cifar10() {
 
 /// The CIFAR VGG preset (13 conv + dense, He init) on 8 test images. Ignored: the 256-bit
 /// reference costs ~a minute per image. Run:
-/// `cargo test --release --test deep -- --ignored vgg --nocapture`.
+/// `cargo test --release --test suite deep::dd_certifies_vgg -- --ignored --nocapture`.
 #[test]
-#[ignore = "the 256-bit reference of the VGG is slow (~4 min for 8 images, needs CIFAR-10): cargo test --release --test deep dd_certifies_vgg -- --ignored --nocapture"]
+#[ignore = "the 256-bit reference of the VGG is slow (~4 min for 8 images, needs CIFAR-10): cargo test --release --test suite deep::dd_certifies_vgg -- --ignored --nocapture"]
 fn dd_certifies_vgg_margins_on_cifar10() {
     let Some(data) = cifar_test(8) else {
         return;
@@ -522,19 +406,9 @@ fn certify_auto_uses_dd_on_deep_net_and_verifies() {
 /// certificate, `verify` recomputes with it, and a bad value is a clean error.
 #[test]
 fn cli_precision_mode_round_trip() {
-    use std::process::Command;
     let run = |args: &[&str]| {
-        let o = Command::new(env!("CARGO_BIN_EXE_margincert"))
-            .args(["--threads", "2"])
-            .args(args)
-            .output()
-            .unwrap();
-        let t = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        (o.status.success(), t)
+        let o = cli::margincert(args);
+        (o.status.success(), cli::text(&o))
     };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
@@ -586,9 +460,9 @@ fn cli_precision_mode_round_trip() {
 
 /// Throughput of the VGG preset (He init) on 64 CIFAR-10 test images, f64 vs dd, with the
 /// relative radii of the margins (no reference). Run:
-/// `cargo test --release --test deep -- --ignored vgg_throughput --nocapture`.
+/// `cargo test --release --test suite deep::vgg_throughput -- --ignored --nocapture`.
 #[test]
-#[ignore = "a measurement (~20 s in release, needs CIFAR-10): cargo test --release --test deep vgg_throughput -- --ignored --nocapture"]
+#[ignore = "a measurement (~20 s in release, needs CIFAR-10): cargo test --release --test suite deep::vgg_throughput -- --ignored --nocapture"]
 fn vgg_throughput() {
     // MARGINCERT_VGG_IMAGES overrides the number of images (default 64).
     let n = std::env::var("MARGINCERT_VGG_IMAGES")
@@ -649,9 +523,9 @@ fn vgg_throughput() {
 
 /// The whole certificate (Auto mode, no KKT) of the VGG preset at He init on 32 CIFAR-10
 /// test images: every margin decided in sign, and `verify` confirms it. Run:
-/// `cargo test --release --test deep -- --ignored vgg_certify --nocapture`.
+/// `cargo test --release --test suite deep::vgg_certify -- --ignored --nocapture`.
 #[test]
-#[ignore = "VGG certificate + verification (~30 s in release, needs CIFAR-10): cargo test --release --test deep vgg_certify_and_verify -- --ignored"]
+#[ignore = "VGG certificate + verification (~30 s in release, needs CIFAR-10): cargo test --release --test suite deep::vgg_certify_and_verify -- --ignored"]
 fn vgg_certify_and_verify_end_to_end() {
     let Some(data) = cifar_test(32) else {
         return;

@@ -14,10 +14,11 @@ use margincert::model::{Layer, ModelSpec, Padding, Params};
 use margincert::report::AuditDocument;
 use onnx_protobuf::{Message, ModelProto};
 
+use crate::common::cli;
+use crate::common::data::fixture;
+
 fn fx(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/import")
-        .join(name)
+    fixture("import").join(name)
 }
 
 fn data(n: usize) -> Dataset {
@@ -825,7 +826,7 @@ fn state_dict_naming_errors_are_clear() {
 fn cli_audit_exits_nonzero_listing_unmet_requirements() {
     let dir = tempfile::tempdir().unwrap();
     let run = |extra: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_margincert"))
+        cli::command()
             .args(["--threads", "1", "audit"])
             .arg(fx("cnn_bf16.safetensors"))
             .arg("--spec")

@@ -2,19 +2,18 @@
 //! ones, the exact rational value of the real network lies inside every enclosure, and every
 //! certified lower bound is ≤ the true value ≤ every upper bound.
 //!
-//! Default run: `cargo test --test soundness` (see docs/SOUNDNESS.md for the case counts).
-//! Long run: `cargo test --test soundness -- --ignored`.
+//! Default run: `cargo test --test suite soundness::` (see docs/SOUNDNESS.md for the case counts).
+//! Long run: `cargo test --test suite soundness:: -- --ignored`.
 
 use margincert::Error;
 use margincert::certify::bounds::Enclosure;
-use margincert::certify::reference::{reference_logits, reference_logits_exact};
 use margincert::certify::verify::Status;
 use margincert::certify::{
-    BallVec, CertifiedNet, RadiusMode, forward_enclosures, logit_enclosures,
+    CertifiedNet, RadiusMode, forward_enclosures, logit_enclosures,
 };
 use margincert::certify::{Certificate, CertifyOptions, Decision, LossKind, certify, verify};
 use margincert::data::Dataset;
-use margincert::model::{Layer, LayerParams, ModelSpec, Padding, Params, Shape, presets};
+use margincert::model::{Layer, LayerParams, ModelSpec, Params, Shape, presets};
 use margincert::report::Summary;
 use proptest::prelude::*;
 use rand::{RngExt, SeedableRng};
@@ -22,151 +21,39 @@ use rand_chacha::ChaCha8Rng;
 use rug::float::Round;
 use rug::{Float, Rational};
 
-/// Exact test `|q − mid| ≤ rad`.
-fn contains(b: &BallVec, i: usize, q: &Rational) -> bool {
-    let m = Rational::from_f64(b.mid[i]).expect("finite mid");
-    let r = Rational::from_f64(b.rad[i]).expect("finite rad");
-    r >= 0 && Rational::from(q - &m).abs() <= r
-}
-
-/// The small architectures of the property tests (index `arch`).
-pub fn arch(arch: usize, first_bias: bool, classes: usize) -> ModelSpec {
-    let dense = Layer::dense;
-    let (input, layers) = match arch % 5 {
-        0 => (
-            Shape::new(1, 4, 4),
-            vec![
-                Layer::Flatten,
-                dense(6, first_bias),
-                Layer::Relu,
-                dense(5, false),
-                Layer::Relu,
-                dense(classes, false),
-            ],
-        ),
-        1 => (
-            Shape::new(2, 5, 5),
-            vec![
-                Layer::conv(3, 3, 2, Padding::Same, first_bias),
-                Layer::LeakyRelu { slope: 0.1 },
-                Layer::MaxPool {
-                    size: 2,
-                    stride: Some(1),
-                },
-                Layer::Flatten,
-                dense(classes, false),
-            ],
-        ),
-        2 => (
-            Shape::new(1, 6, 6),
-            vec![
-                Layer::conv(2, 3, 1, Padding::Explicit(1), first_bias),
-                Layer::Relu,
-                Layer::AvgPool {
-                    size: 3,
-                    stride: None,
-                },
-                Layer::Flatten,
-                dense(4, false),
-                Layer::LeakyRelu { slope: 0.25 },
-                dense(classes, false),
-            ],
-        ),
-        3 => (
-            Shape::new(1, 7, 7),
-            vec![
-                Layer::conv(3, 2, 1, Padding::Valid, first_bias),
-                Layer::Relu,
-                Layer::MaxPool {
-                    size: 2,
-                    stride: None,
-                },
-                Layer::conv(2, 2, 1, Padding::Same, false),
-                Layer::Relu,
-                Layer::AvgPool {
-                    size: 2,
-                    stride: None,
-                },
-                Layer::Flatten,
-                dense(classes, false),
-            ],
-        ),
-        _ => (
-            Shape::new(3, 3, 3),
-            vec![
-                Layer::Flatten,
-                dense(4, first_bias),
-                Layer::LeakyRelu { slope: -0.5 },
-                dense(classes, false),
-            ],
-        ),
-    };
-    let spec = ModelSpec {
-        name: format!("arch{arch}"),
-        input,
-        layers,
-    };
-    spec.validate().expect("valid test spec");
-    spec
-}
+use crate::common::data::mnist_head;
+use crate::common::exact::{ball_contains, reference_logits, reference_logits_exact};
+use crate::common::nets::{self, Biases, Pixels, Weights, arch};
 
 /// Random weights by `mode`: 0 Gaussian-like, 1 magnitudes over many orders (2^±40),
 /// 2 huge cancelling pairs plus tiny residuals, 3 exact zeros and kinks.
-pub fn random_params(spec: &ModelSpec, mode: u32, rng: &mut ChaCha8Rng) -> Params {
-    let mut p = Params::he_normal(spec, rng.random()).expect("params");
-    for l in &mut p.layers {
-        let n = l.weight.len();
-        for i in 0..n {
-            let cur = l.weight[i];
-            let prev = if i > 0 { l.weight[i - 1] } else { 0.0 };
-            l.weight[i] = match mode {
-                0 => cur,
-                1 => {
-                    let e: i32 = rng.random_range(-40..=40);
-                    let m: f32 = rng.random_range(-1.0f32..1.0);
-                    m * 2f32.powi(e)
-                }
-                2 => {
-                    if i % 2 == 0 {
-                        let e: i32 = rng.random_range(18..=30);
-                        2f32.powi(e) * if rng.random_bool(0.5) { 1.0 } else { -1.0 }
-                    } else if rng.random_bool(0.3) {
-                        // cancel the previous weight, off by a tiny residual
-                        -prev + rng.random_range(-1.0f32..1.0) * 2f32.powi(-10)
-                    } else {
-                        -prev
-                    }
-                }
-                _ => {
-                    if rng.random_bool(0.3) {
-                        0.0
-                    } else {
-                        (rng.random_range(-4i32..=4)) as f32 * 0.5
-                    }
-                }
-            };
-        }
-        if let Some(b) = &mut l.bias {
-            for v in b.iter_mut() {
-                *v = rng.random_range(-1.0f32..1.0) * if mode == 1 { 1e3 } else { 1.0 };
-            }
-        }
-    }
-    p
+fn random_params(spec: &ModelSpec, mode: u32, rng: &mut ChaCha8Rng) -> Params {
+    let weights = match mode {
+        0 => Weights::He,
+        1 => Weights::Wide {
+            exp: (-40, 40),
+            exponent_first: true,
+        },
+        2 => Weights::Cancelling {
+            exp: (18, 30),
+            residual_exp: -10,
+            residual_p: Some(0.3),
+        },
+        _ => Weights::Halves { p_zero: 0.3 },
+    };
+    let scale = if mode == 1 { 1e3 } else { 1.0 };
+    nets::random_params(spec, weights, Biases::Uniform { scale }, rng)
 }
 
 /// Random pixel bytes; in kink mode (3) pixels come in equal pairs so antisymmetric weight
 /// rows give exact zero pre-activations.
-pub fn random_pixels(len: usize, batch: usize, mode: u32, rng: &mut ChaCha8Rng) -> Vec<u8> {
-    let mut px: Vec<u8> = (0..len * batch).map(|_| rng.random()).collect();
-    if mode == 3 {
-        for b in 0..batch {
-            for i in (1..len).step_by(2) {
-                px[b * len + i] = px[b * len + i - 1];
-            }
-        }
-    }
-    px
+fn random_pixels(len: usize, batch: usize, mode: u32, rng: &mut ChaCha8Rng) -> Vec<u8> {
+    let pixels = if mode == 3 {
+        Pixels::Pairs
+    } else {
+        Pixels::Uniform
+    };
+    nets::random_pixels(len, batch, pixels, rng)
 }
 
 /// In kink mode, make the first dense layer's first row antisymmetric on pixel pairs so its
@@ -218,14 +105,14 @@ fn check_forward(arch_i: usize, mode: u32, seed: u64, batch: usize, first_bias: 
         for (j, q) in exact.iter().enumerate() {
             let i = b * classes + j;
             assert!(
-                contains(&logits, i, q),
+                ball_contains(&logits, i, q),
                 "arch {arch_i} mode {mode} seed {seed}: logit {j} of example {b} = {} not in {} ± {}",
                 q.to_f64(),
                 logits.mid[i],
                 logits.rad[i]
             );
             assert!(
-                contains(&fast, i, q),
+                ball_contains(&fast, i, q),
                 "row-sum mode, arch {arch_i} mode {mode} seed {seed}: logit {j} of example {b}"
             );
         }
@@ -280,7 +167,7 @@ fn every_layer_encloses_the_exact_prefix() {
             let exact = reference_logits_exact(&prefix, &pp, &px).unwrap();
             assert_eq!(e.len(), exact.len());
             for (i, q) in exact.iter().enumerate() {
-                assert!(contains(e, i, q), "seed {seed} layer {cut} entry {i}");
+                assert!(ball_contains(e, i, q), "seed {seed} layer {cut} entry {i}");
             }
         }
     }
@@ -338,7 +225,7 @@ fn f64_gets_the_sign_wrong_certificate_does_not() {
         );
     }
     let e = logit_enclosures(&spec, &params, &px, 1).unwrap();
-    assert!(contains(&e, 0, exact));
+    assert!(ball_contains(&e, 0, exact));
     println!(
         "exact {:e}, plain f64 {plain:e}, enclosure {:e} ± {:e}",
         exact.to_f64(),
@@ -394,7 +281,7 @@ proptest! {
 
     /// The long run of [`forward_encloses_exact_logits`].
     #[test]
-    #[ignore = "long run (~15 s in release): cargo test --release --test soundness _long -- --ignored"]
+    #[ignore = "long run (~15 s in release): cargo test --release --test suite _long -- --ignored"]
     fn forward_encloses_exact_logits_long(
         arch_i in 0usize..5,
         mode in 0u32..4,
@@ -547,7 +434,7 @@ fn check_certificate(
         loss: kind,
         witness_examples: 2,
         precision: 128,
-        // The KKT bounds have their own soundness tests (tests/kkt.rs).
+        // The KKT bounds have their own soundness tests (tests/suite/kkt.rs).
         kkt: None,
         ..CertifyOptions::default()
     };
@@ -709,7 +596,7 @@ proptest! {
 
     /// The long run of [`certificate_bounds_hold`].
     #[test]
-    #[ignore = "long run (~15 s in release): cargo test --release --test soundness _long -- --ignored"]
+    #[ignore = "long run (~15 s in release): cargo test --release --test suite _long -- --ignored"]
     fn certificate_bounds_hold_long(
         arch_i in 0usize..5,
         mode in 0u32..4,
@@ -945,41 +832,6 @@ fn witness_is_sharp_enough_to_refute_a_wrong_degree() {
 // Tightness on the paper's CNN with real MNIST images.
 // ---------------------------------------------------------------------------------------
 
-fn shared_data_dir() -> Option<std::path::PathBuf> {
-    let cands = [
-        std::env::var("MARGINCERT_SHARED_DATA").ok().map(Into::into),
-        Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data")),
-        Some("/work/shared/data".into()),
-    ];
-    cands
-        .into_iter()
-        .flatten()
-        .find(|p: &std::path::PathBuf| p.join("mnist").is_dir())
-}
-
-/// Reads the first `n` MNIST training images and labels (IDX, gzipped).
-pub fn mnist_head(n: usize) -> Option<Dataset> {
-    use std::io::Read;
-    let dir = shared_data_dir()?.join("mnist");
-    let read = |f: &str| -> Option<Vec<u8>> {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(std::fs::File::open(dir.join(f)).ok()?)
-            .read_to_end(&mut out)
-            .ok()?;
-        Some(out)
-    };
-    let img = read("train-images-idx3-ubyte.gz")?;
-    let lab = read("train-labels-idx1-ubyte.gz")?;
-    Dataset::new(
-        "mnist-train-head",
-        Shape::new(1, 28, 28),
-        img[16..16 + n * 784].to_vec(),
-        lab[8..8 + n].to_vec(),
-        10,
-    )
-    .ok()
-}
-
 /// On the paper CNN (He-normal weights) and real MNIST images, the certified lower bound of
 /// q_min is within 1e-6 relative of the f64 value (in fact ~1e-12), and the 256-bit
 /// reference lies inside every logit enclosure.
@@ -1084,7 +936,7 @@ fn relu_after_sign_flip_keeps_the_exact_value() {
         let exact = reference_logits_exact(&spec, &params, &px).unwrap()[0].clone();
         let e = logit_enclosures(&spec, &params, &px, 1).unwrap();
         assert!(
-            contains(&e, 0, &exact),
+            ball_contains(&e, 0, &exact),
             "sign {sign}: exact {:e}",
             exact.to_f64()
         );
@@ -1094,7 +946,7 @@ fn relu_after_sign_flip_keeps_the_exact_value() {
 /// Certifies the paper CNN (He-normal weights) on the full MNIST training set and prints the
 /// time of the certified pass and the summary.
 #[test]
-#[ignore = "full MNIST (60,000 examples, minutes): cargo test --release --test soundness full_mnist -- --ignored --nocapture"]
+#[ignore = "full MNIST (60,000 examples, minutes): cargo test --release --test suite soundness::full_mnist -- --ignored --nocapture"]
 fn full_mnist_certificate() {
     let Some(data) = mnist_head(60_000) else {
         println!("SKIPPED: MNIST not found (set MARGINCERT_SHARED_DATA)");
@@ -1142,7 +994,7 @@ fn binary32_overflow_falls_back_to_binary64() {
             let exact = reference_logits_exact(&spec, &params, img).unwrap();
             for (j, q) in exact.iter().enumerate() {
                 assert!(
-                    contains(&e, b * 3 + j, q),
+                    ball_contains(&e, b * 3 + j, q),
                     "arch {arch_i} example {b} logit {j}"
                 );
             }

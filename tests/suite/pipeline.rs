@@ -4,11 +4,13 @@
 use margincert::certify::certificate::{CertifyOptions, certify};
 use margincert::certify::verify::verify;
 use margincert::checkpoint::Checkpoint;
-use margincert::data::{DataKind, DataSource, Dataset, load_dir};
+use margincert::data::{DataKind, Dataset, load_dir};
 use margincert::model::{ModelSpec, Params, Shape, presets};
 use margincert::report::Summary;
 use margincert::train::run::{RunOptions, run};
 use margincert::train::{LossKind, Schedule, TrainConfig};
+
+use crate::common::data::{embedded_train, shared_data};
 
 /// A small CNN in the paper's shape: conv-relu-pool, conv-relu-pool, dense-relu, dense.
 fn small_cnn(input: Shape, biases: [bool; 4]) -> ModelSpec {
@@ -61,19 +63,9 @@ fn train_and_certify(
     cert
 }
 
-fn mnist_train(n: usize) -> Dataset {
-    "embedded"
-        .parse::<DataSource>()
-        .unwrap()
-        .load()
-        .unwrap()
-        .train
-        .take(n)
-}
-
 #[test]
 fn bias_free_and_first_bias_cnns_are_certified_homogeneous() {
-    let data = mnist_train(60);
+    let data = embedded_train(60);
     for biases in [[false; 4], [true, false, false, false]] {
         let cert = train_and_certify(&small_cnn(data.shape, biases), &data);
         assert_eq!(cert.homogeneity.degree, Some(4), "{biases:?}");
@@ -86,7 +78,7 @@ fn bias_free_and_first_bias_cnns_are_certified_homogeneous() {
 
 #[test]
 fn a_cnn_with_biases_everywhere_is_certified_but_not_homogeneous() {
-    let data = mnist_train(60);
+    let data = embedded_train(60);
     let cert = train_and_certify(&small_cnn(data.shape, [true; 4]), &data);
     assert_eq!(cert.homogeneity.degree, None);
     assert!(cert.normalized.is_none() && cert.kkt.is_none());
@@ -99,14 +91,9 @@ fn a_cnn_with_biases_everywhere_is_certified_but_not_homogeneous() {
 
 #[test]
 fn cifar10_cnn_is_certified_when_the_data_is_present() {
-    let dir = std::env::var_os("MARGINCERT_SHARED_DATA")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"))
-        .join("cifar-10");
-    if !dir.exists() {
-        eprintln!("skipped: no CIFAR-10 files at {}", dir.display());
+    let Some(dir) = shared_data("cifar-10") else {
         return;
-    }
+    };
     let data = load_dir(DataKind::Cifar10, &dir).unwrap().test.take(60);
     let cert = train_and_certify(&small_cnn(data.shape, [false; 4]), &data);
     assert_eq!(cert.dataset.size, 60);
