@@ -255,7 +255,7 @@ proptest! {
             prop_assert_eq!(rep.violations, 0);
             for e in &rep.examples {
                 let x0: Vec<f64> = data.image(e.index).iter().map(|&p| p as f64 / 255.0).collect();
-                let grid = grid_radius(&g, &x0, e.label, norm);
+                let grid = grid_radius(g, &x0, e.label, norm);
                 // grid points are in [0,1]²; allow the f64 evaluation's rounding in x0.
                 prop_assert!(e.certified <= grid + 1e-12, "{:?} ex {}: certified {} > grid {}", norm, e.index, e.certified, grid);
                 prop_assert!(e.certified <= e.attack);

@@ -114,7 +114,7 @@ struct InferBuffers {
 /// A network compiled from a resolved plan: the kernel list and every buffer size.
 ///
 /// Invariant: `plan` is the plan of `spec`; `kernels` runs the layers of `plan` (in plan order
-/// except that an activation followed by a max-pool runs after it, see [`Network::compile`]);
+/// except that an activation followed by a max-pool runs after it, see the module docs);
 /// `sizes[i]` is the number of scalars per example entering kernel `i` (`sizes[len]` =
 /// `outputs`). The network holds no parameters: each call takes them and checks their shapes
 /// against `plan` ([`Params::check_shapes`]).
