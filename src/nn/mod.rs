@@ -272,7 +272,7 @@ impl Network {
     }
 
     /// Checks the shapes of `p` against the plan (`what` names it in the error).
-    fn check_params(&self, p: &Params, what: &str) -> Result<()> {
+    fn check_shapes(&self, p: &Params, what: &str) -> Result<()> {
         p.check_shapes(&self.plan).map_err(|e| match e {
             Error::Shape(m) => Error::Shape(format!("{what}: {m}")),
             other => other,
@@ -300,7 +300,7 @@ impl Network {
     ///
     /// Errors: [`Error::Shape`] when `x.len() != batch * C*H*W` or `params` does not fit.
     pub fn forward(&self, params: &Params, x: &[f32], batch: usize) -> Result<Vec<f32>> {
-        self.check_params(params, "parameters")?;
+        self.check_shapes(params, "parameters")?;
         self.check_input(x, batch)?;
         let mut guard = self.cache.try_lock().ok();
         let mut fresh = InferBuffers::default();
@@ -389,7 +389,7 @@ impl Network {
         batch: usize,
         ws: &'a mut Workspace,
     ) -> Result<&'a [f32]> {
-        self.check_params(params, "parameters")?;
+        self.check_shapes(params, "parameters")?;
         self.check_input(x, batch)?;
         ws.batch = None;
         ws.reserve(self, batch);
@@ -424,7 +424,7 @@ impl Network {
         dlogits: &[f32],
         grads: &mut Params,
     ) -> Result<()> {
-        self.check_params(grads, "gradients")?;
+        self.check_shapes(grads, "gradients")?;
         self.backprop(params, ws, dlogits, Some(grads)).map(|_| ())
     }
 
@@ -463,7 +463,7 @@ impl Network {
         dlogits: &[f32],
         mut grads: Option<&mut Params>,
     ) -> Result<usize> {
-        self.check_params(params, "parameters")?;
+        self.check_shapes(params, "parameters")?;
         let batch = match ws.batch {
             Some(b) if ws.sizes == self.sizes && ws.acts.len() == self.kernels.len() + 1 => b,
             _ => {
