@@ -1,8 +1,11 @@
 //! Fast f32 forward and backward passes (im2col + sgemm, parallel over the batch).
 //!
-//! [`Network`] compiles a [`ModelSpec`] into a list of kernel steps; [`Workspace`] holds
-//! the activations a training step keeps for its backward pass, and scratch buffers, so
-//! that a training loop allocates nothing after its first step.
+//! [`Network`] compiles a resolved plan (from a [`CheckedModel`] or a [`ModelSpec`]) into a
+//! list of kernels; [`Workspace`] holds the activations a training step keeps for its backward
+//! pass, and scratch buffers, so that a training loop allocates nothing after its first step.
+//! Besides the parameter gradient ([`Network::backward`]) the same kernels give the gradient
+//! with respect to the input ([`Network::input_gradient`]), which the attacks of
+//! [`crate::robust`] follow.
 //!
 //! ```
 //! use margincert::model::{presets, Params};
@@ -16,6 +19,9 @@
 //! assert_eq!(net.forward_train(&params, &x, 2, &mut ws).unwrap(), &logits[..]);
 //! let mut grads = params.zeros_like();
 //! net.backward(&params, &mut ws, &vec![1.0; 2 * 3], &mut grads).unwrap();
+//! // d(logit 0 of each example)/d(input), `[batch, C*H*W]`.
+//! let dx = net.input_gradient(&params, &mut ws, &[1.0, 0.0, 0.0, 1.0, 0.0, 0.0]).unwrap();
+//! assert_eq!(dx.len(), 2 * 4);
 //! ```
 //!
 //! # Numerics and reproducibility
@@ -42,41 +48,59 @@
 
 mod ops;
 mod sgemm;
+#[cfg(test)]
+mod tests;
 
 use crate::error::{Error, Result};
-use crate::model::{Layer, ModelSpec, Params, Window};
+use crate::model::{CheckedModel, LayerPlan, ModelSpec, Op, Params, Shape};
 use ops::ConvGeom;
 use std::sync::Mutex;
 
-/// One compiled layer.
-#[derive(Clone, Debug)]
-enum Step {
-    Dense {
-        inp: usize,
-        out: usize,
-        slot: usize,
-    },
-    Conv {
-        g: ConvGeom,
-        slot: usize,
-    },
-    MaxPool {
-        win: Window,
-        c: usize,
-    },
-    AvgPool {
-        win: Window,
-        c: usize,
-    },
-    /// Channels-last `[h*w, c]` to C-major.
-    Flatten {
-        hw: usize,
-        c: usize,
-    },
-    /// ReLU (slope 0) or LeakyReLU.
-    Leaky {
-        slope: f32,
-    },
+/// One layer as the f32 kernels run it.
+///
+/// Invariant: `input` is the shape the layer receives in the order the network runs its
+/// kernels (see the activation/max-pool swap in [`Network::compile`]), and for a weight layer
+/// `slot` is the index of its parameters in [`Params::layers`] (for the other layers, the
+/// number of weight layers before it; unused).
+#[derive(Clone, Copy, Debug)]
+struct Kernel {
+    op: Op,
+    input: Shape,
+    slot: usize,
+}
+
+impl Kernel {
+    /// The conv geometry in the internal layout, for a conv layer.
+    fn conv(&self) -> Option<ConvGeom> {
+        match self.op {
+            Op::Conv {
+                out, c_in, window, ..
+            } => Some(ConvGeom {
+                win: window,
+                cin: c_in,
+                cout: out,
+            }),
+            Op::Dense { .. }
+            | Op::MaxPool { .. }
+            | Op::AvgPool { .. }
+            | Op::Flatten
+            | Op::Relu
+            | Op::LeakyRelu { .. } => None,
+        }
+    }
+
+    /// True for an elementwise activation that is non-decreasing (so it commutes with max).
+    fn commutes_with_max(&self) -> bool {
+        match self.op {
+            Op::Relu => true,
+            Op::LeakyRelu { slope } => slope >= 0.0,
+            Op::Dense { .. }
+            | Op::Conv { .. }
+            | Op::MaxPool { .. }
+            | Op::AvgPool { .. }
+            | Op::Flatten => false,
+        }
+    }
 }
 
 /// Activation buffers reused by [`Network::forward`].
@@ -87,18 +111,19 @@ struct InferBuffers {
     ws: Workspace,
 }
 
-/// A network compiled from a [`ModelSpec`]: the kernel plan and every buffer size.
+/// A network compiled from a resolved plan: the kernel list and every buffer size.
 ///
-/// Invariant: `spec` is valid, `steps[i]` is layer `i` of `spec`, `sizes[i]` is the number
-/// of scalars per example entering layer `i` (`sizes[len]` = `outputs`), and
-/// `weight_shapes[j]` / `bias_lens[j]` describe weight layer `j` in `spec` order.
+/// Invariant: `plan` is the plan of `spec`; `kernels` runs the layers of `plan` (in plan order
+/// except that an activation followed by a max-pool runs after it, see the module docs);
+/// `sizes[i]` is the number of scalars per example entering kernel `i` (`sizes[len]` =
+/// `outputs`). The network holds no parameters: each call takes them and checks their shapes
+/// against `plan` ([`Params::check_shapes`]).
 #[derive(Debug)]
 pub struct Network {
     spec: ModelSpec,
-    steps: Vec<Step>,
+    plan: Vec<LayerPlan>,
+    kernels: Vec<Kernel>,
     sizes: Vec<usize>,
-    /// Per weight layer: (spec index, weight shape, bias length).
-    weights: Vec<(usize, Vec<usize>, Option<usize>)>,
     /// Channels of the input when it must be transposed to channels-last, else `None`.
     input_transpose: Option<(usize, usize)>,
     outputs: usize,
@@ -111,9 +136,9 @@ impl Clone for Network {
     fn clone(&self) -> Self {
         Self {
             spec: self.spec.clone(),
-            steps: self.steps.clone(),
+            plan: self.plan.clone(),
+            kernels: self.kernels.clone(),
             sizes: self.sizes.clone(),
-            weights: self.weights.clone(),
             input_transpose: self.input_transpose,
             outputs: self.outputs,
             cache: Mutex::new(InferBuffers::default()),
@@ -122,9 +147,9 @@ impl Clone for Network {
 }
 
 /// Reusable buffers for training steps: the activations of the last
-/// [`Network::forward_train`] (kept for [`Network::backward`]), conv weights in kernel
-/// order, and scratch. Grows on demand; a workspace may be reused across
-/// batch sizes but belongs to one network.
+/// [`Network::forward_train`] (kept for [`Network::backward`] and
+/// [`Network::input_gradient`]), conv weights in kernel order, and scratch. Grows on demand;
+/// a workspace may be reused across batch sizes but belongs to one network.
 ///
 /// Invariant: after a successful `forward_train` with batch `b`, `batch == Some(b)`,
 /// `acts[i]` holds at least `b * sizes[i]` valid scalars for every layer input `i` and
@@ -140,6 +165,8 @@ pub struct Workspace {
     dcols: Vec<f32>,
     grad_a: Vec<f32>,
     grad_b: Vec<f32>,
+    /// The last input gradient, C-major (returned by [`Network::input_gradient`]).
+    dinput: Vec<f32>,
     /// Batch size of the last successful `forward_train`, and the layer sizes it used.
     batch: Option<usize>,
     sizes: Vec<usize>,
@@ -155,16 +182,14 @@ impl Workspace {
     }
 
     fn reserve(&mut self, net: &Network, batch: usize) {
-        let n = net.steps.len();
+        let n = net.kernels.len();
         self.acts.resize_with(n + 1, Vec::new);
         self.wint.resize_with(n, Vec::new);
         for (i, a) in self.acts.iter_mut().enumerate() {
             ops::grow(a, batch * net.sizes[i]);
         }
-        for s in &net.steps {
-            if let Step::Conv { g, .. } = s {
-                ops::grow(&mut self.cols, g.cols_len(batch));
-            }
+        for g in net.kernels.iter().filter_map(Kernel::conv) {
+            ops::grow(&mut self.cols, g.cols_len(batch));
         }
     }
 }
@@ -172,78 +197,63 @@ impl Workspace {
 impl Network {
     /// Compiles `spec`; an invalid spec is an [`Error::Spec`].
     pub fn new(spec: &ModelSpec) -> Result<Self> {
-        let plans = spec.plan()?;
-        let mut steps = Vec::with_capacity(plans.len());
+        let plan = spec.plan()?;
+        Ok(Self::compile(spec.clone(), plan))
+    }
+
+    /// Compiles the plan of a checked model (resolved once, by [`CheckedModel::new`]).
+    pub fn from_model(model: &CheckedModel) -> Self {
+        Self::compile(model.spec().clone(), model.plan().to_vec())
+    }
+
+    /// Builds the kernel list of `plan` (the plan of `spec`).
+    fn compile(spec: ModelSpec, plan: Vec<LayerPlan>) -> Self {
+        let mut kernels = Vec::with_capacity(plan.len());
         let mut sizes = vec![spec.input.len()];
-        let mut weights = Vec::new();
-        for p in &plans {
-            let step = match p.layer {
-                Layer::Dense { out, bias } => {
-                    weights.push((p.index, vec![out, p.input.len()], bias.then_some(out)));
-                    Step::Dense {
-                        inp: p.input.len(),
-                        out,
-                        slot: weights.len() - 1,
-                    }
-                }
-                Layer::Conv2d {
-                    out, kernel, bias, ..
-                } => {
-                    let win = p.window.expect("conv plans carry a window");
-                    weights.push((
-                        p.index,
-                        vec![out, p.input.c, kernel, kernel],
-                        bias.then_some(out),
-                    ));
-                    Step::Conv {
-                        g: ConvGeom {
-                            win,
-                            cin: p.input.c,
-                            cout: out,
-                        },
-                        slot: weights.len() - 1,
-                    }
-                }
-                Layer::MaxPool { .. } => Step::MaxPool {
-                    win: p.window.expect("pool plans carry a window"),
-                    c: p.input.c,
-                },
-                Layer::AvgPool { .. } => Step::AvgPool {
-                    win: p.window.expect("pool plans carry a window"),
-                    c: p.input.c,
-                },
-                Layer::Flatten => Step::Flatten {
-                    hw: p.input.h * p.input.w,
-                    c: p.input.c,
-                },
-                Layer::Relu => Step::Leaky { slope: 0.0 },
-                Layer::LeakyRelu { slope } => Step::Leaky { slope },
-            };
-            steps.push(step);
+        let mut slot = 0;
+        for p in &plan {
+            kernels.push(Kernel {
+                op: p.op,
+                input: p.input,
+                slot,
+            });
+            if p.op.has_weights() {
+                slot += 1;
+            }
             sizes.push(p.output.len());
         }
         // An activation with slope >= 0 followed by a max-pool runs after the pool instead:
         // a non-decreasing function commutes with max, so the values are identical, and so
         // are the gradients (see the module docs), on a quarter of the data for 2x2 pools.
-        for i in 0..steps.len().saturating_sub(1) {
-            if let (Step::Leaky { slope }, Step::MaxPool { .. }) = (&steps[i], &steps[i + 1])
-                && *slope >= 0.0
+        for i in 0..kernels.len().saturating_sub(1) {
+            if let Op::MaxPool { window, channels } = kernels[i + 1].op
+                && kernels[i].commutes_with_max()
             {
-                steps.swap(i, i + 1);
+                // The pool now reads what the activation read (same shape); the activation
+                // reads the pool's output.
+                let (act, pool) = (kernels[i], kernels[i + 1]);
+                kernels[i] = Kernel {
+                    input: act.input,
+                    ..pool
+                };
+                kernels[i + 1] = Kernel {
+                    input: Shape::new(channels, window.out_h, window.out_w),
+                    ..act
+                };
                 sizes[i + 1] = sizes[i + 2];
             }
         }
         let i = spec.input;
         let input_transpose = (i.c > 1 && i.h * i.w > 1).then_some((i.h * i.w, i.c));
-        Ok(Self {
-            spec: spec.clone(),
-            steps,
+        Self {
+            spec,
+            plan,
+            kernels,
             outputs: *sizes.last().expect("sizes starts non-empty"),
             sizes,
-            weights,
             input_transpose,
             cache: Mutex::new(InferBuffers::default()),
-        })
+        }
     }
 
     /// The spec this network was compiled from.
@@ -261,34 +271,12 @@ impl Network {
         self.sizes[0]
     }
 
-    /// Checks `p` against the compiled shapes (`what` names it in the error).
-    fn check_params(&self, p: &Params, what: &str) -> Result<()> {
-        if p.layers.len() != self.weights.len() {
-            return Err(Error::Shape(format!(
-                "{what}: the network has {} weight layers, got {}",
-                self.weights.len(),
-                p.layers.len()
-            )));
-        }
-        for ((idx, shape, bias), l) in self.weights.iter().zip(&p.layers) {
-            let n: usize = shape.iter().product();
-            if l.index != *idx || &l.weight_shape != shape || l.weight.len() != n {
-                return Err(Error::Shape(format!(
-                    "{what}: layer {idx} needs a weight of shape {shape:?}, got layer {} with \
-                     shape {:?} and {} values",
-                    l.index,
-                    l.weight_shape,
-                    l.weight.len()
-                )));
-            }
-            let got = l.bias.as_ref().map(Vec::len);
-            if got != *bias {
-                return Err(Error::Shape(format!(
-                    "{what}: layer {idx} needs a bias of length {bias:?}, got {got:?}"
-                )));
-            }
-        }
-        Ok(())
+    /// Checks the shapes of `p` against the plan (`what` names it in the error).
+    fn check_shapes(&self, p: &Params, what: &str) -> Result<()> {
+        p.check_shapes(&self.plan).map_err(|e| match e {
+            Error::Shape(m) => Error::Shape(format!("{what}: {m}")),
+            other => other,
+        })
     }
 
     fn check_input(&self, x: &[f32], batch: usize) -> Result<()> {
@@ -312,7 +300,7 @@ impl Network {
     ///
     /// Errors: [`Error::Shape`] when `x.len() != batch * C*H*W` or `params` does not fit.
     pub fn forward(&self, params: &Params, x: &[f32], batch: usize) -> Result<Vec<f32>> {
-        self.check_params(params, "parameters")?;
+        self.check_shapes(params, "parameters")?;
         self.check_input(x, batch)?;
         let mut guard = self.cache.try_lock().ok();
         let mut fresh = InferBuffers::default();
@@ -321,7 +309,7 @@ impl Network {
             None => &mut fresh,
         };
         let InferBuffers { cur, next, ws } = bufs;
-        let n = self.steps.len();
+        let n = self.kernels.len();
         ws.wint.resize_with(n, Vec::new);
         ops::grow(cur, x.len());
         match self.input_transpose {
@@ -330,15 +318,14 @@ impl Network {
         }
         for i in 0..n {
             ops::grow(next, batch * self.sizes[i + 1]);
-            self.step_forward(i, params, cur, batch, next, ws);
+            self.kernel_forward(i, params, cur, batch, next, ws);
             std::mem::swap(cur, next);
         }
         Ok(cur[..batch * self.outputs].to_vec())
     }
 
-    /// Runs layer `i` forward from `input` into `output`.
-    #[allow(clippy::too_many_arguments)]
-    fn step_forward(
+    /// Runs kernel `i` forward from `input` into `output`.
+    fn kernel_forward(
         &self,
         i: usize,
         params: &Params,
@@ -349,35 +336,52 @@ impl Network {
     ) {
         let (ni, no) = (batch * self.sizes[i], batch * self.sizes[i + 1]);
         let (input, output) = (&input[..ni], &mut output[..no]);
-        match &self.steps[i] {
-            Step::Dense { inp, out, slot } => {
-                let l = &params.layers[*slot];
-                ops::dense_forward(
-                    &l.weight,
+        let k = &self.kernels[i];
+        match k.op {
+            Op::Dense { inp, out, .. } => {
+                let l = &params.layers[k.slot];
+                ops::dense_forward(&l.weight, l.bias.as_deref(), inp, out, input, batch, output);
+            }
+            Op::Conv {
+                out, c_in, window, ..
+            } => {
+                let g = ConvGeom {
+                    win: window,
+                    cin: c_in,
+                    cout: out,
+                };
+                let l = &params.layers[k.slot];
+                let wi = &mut ws.wint[i];
+                ops::grow(wi, l.weight.len());
+                ops::weight_to_internal(&g, &l.weight, wi);
+                ops::conv_forward(
+                    &g,
+                    wi,
                     l.bias.as_deref(),
-                    *inp,
-                    *out,
                     input,
                     batch,
                     output,
+                    &mut ws.cols,
                 );
             }
-            Step::Conv { g, slot } => {
-                let l = &params.layers[*slot];
-                let wi = &mut ws.wint[i];
-                ops::grow(wi, l.weight.len());
-                ops::weight_to_internal(g, &l.weight, wi);
-                ops::conv_forward(g, wi, l.bias.as_deref(), input, batch, output, &mut ws.cols);
+            Op::MaxPool { window, channels } => {
+                ops::maxpool_forward(&window, channels, input, batch, output)
             }
-            Step::MaxPool { win, c } => ops::maxpool_forward(win, *c, input, batch, output),
-            Step::AvgPool { win, c } => ops::avgpool_forward(win, *c, input, batch, output),
-            Step::Flatten { hw, c } => ops::hwc_to_chw(*hw, *c, input, batch, output),
-            Step::Leaky { slope } => ops::leaky_forward(*slope, input, output),
+            Op::AvgPool { window, channels } => {
+                ops::avgpool_forward(&window, channels, input, batch, output)
+            }
+            Op::Flatten => {
+                let s = k.input;
+                ops::hwc_to_chw(s.h * s.w, s.c, input, batch, output)
+            }
+            Op::Relu => ops::leaky_forward(0.0, input, output),
+            Op::LeakyRelu { slope } => ops::leaky_forward(slope, input, output),
         }
     }
 
     /// Training forward: like [`Network::forward`] (bit-identical logits) but keeps in `ws`
-    /// what [`Network::backward`] needs. Returns the logits `[batch, outputs]`.
+    /// what [`Network::backward`] and [`Network::input_gradient`] need. Returns the logits
+    /// `[batch, outputs]`.
     pub fn forward_train<'a>(
         &self,
         params: &Params,
@@ -385,7 +389,7 @@ impl Network {
         batch: usize,
         ws: &'a mut Workspace,
     ) -> Result<&'a [f32]> {
-        self.check_params(params, "parameters")?;
+        self.check_shapes(params, "parameters")?;
         self.check_input(x, batch)?;
         ws.batch = None;
         ws.reserve(self, batch);
@@ -393,16 +397,16 @@ impl Network {
             Some((hw, c)) => ops::chw_to_hwc(hw, c, x, batch, &mut ws.acts[0]),
             None => ws.acts[0][..x.len()].copy_from_slice(x),
         }
-        for i in 0..self.steps.len() {
+        for i in 0..self.kernels.len() {
             let mut input = std::mem::take(&mut ws.acts[i]);
             let mut output = std::mem::take(&mut ws.acts[i + 1]);
-            self.step_forward(i, params, &input, batch, &mut output, ws);
+            self.kernel_forward(i, params, &input, batch, &mut output, ws);
             std::mem::swap(&mut ws.acts[i], &mut input);
             std::mem::swap(&mut ws.acts[i + 1], &mut output);
         }
         ws.batch = Some(batch);
         ws.sizes = self.sizes.clone();
-        let n = self.steps.len();
+        let n = self.kernels.len();
         Ok(&ws.acts[n][..batch * self.outputs])
     }
 
@@ -420,10 +424,48 @@ impl Network {
         dlogits: &[f32],
         grads: &mut Params,
     ) -> Result<()> {
-        self.check_params(params, "parameters")?;
-        self.check_params(grads, "gradients")?;
+        self.check_shapes(grads, "gradients")?;
+        self.backprop(params, ws, dlogits, Some(grads)).map(|_| ())
+    }
+
+    /// The gradient with respect to the INPUT of a per-example linear combination of the
+    /// logits of the last [`Network::forward_train`] on `ws`: row `b` of the result
+    /// (`[batch, C*H*W]`, the input's C-major layout) is `d/dx_b sum_k dlogits[b, k] *
+    /// logits[b, k]`. With `dlogits` = `e_y - e_j` it is the gradient of the margin
+    /// `z_y - z_j`. Runs the kernels of [`Network::backward`] (same subgradient conventions,
+    /// see the module docs) without the parameter gradients.
+    ///
+    /// Errors: as [`Network::backward`]. `params` must be the parameters of that forward pass.
+    pub fn input_gradient<'a>(
+        &self,
+        params: &Params,
+        ws: &'a mut Workspace,
+        dlogits: &[f32],
+    ) -> Result<&'a [f32]> {
+        let batch = self.backprop(params, ws, dlogits, None)?;
+        let n = batch * self.sizes[0];
+        ops::grow(&mut ws.dinput, n);
+        match self.input_transpose {
+            Some((hw, c)) => ops::hwc_to_chw(hw, c, &ws.grad_a, batch, &mut ws.dinput),
+            None => ws.dinput[..n].copy_from_slice(&ws.grad_a[..n]),
+        }
+        Ok(&ws.dinput[..n])
+    }
+
+    /// Runs the kernels backward from `dlogits` over the activations in `ws`; returns the
+    /// batch size. With `grads`, overwrites them with the parameter gradients (and skips the
+    /// input gradient of layer 0, never needed for training); without, computes input
+    /// gradients only, down to the network input, left channels-last in `ws.grad_a`.
+    fn backprop(
+        &self,
+        params: &Params,
+        ws: &mut Workspace,
+        dlogits: &[f32],
+        mut grads: Option<&mut Params>,
+    ) -> Result<usize> {
+        self.check_shapes(params, "parameters")?;
         let batch = match ws.batch {
-            Some(b) if ws.sizes == self.sizes && ws.acts.len() == self.steps.len() + 1 => b,
+            Some(b) if ws.sizes == self.sizes && ws.acts.len() == self.kernels.len() + 1 => b,
             _ => {
                 return Err(Error::Shape(
                     "backward needs a workspace filled by forward_train of this network".into(),
@@ -441,10 +483,10 @@ impl Network {
         let mut dnext = std::mem::take(&mut ws.grad_b);
         ops::grow(&mut dcur, dlogits.len());
         dcur[..dlogits.len()].copy_from_slice(dlogits);
-        for i in (0..self.steps.len()).rev() {
-            // Input gradients of layer 0 are never needed (except for a parameter-free layer,
-            // which costs little and keeps the code uniform).
-            let need_dx = i > 0;
+        for i in (0..self.kernels.len()).rev() {
+            // For training, input gradients of layer 0 are never needed (except for a
+            // parameter-free layer, which costs little and keeps the code uniform).
+            let need_dx = i > 0 || grads.is_none();
             let (ni, no) = (batch * self.sizes[i], batch * self.sizes[i + 1]);
             if need_dx {
                 ops::grow(&mut dnext, ni);
@@ -456,59 +498,82 @@ impl Network {
             } else {
                 None
             };
-            match &self.steps[i] {
-                Step::Dense { inp, out, slot } => {
-                    let l = &params.layers[*slot];
-                    let gl = &mut grads.layers[*slot];
-                    ops::dense_backward(
-                        &l.weight,
-                        *inp,
-                        *out,
-                        input,
-                        dy,
-                        batch,
-                        dx,
-                        &mut gl.weight,
-                        gl.bias.as_deref_mut(),
-                    );
+            let k = &self.kernels[i];
+            match k.op {
+                Op::Dense { inp, out, .. } => {
+                    let l = &params.layers[k.slot];
+                    let (dw, db) = match grads.as_deref_mut() {
+                        Some(g) => {
+                            let gl = &mut g.layers[k.slot];
+                            (Some(&mut gl.weight[..]), gl.bias.as_deref_mut())
+                        }
+                        None => (None, None),
+                    };
+                    ops::dense_backward(&l.weight, inp, out, input, dy, batch, dx, dw, db);
                 }
-                Step::Conv { g, slot } => {
-                    let gl = &mut grads.layers[*slot];
-                    ops::grow(&mut ws.dwint, gl.weight.len());
-                    let dwi = &mut ws.dwint[..gl.weight.len()];
-                    ops::conv_backward(
-                        g,
-                        &ws.wint[i],
-                        input,
-                        dy,
-                        batch,
-                        dx,
-                        dwi,
-                        gl.bias.as_deref_mut(),
-                        &mut ws.cols,
-                        &mut ws.dcols,
-                    );
-                    ops::weight_from_internal(g, dwi, &mut gl.weight);
+                Op::Conv {
+                    out, c_in, window, ..
+                } => {
+                    let g = ConvGeom {
+                        win: window,
+                        cin: c_in,
+                        cout: out,
+                    };
+                    let wi = &ws.wint[i];
+                    match grads.as_deref_mut() {
+                        Some(gr) => {
+                            let gl = &mut gr.layers[k.slot];
+                            ops::grow(&mut ws.dwint, gl.weight.len());
+                            let dwi = &mut ws.dwint[..gl.weight.len()];
+                            let db = gl.bias.as_deref_mut();
+                            let (cols, dcols) = (&mut ws.cols, &mut ws.dcols);
+                            ops::conv_backward(
+                                &g,
+                                wi,
+                                input,
+                                dy,
+                                batch,
+                                dx,
+                                Some(dwi),
+                                db,
+                                cols,
+                                dcols,
+                            );
+                            ops::weight_from_internal(&g, dwi, &mut gl.weight);
+                        }
+                        None => {
+                            let (cols, dcols) = (&mut ws.cols, &mut ws.dcols);
+                            ops::conv_backward(
+                                &g, wi, input, dy, batch, dx, None, None, cols, dcols,
+                            );
+                        }
+                    }
                 }
-                Step::MaxPool { win, c } => {
+                Op::MaxPool { window, channels } => {
                     if let Some(dx) = dx {
                         let output = &ws.acts[i + 1][..no];
-                        ops::maxpool_backward(win, *c, input, output, dy, batch, dx);
+                        ops::maxpool_backward(&window, channels, input, output, dy, batch, dx);
                     }
                 }
-                Step::AvgPool { win, c } => {
+                Op::AvgPool { window, channels } => {
                     if let Some(dx) = dx {
-                        ops::avgpool_backward(win, *c, dy, batch, dx);
+                        ops::avgpool_backward(&window, channels, dy, batch, dx);
                     }
                 }
-                Step::Flatten { hw, c } => {
+                Op::Flatten => {
                     if let Some(dx) = dx {
-                        ops::chw_to_hwc(*hw, *c, dy, batch, dx);
+                        let s = k.input;
+                        ops::chw_to_hwc(s.h * s.w, s.c, dy, batch, dx);
                     }
                 }
-                Step::Leaky { slope } => {
+                Op::Relu => {
                     if let Some(dx) = dx {
-                        ops::leaky_backward(*slope, input, dy, dx);
+                        ops::leaky_backward(0.0, input, dy, dx);
+                    }
+                }
+                Op::LeakyRelu { slope } => {
+                    if let Some(dx) = dx {
+                        ops::leaky_backward(slope, input, dy, dx);
                     }
                 }
             }
@@ -518,6 +583,6 @@ impl Network {
         }
         ws.grad_a = dcur;
         ws.grad_b = dnext;
-        Ok(())
+        Ok(batch)
     }
 }

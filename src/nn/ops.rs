@@ -226,8 +226,8 @@ pub(crate) fn conv_forward(
     }
 }
 
-/// Conv backward: weight gradient (internal order) into `dwi`, bias gradient into `db`,
-/// and, when asked, the input gradient into `dinput`.
+/// Conv backward: when asked, the weight gradient (internal order) into `dwi`, the bias
+/// gradient into `db` and the input gradient into `dinput`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv_backward(
     g: &ConvGeom,
@@ -236,13 +236,15 @@ pub(crate) fn conv_backward(
     dout: &[f32],
     batch: usize,
     mut dinput: Option<&mut [f32]>,
-    dwi: &mut [f32],
+    mut dwi: Option<&mut [f32]>,
     db: Option<&mut [f32]>,
     cols: &mut Vec<f32>,
     dcols: &mut Vec<f32>,
 ) {
     let (kd, opix, chunk) = (g.kdim(), g.opix(), g.chunk());
-    grow(cols, g.cols_len(batch));
+    if dwi.is_some() {
+        grow(cols, g.cols_len(batch));
+    }
     if dinput.is_some() {
         grow(dcols, g.cols_len(batch));
     }
@@ -250,19 +252,21 @@ pub(crate) fn conv_backward(
     while b0 < batch {
         let nb = chunk.min(batch - b0);
         let rows = nb * opix;
-        im2col(g, &input[b0 * g.in_len()..], nb, cols);
         let dy = &dout[b0 * g.out_len()..][..rows * g.cout];
-        // dW[cout, kd] (+)= dY^T[cout, rows] · cols[rows, kd]; chunks added in order.
-        sgemm(
-            g.cout,
-            kd,
-            rows,
-            Mat::t(dy, g.cout),
-            Mat::rows(&cols[..rows * kd], kd),
-            dwi,
-            kd,
-            b0 > 0,
-        );
+        if let Some(dwi) = dwi.as_deref_mut() {
+            im2col(g, &input[b0 * g.in_len()..], nb, cols);
+            // dW[cout, kd] (+)= dY^T[cout, rows] · cols[rows, kd]; chunks added in order.
+            sgemm(
+                g.cout,
+                kd,
+                rows,
+                Mat::t(dy, g.cout),
+                Mat::rows(&cols[..rows * kd], kd),
+                dwi,
+                kd,
+                b0 > 0,
+            );
+        }
         if let Some(dx) = dinput.as_deref_mut() {
             // dcols[rows, kd] = dY[rows, cout] · W[cout, kd].
             sgemm(
@@ -279,7 +283,9 @@ pub(crate) fn conv_backward(
         }
         b0 += nb;
     }
-    if batch == 0 {
+    if batch == 0
+        && let Some(dwi) = dwi
+    {
         dwi.fill(0.0);
     }
     if let Some(db) = db {
@@ -312,7 +318,8 @@ pub(crate) fn dense_forward(
     }
 }
 
-/// Dense backward: `dW = dY^T · X`, `db = column sums of dY`, and `dX = dY · W` when asked.
+/// Dense backward, each part when asked: `dW = dY^T · X`, `db = column sums of dY`, and
+/// `dX = dY · W`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn dense_backward(
     w: &[f32],
@@ -322,20 +329,22 @@ pub(crate) fn dense_backward(
     dout: &[f32],
     batch: usize,
     dinput: Option<&mut [f32]>,
-    dw: &mut [f32],
+    dw: Option<&mut [f32]>,
     db: Option<&mut [f32]>,
 ) {
     let dy = &dout[..batch * out];
-    sgemm(
-        out,
-        inp,
-        batch,
-        Mat::t(dy, out),
-        Mat::rows(&input[..batch * inp], inp),
-        dw,
-        inp,
-        false,
-    );
+    if let Some(dw) = dw {
+        sgemm(
+            out,
+            inp,
+            batch,
+            Mat::t(dy, out),
+            Mat::rows(&input[..batch * inp], inp),
+            dw,
+            inp,
+            false,
+        );
+    }
     if let Some(dx) = dinput {
         sgemm(
             batch,
@@ -373,12 +382,10 @@ pub(crate) fn maxpool_forward(
                     let o = &mut y[(oy * win.out_w + ox) * c..][..c];
                     let first = (oy * win.stride * win.in_w + ox * win.stride) * c;
                     o.copy_from_slice(&x[first..first + c]);
-                    for ky in 0..win.k {
-                        for kx in 0..win.k {
-                            let i = ((oy * win.stride + ky) * win.in_w + ox * win.stride + kx) * c;
-                            for (yv, &xv) in o.iter_mut().zip(&x[i..i + c]) {
-                                *yv = if xv > *yv { xv } else { *yv };
-                            }
+                    for (_, i) in win.taps(oy, ox) {
+                        let i = i * c;
+                        for (yv, &xv) in o.iter_mut().zip(&x[i..i + c]) {
+                            *yv = if xv > *yv { xv } else { *yv };
                         }
                     }
                 }
@@ -413,17 +420,15 @@ pub(crate) fn maxpool_backward(
                     let o = (oy * win.out_w + ox) * c;
                     let (ys, gs) = (&y[o..o + c], &dy[o..o + c]);
                     done.fill(false);
-                    for ky in 0..win.k {
-                        for kx in 0..win.k {
-                            let i = ((oy * win.stride + ky) * win.in_w + ox * win.stride + kx) * c;
-                            // Branch-free so that it vectorises: `hit` is true for the
-                            // first input of the window equal to the maximum.
-                            let (xs, ds) = (&x[i..i + c], &mut dx[i..i + c]);
-                            for ch in 0..c {
-                                let hit = (xs[ch] == ys[ch]) & !done[ch];
-                                ds[ch] += if hit { gs[ch] } else { 0.0 };
-                                done[ch] |= hit;
-                            }
+                    for (_, i) in win.taps(oy, ox) {
+                        let i = i * c;
+                        // Branch-free so that it vectorises: `hit` is true for the first
+                        // input of the window equal to the maximum.
+                        let (xs, ds) = (&x[i..i + c], &mut dx[i..i + c]);
+                        for ch in 0..c {
+                            let hit = (xs[ch] == ys[ch]) & !done[ch];
+                            ds[ch] += if hit { gs[ch] } else { 0.0 };
+                            done[ch] |= hit;
                         }
                     }
                 }
@@ -450,12 +455,10 @@ pub(crate) fn avgpool_forward(
                 for ox in 0..win.out_w {
                     let o = &mut y[(oy * win.out_w + ox) * c..][..c];
                     o.fill(0.0);
-                    for ky in 0..win.k {
-                        for kx in 0..win.k {
-                            let i = ((oy * win.stride + ky) * win.in_w + ox * win.stride + kx) * c;
-                            for (a, b) in o.iter_mut().zip(&x[i..i + c]) {
-                                *a += b;
-                            }
+                    for (_, i) in win.taps(oy, ox) {
+                        let i = i * c;
+                        for (a, b) in o.iter_mut().zip(&x[i..i + c]) {
+                            *a += b;
                         }
                     }
                     for a in o.iter_mut() {
@@ -486,12 +489,10 @@ pub(crate) fn avgpool_backward(
             for oy in 0..win.out_h {
                 for ox in 0..win.out_w {
                     let g = &dy[(oy * win.out_w + ox) * c..][..c];
-                    for ky in 0..win.k {
-                        for kx in 0..win.k {
-                            let i = ((oy * win.stride + ky) * win.in_w + ox * win.stride + kx) * c;
-                            for (a, b) in dx[i..i + c].iter_mut().zip(g) {
-                                *a += b / area;
-                            }
+                    for (_, i) in win.taps(oy, ox) {
+                        let i = i * c;
+                        for (a, b) in dx[i..i + c].iter_mut().zip(g) {
+                            *a += b / area;
                         }
                     }
                 }

@@ -2,166 +2,59 @@
 //! the robustness radius, each adversarial point re-checked on the REAL network with the
 //! certified forward pass before it counts.
 //!
-//! The attack needs input gradients, which the f32 kernels of `nn` do not expose; it runs its
-//! own small f64 forward/backward over the model plan (an estimate only — nothing it computes
-//! is certified; its result counts only after [`CertifiedNet::logits_of_ball`] proves the
-//! found point misclassified).
+//! PGD follows the fast f32 network of [`crate::nn`]: its logits and its input gradient
+//! ([`Network::input_gradient`]) at the current point rounded to f32. Nothing it computes is
+//! certified: a point counts only after [`CertifiedNet::logits_of_ball`] proves the REAL
+//! network misclassifies it (see [`verified_adversarial`]).
 
 use crate::certify::ball::{BallVec, input_enclosure};
 use crate::certify::forward::CertifiedNet;
 use crate::certify::margin::{Task, gaps, margin_of};
 use crate::certify::round::up;
 use crate::error::Result;
-use crate::model::{Layer, LayerPlan, ModelSpec, Params};
+use crate::model::Params;
+use crate::nn::{Network, Workspace};
 
 use super::Norm;
 
-/// A plain f64 evaluation of the network with input gradients (estimates, never bounds).
-#[derive(Clone, Debug)]
-pub struct GradNet {
-    plan: Vec<LayerPlan>,
-    /// Per plan step: weights and bias as f64 (empty for parameter-free layers).
-    w: Vec<(Vec<f64>, Option<Vec<f64>>)>,
-    /// Outputs.
-    pub outputs: usize,
-    /// Input length.
-    pub input_len: usize,
+/// The f32 margin estimate of one example and its input gradient: the network, its
+/// parameters and the buffers reused across PGD steps.
+struct Probe<'a> {
+    net: &'a Network,
+    params: &'a Params,
+    ws: Workspace,
+    /// The current point rounded to f32.
+    x: Vec<f32>,
+    /// `d q / d logits`.
+    dz: Vec<f32>,
 }
 
-impl GradNet {
-    /// Builds the f64 evaluator of `params` on `spec`.
-    pub fn new(spec: &ModelSpec, params: &Params) -> Result<Self> {
-        params.check(spec)?;
-        let plan = spec.plan()?;
-        let mut it = params.layers.iter();
-        let w = plan
-            .iter()
-            .map(|p| {
-                if p.layer.has_weights() {
-                    let l = it.next().expect("checked by Params::check");
-                    (
-                        l.weight.iter().map(|&v| v as f64).collect(),
-                        l.bias
-                            .as_ref()
-                            .map(|b| b.iter().map(|&v| v as f64).collect()),
-                    )
-                } else {
-                    (vec![], None)
-                }
-            })
-            .collect();
-        let outputs = plan.last().map_or(spec.input.len(), |p| p.output.len());
-        Ok(Self {
-            plan,
-            w,
-            outputs,
-            input_len: spec.input.len(),
-        })
-    }
-
-    /// Activations of every layer (index 0 the input) for one example.
-    fn forward_all(&self, x: &[f64]) -> Vec<Vec<f64>> {
-        let mut acts = vec![x.to_vec()];
-        for (p, (w, b)) in self.plan.iter().zip(&self.w) {
-            let a = acts.last().expect("non-empty");
-            let y = match p.layer {
-                Layer::Dense { out, .. } => {
-                    let n = p.input.len();
-                    (0..out)
-                        .map(|o| {
-                            let s: f64 = w[o * n..(o + 1) * n]
-                                .iter()
-                                .zip(a)
-                                .map(|(u, v)| u * v)
-                                .sum();
-                            s + b.as_ref().map_or(0.0, |b| b[o])
-                        })
-                        .collect()
-                }
-                Layer::Conv2d { out, kernel: k, .. } => {
-                    let win = p.window.expect("conv window");
-                    let (ci, hw_in) = (p.input.c, win.in_h * win.in_w);
-                    let mut y = vec![0.0; out * win.out_h * win.out_w];
-                    for o in 0..out {
-                        for oy in 0..win.out_h {
-                            for ox in 0..win.out_w {
-                                let mut s = b.as_ref().map_or(0.0, |b| b[o]);
-                                for c in 0..ci {
-                                    for ky in 0..k {
-                                        let Some(r) = win.in_row(oy, ky) else {
-                                            continue;
-                                        };
-                                        for kx in 0..k {
-                                            let Some(q) = win.in_col(ox, kx) else {
-                                                continue;
-                                            };
-                                            s += w[((o * ci + c) * k + ky) * k + kx]
-                                                * a[c * hw_in + r * win.in_w + q];
-                                        }
-                                    }
-                                }
-                                y[(o * win.out_h + oy) * win.out_w + ox] = s;
-                            }
-                        }
-                    }
-                    y
-                }
-                Layer::MaxPool { .. } | Layer::AvgPool { .. } => {
-                    let win = p.window.expect("pool window");
-                    let max = matches!(p.layer, Layer::MaxPool { .. });
-                    let c = p.input.c;
-                    let mut y = vec![0.0; c * win.out_h * win.out_w];
-                    for ch in 0..c {
-                        for oy in 0..win.out_h {
-                            for ox in 0..win.out_w {
-                                let mut m = f64::NEG_INFINITY;
-                                let mut s = 0.0;
-                                for ky in 0..win.k {
-                                    let Some(r) = win.in_row(oy, ky) else {
-                                        continue;
-                                    };
-                                    for kx in 0..win.k {
-                                        let Some(q) = win.in_col(ox, kx) else {
-                                            continue;
-                                        };
-                                        let v = a[(ch * win.in_h + r) * win.in_w + q];
-                                        m = m.max(v);
-                                        s += v;
-                                    }
-                                }
-                                y[(ch * win.out_h + oy) * win.out_w + ox] =
-                                    if max { m } else { s / (win.k * win.k) as f64 };
-                            }
-                        }
-                    }
-                    y
-                }
-                Layer::Flatten => a.clone(),
-                Layer::Relu => a.iter().map(|&v| v.max(0.0)).collect(),
-                Layer::LeakyRelu { slope } => a
-                    .iter()
-                    .map(|&v| if v > 0.0 { v } else { slope as f64 * v })
-                    .collect(),
-            };
-            acts.push(y);
+impl<'a> Probe<'a> {
+    fn new(net: &'a Network, params: &'a Params) -> Self {
+        Self {
+            net,
+            params,
+            ws: Workspace::new(net, 1),
+            x: Vec::with_capacity(net.input_len()),
+            dz: vec![0.0; net.outputs()],
         }
-        acts
     }
 
-    /// Logits of one example.
-    pub fn logits(&self, x: &[f64]) -> Vec<f64> {
-        self.forward_all(x).pop().expect("non-empty")
-    }
-
-    /// The margin estimate `q(x)` and its gradient in `x` (a subgradient at kinks).
-    pub fn margin_grad(&self, x: &[f64], label: u8, task: Task) -> (f64, Vec<f64>) {
-        let acts = self.forward_all(x);
-        let z = acts.last().expect("non-empty");
-        let mut dz = vec![0.0; z.len()];
+    /// The margin estimate `q(x)` (`±z_0` for a binary model, `z_y − max_{j≠y} z_j`
+    /// otherwise, the first largest `j` on ties); with `grad`, also fills `d q / d logits`
+    /// and returns the gradient of `q` in `x` (a subgradient at kinks).
+    fn eval(&mut self, x: &[f64], label: u8, task: Task, grad: bool) -> Result<(f64, Vec<f64>)> {
+        self.x.clear();
+        self.x.extend(x.iter().map(|&v| v as f32));
+        let z = self
+            .net
+            .forward_train(self.params, &self.x, 1, &mut self.ws)?;
+        let z: Vec<f64> = z.iter().map(|&v| v as f64).collect();
+        self.dz.fill(0.0);
         let q = match task {
             Task::Binary => {
                 let s = if label == 1 { 1.0 } else { -1.0 };
-                dz[0] = s;
+                self.dz[0] = s as f32;
                 s * z[0]
             }
             Task::Multi(k) => {
@@ -172,104 +65,18 @@ impl GradNet {
                         if b.1 > a.1 { b } else { a }
                     },
                 );
-                dz[y] = 1.0;
-                dz[j] = -1.0;
+                self.dz[y] = 1.0;
+                self.dz[j] = -1.0;
                 z[y] - zj
             }
         };
-        let mut g = dz;
-        for (i, (p, (w, _))) in self.plan.iter().zip(&self.w).enumerate().rev() {
-            let a = &acts[i];
-            let mut dx = vec![0.0; a.len()];
-            match p.layer {
-                Layer::Dense { out, .. } => {
-                    let n = p.input.len();
-                    for o in 0..out {
-                        let go = g[o];
-                        if go != 0.0 {
-                            for (d, wv) in dx.iter_mut().zip(&w[o * n..(o + 1) * n]) {
-                                *d += go * wv;
-                            }
-                        }
-                    }
-                }
-                Layer::Conv2d { out, kernel: k, .. } => {
-                    let win = p.window.expect("conv window");
-                    let (ci, hw_in) = (p.input.c, win.in_h * win.in_w);
-                    for o in 0..out {
-                        for oy in 0..win.out_h {
-                            for ox in 0..win.out_w {
-                                let go = g[(o * win.out_h + oy) * win.out_w + ox];
-                                if go == 0.0 {
-                                    continue;
-                                }
-                                for c in 0..ci {
-                                    for ky in 0..k {
-                                        let Some(r) = win.in_row(oy, ky) else {
-                                            continue;
-                                        };
-                                        for kx in 0..k {
-                                            let Some(q) = win.in_col(ox, kx) else {
-                                                continue;
-                                            };
-                                            dx[c * hw_in + r * win.in_w + q] +=
-                                                go * w[((o * ci + c) * k + ky) * k + kx];
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-                Layer::MaxPool { .. } | Layer::AvgPool { .. } => {
-                    let win = p.window.expect("pool window");
-                    let max = matches!(p.layer, Layer::MaxPool { .. });
-                    let c = p.input.c;
-                    for ch in 0..c {
-                        for oy in 0..win.out_h {
-                            for ox in 0..win.out_w {
-                                let go = g[(ch * win.out_h + oy) * win.out_w + ox];
-                                let mut best = (f64::NEG_INFINITY, usize::MAX);
-                                for ky in 0..win.k {
-                                    let Some(r) = win.in_row(oy, ky) else {
-                                        continue;
-                                    };
-                                    for kx in 0..win.k {
-                                        let Some(q) = win.in_col(ox, kx) else {
-                                            continue;
-                                        };
-                                        let idx = (ch * win.in_h + r) * win.in_w + q;
-                                        if max {
-                                            if a[idx] > best.0 {
-                                                best = (a[idx], idx);
-                                            }
-                                        } else {
-                                            dx[idx] += go / (win.k * win.k) as f64;
-                                        }
-                                    }
-                                }
-                                if max && best.1 != usize::MAX {
-                                    dx[best.1] += go;
-                                }
-                            }
-                        }
-                    }
-                }
-                Layer::Flatten => dx.copy_from_slice(&g),
-                Layer::Relu => {
-                    for ((d, &gv), &v) in dx.iter_mut().zip(&g).zip(a) {
-                        *d = if v > 0.0 { gv } else { 0.0 };
-                    }
-                }
-                Layer::LeakyRelu { slope } => {
-                    for ((d, &gv), &v) in dx.iter_mut().zip(&g).zip(a) {
-                        *d = if v > 0.0 { gv } else { slope as f64 * gv };
-                    }
-                }
-            }
-            g = dx;
+        if !grad {
+            return Ok((q, Vec::new()));
         }
-        (q, g)
+        let g = self
+            .net
+            .input_gradient(self.params, &mut self.ws, &self.dz)?;
+        Ok((q, g.iter().map(|&v| v as f64).collect()))
     }
 }
 
@@ -373,7 +180,7 @@ pub fn distance_up(pixels: &[u8], x: &[f64], norm: Norm) -> f64 {
 /// PGD at one ε: returns a candidate point with estimated `q < 0`, if found.
 #[allow(clippy::too_many_arguments)]
 fn pgd(
-    g: &GradNet,
+    probe: &mut Probe<'_>,
     x0: &[f64],
     label: u8,
     task: Task,
@@ -381,7 +188,7 @@ fn pgd(
     norm: Norm,
     opts: &AttackOptions,
     rng: &mut SplitMix,
-) -> Option<Vec<f64>> {
+) -> Result<Option<Vec<f64>>> {
     for r in 0..opts.restarts.max(1) {
         let mut x = x0.to_vec();
         if r > 0 {
@@ -393,9 +200,9 @@ fn pgd(
         // step: 2.5 ε / steps (Madry et al.), at least 0.1 ε.
         let alpha = eps * (2.5 / opts.steps.max(1) as f64).max(0.1);
         for _ in 0..opts.steps.max(1) {
-            let (q, grad) = g.margin_grad(&x, label, task);
+            let (q, grad) = probe.eval(&x, label, task, true)?;
             if q < 0.0 {
-                return Some(x);
+                return Ok(Some(x));
             }
             match norm {
                 Norm::Inf => {
@@ -415,11 +222,11 @@ fn pgd(
             }
             project(&mut x, x0, eps, norm);
         }
-        if g.margin_grad(&x, label, task).0 < 0.0 {
-            return Some(x);
+        if probe.eval(&x, label, task, false)?.0 < 0.0 {
+            return Ok(Some(x));
         }
     }
-    None
+    Ok(None)
 }
 
 /// Result of the attack on one example.
@@ -432,12 +239,14 @@ pub struct AttackResult {
     pub point: Option<Vec<f64>>,
 }
 
-/// Searches by bisection on ε in `(0, eps_max]` for the smallest radius at which PGD finds a
-/// verified adversarial point. Only points proven misclassified by the certified forward pass
-/// count. An example already not classified correctly (certified `q ≤ 0`) gets radius 0.
+/// Searches by bisection on ε in `(0, eps_max]` for the smallest radius at which PGD (on the
+/// f32 network `f32net` with `params`) finds a verified adversarial point. Only points proven
+/// misclassified by the certified forward pass `net` count. An example already not classified
+/// correctly (certified `q ≤ 0`) gets radius 0.
 #[allow(clippy::too_many_arguments)]
 pub fn attack(
-    g: &GradNet,
+    f32net: &Network,
+    params: &Params,
     net: &CertifiedNet,
     pixels: &[u8],
     label: u8,
@@ -458,9 +267,10 @@ pub fn attack(
             point: Some(x0),
         });
     }
+    let mut probe = Probe::new(f32net, params);
     let mut best: Option<(f64, Vec<f64>)> = None;
     let mut try_eps = |eps: f64, best: &mut Option<(f64, Vec<f64>)>| -> Result<bool> {
-        if let Some(x) = pgd(g, &x0, label, task, eps, norm, opts, &mut rng)
+        if let Some(x) = pgd(&mut probe, &x0, label, task, eps, norm, opts, &mut rng)?
             && verified_adversarial(net, &x, label, task)?
         {
             {

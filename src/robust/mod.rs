@@ -25,7 +25,8 @@ use crate::certify::round::{down, interval_to_ball, up};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::{ModelSpec, Params};
-pub use attack::{AttackOptions, AttackResult, GradNet};
+use crate::nn::Network;
+pub use attack::{AttackOptions, AttackResult};
 pub use lipschitz::{Lipschitz, lipschitz};
 
 /// The norm of a perturbation.
@@ -309,7 +310,7 @@ pub fn run(
         )?),
         _ => None,
     };
-    let g = GradNet::new(spec, params)?;
+    let f32net = Network::new(spec)?;
     let aopts = AttackOptions {
         bisection: opts.steps,
         ..opts.attack
@@ -318,7 +319,8 @@ pub fn run(
         .into_par_iter()
         .map(|n| {
             attack::attack(
-                &g,
+                &f32net,
+                params,
                 &net,
                 data.image(n),
                 data.labels[n],
