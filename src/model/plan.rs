@@ -187,20 +187,18 @@ impl Op {
     }
 }
 
-/// The resolved geometry of one layer inside a spec: its input and output shapes and, for
-/// conv and pool layers, the window.
+/// One layer inside a spec, resolved: its input and output shapes and the [`Op`] every pass
+/// dispatches on (conv and pool windows live in the op).
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayerPlan {
     /// Index of the layer in [`ModelSpec::layers`].
     pub index: usize,
-    /// The layer.
+    /// The layer as the spec describes it (for messages; passes dispatch on `op`).
     pub layer: Layer,
     /// Input shape.
     pub input: Shape,
     /// Output shape.
     pub output: Shape,
-    /// Window geometry for conv and pool layers (also inside [`LayerPlan::op`]).
-    pub window: Option<Window>,
     /// The layer resolved against its input shape: what passes dispatch on.
     pub op: Op,
 }
@@ -294,18 +292,11 @@ impl ModelSpec {
                     (shape, Op::LeakyRelu { slope })
                 }
             };
-            let window = match op {
-                Op::Conv { window, .. }
-                | Op::MaxPool { window, .. }
-                | Op::AvgPool { window, .. } => Some(window),
-                Op::Dense { .. } | Op::Flatten | Op::Relu | Op::LeakyRelu { .. } => None,
-            };
             plans.push(LayerPlan {
                 index,
                 layer: layer.clone(),
                 input: shape,
                 output,
-                window,
                 op,
             });
             shape = output;
