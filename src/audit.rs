@@ -19,9 +19,10 @@ use crate::certify::certificate::{Certificate, CertifyOptions, certify};
 use crate::certify::enclosure::CertifiedNet;
 use crate::certify::kkt::{KktCertificate, KktOptions, certify_kkt_with_logits};
 use crate::certify::margin::{Task, margins};
-use crate::checkpoint::{Checkpoint, write_atomic};
+use crate::checkpoint::Checkpoint;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
+use crate::io::write_atomic;
 
 /// Files of the robust-accuracy-against-ε plots written by [`AuditReport::write`] (L2, L∞).
 pub const ROBUST_PLOTS: [&str; 2] = ["robust_l2.svg", "robust_linf.svg"];

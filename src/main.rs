@@ -9,13 +9,15 @@ use margincert::certify::certificate::{Certificate, CertifyOptions, certify};
 use margincert::certify::enclosure::Precision;
 use margincert::certify::kkt::KktOptions;
 use margincert::certify::verify::verify;
-use margincert::checkpoint::{Checkpoint, write_atomic};
-use margincert::config::{DataChoice, RunConfig};
-use margincert::data::Dataset;
+use margincert::checkpoint::Checkpoint;
+use margincert::config::RunConfig;
+use margincert::data::{DataChoice, Dataset};
 use margincert::error::{Error, Result};
+use margincert::io::write_atomic;
+use margincert::loss::LossKind;
 use margincert::model::{ModelSpec, Params, presets};
-use margincert::train::run::{RunOptions, run};
-use margincert::train::{LossKind, Schedule, TrainConfig, TrainState};
+use margincert::run::{RunOptions, run};
+use margincert::train::{Schedule, TrainConfig, TrainState};
 
 /// Train homogeneous networks fast in f32, and certify their margins soundly.
 ///
@@ -111,7 +113,7 @@ struct AuditArgs {
     subset: Option<usize>,
     /// The loss to certify.
     #[arg(long, value_enum, default_value = "cross-entropy")]
-    loss: LossKind,
+    loss: LossArg,
     /// Skip the KKT certificate.
     #[arg(long)]
     no_kkt: bool,
@@ -198,7 +200,7 @@ struct CertifyArgs {
     split: SplitName,
     /// The loss to certify; by default the checkpoint's training loss.
     #[arg(long, value_enum)]
-    loss: Option<LossKind>,
+    loss: Option<LossArg>,
     /// MPFR precision (bits) of the norm and loss bounds.
     #[arg(long, default_value_t = 128)]
     precision: u32,
@@ -264,6 +266,28 @@ struct VerifyArgs {
 enum SplitName {
     Train,
     Test,
+}
+
+/// The command-line names of [`LossKind`] (the library's loss type does not depend on clap).
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LossArg {
+    /// Softmax cross-entropy, `log(1 + Σ_{j≠y} e^{-(z_y - z_j)})` (multi-class; for a
+    /// one-output model the certifier reads it as the logistic loss).
+    CrossEntropy,
+    /// Logistic, `log(1 + e^{-q})`, `q = y z` (binary, one output).
+    Logistic,
+    /// Exponential, `e^{-q}` (binary, one output).
+    Exponential,
+}
+
+impl From<LossArg> for LossKind {
+    fn from(a: LossArg) -> Self {
+        match a {
+            LossArg::CrossEntropy => LossKind::CrossEntropy,
+            LossArg::Logistic => LossKind::Logistic,
+            LossArg::Exponential => LossKind::Exponential,
+        }
+    }
 }
 
 /// Data selection whose defaults come from a checkpoint's training record.
@@ -401,7 +425,7 @@ struct TrainArgs {
     data: DataArgs,
     /// Loss (summed in the theory; the optimizer uses the mean, as the paper's code).
     #[arg(long, value_enum, default_value = "cross-entropy")]
-    loss: LossKind,
+    loss: LossArg,
     /// Minibatch size; 0 = full batch (gradient descent).
     #[arg(long, default_value_t = 100)]
     batch: usize,
@@ -543,7 +567,8 @@ fn plan(a: &TrainArgs, nthreads: usize) -> Result<Plan> {
     }
     let data = a.data.choice();
     let split = data.load()?;
-    let spec = a.model.build(&split.train, a.loss.is_binary())?;
+    let loss = LossKind::from(a.loss);
+    let spec = a.model.build(&split.train, loss.is_binary())?;
     let schedule = match a.lr {
         Some(lr) => Schedule::Constant { lr },
         None => Schedule::loss_based(a.alpha0),
@@ -552,7 +577,7 @@ fn plan(a: &TrainArgs, nthreads: usize) -> Result<Plan> {
         params: Params::he_normal(&spec, a.seed)?,
         spec,
         cfg: TrainConfig {
-            loss: a.loss,
+            loss,
             batch: a.batch,
             epochs: a.epochs,
             seed: a.seed,
@@ -663,6 +688,7 @@ fn certify_cmd(a: &CertifyArgs) -> Result<()> {
     let data = a.data.load(&ckpt, a.split)?;
     let loss = a
         .loss
+        .map(LossKind::from)
         .or(ckpt.train.as_ref().map(|t| t.config.loss))
         .unwrap_or_default();
     let defaults = CertifyOptions::default();
@@ -803,7 +829,7 @@ fn audit_cmd(a: &AuditArgs) -> Result<()> {
     };
     let data = a.subset.map_or(data.clone(), |n| data.take(n));
     let mut o = AuditOptions::default();
-    o.certify.loss = a.loss;
+    o.certify.loss = a.loss.into();
     if a.no_kkt {
         o.kkt = None;
     }
@@ -887,7 +913,7 @@ fn main() -> ExitCode {
                     .parent()
                     .map_or_else(|| PathBuf::from("."), |p| p.to_path_buf())
             });
-            margincert::train::run::write_plots(&a.metrics, &dir).map(|files| {
+            margincert::run::write_plots(&a.metrics, &dir).map(|files| {
                 for f in files {
                     eprintln!("wrote {}", f.display());
                 }

@@ -9,9 +9,10 @@ use margincert::Error;
 use margincert::certify::backward::{Backward, Constraint, dot_with_params};
 use margincert::certify::enclosure::{BallVec, forward_enclosures, logit_enclosures};
 use margincert::certify::kkt::{
-    KktLoss, KktOptions, certify_kkt, certify_kkt_with_logits, constraints, euler_check,
+    KktOptions, certify_kkt, certify_kkt_with_logits, constraints, euler_check,
 };
 use margincert::data::Dataset;
+use margincert::loss::LossKind as KktLoss;
 use margincert::model::{Layer, LayerParams, ModelSpec, Padding, Params, Shape};
 use proptest::prelude::*;
 use rand::{RngExt, SeedableRng};

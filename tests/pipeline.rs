@@ -5,9 +5,10 @@ use margincert::certify::certificate::{CertifyOptions, certify};
 use margincert::certify::verify::verify;
 use margincert::checkpoint::Checkpoint;
 use margincert::data::{DataKind, DataSource, Dataset, load_dir};
+use margincert::loss::LossKind;
 use margincert::model::{ModelSpec, Params, Shape, presets};
-use margincert::train::run::{RunOptions, run};
-use margincert::train::{LossKind, Schedule, TrainConfig};
+use margincert::run::{RunOptions, run};
+use margincert::train::{Schedule, TrainConfig};
 
 /// A small CNN in the paper's shape: conv-relu-pool, conv-relu-pool, dense-relu, dense.
 fn small_cnn(input: Shape, biases: [bool; 4]) -> ModelSpec {
@@ -33,7 +34,7 @@ fn train_and_certify(
     let params = Params::he_normal(spec, 1).unwrap();
     let opts = RunOptions {
         out: dir.path().to_path_buf(),
-        data: margincert::config::DataChoice {
+        data: margincert::data::DataChoice {
             source: "test".into(),
             train_subset: None,
             test_subset: None,

@@ -4,11 +4,12 @@ mod common;
 
 use margincert::certify::enclosure::CertifiedNet;
 use margincert::data::{DataSource, Dataset};
+use margincert::loss::LossKind;
 use margincert::model::{Layer, ModelSpec, Padding, Params, Shape, presets};
 use margincert::robust::{
     self, AttackOptions, GradNet, Norm, RobustOptions, lipschitz::dense_norm_up,
 };
-use margincert::train::{EpochOutcome, LossKind, Schedule, TrainConfig, Trainer};
+use margincert::train::{EpochOutcome, Schedule, TrainConfig, Trainer};
 use proptest::prelude::*;
 
 fn embedded_train(n: usize) -> Dataset {

@@ -3,9 +3,10 @@
 
 use margincert::checkpoint::Checkpoint;
 use margincert::data::{DataSource, Dataset};
+use margincert::loss::LossKind;
 use margincert::model::{Params, presets};
-use margincert::train::run::{RunOptions, run};
-use margincert::train::{EpochOutcome, LossKind, Schedule, TrainConfig, Trainer};
+use margincert::run::{RunOptions, run};
+use margincert::train::{EpochOutcome, Schedule, TrainConfig, Trainer};
 
 fn embedded_train(n: usize) -> Dataset {
     let split = "embedded".parse::<DataSource>().unwrap().load().unwrap();
@@ -27,7 +28,7 @@ fn config(loss: LossKind, batch: usize, epochs: usize) -> TrainConfig {
 fn opts(dir: &std::path::Path) -> RunOptions {
     RunOptions {
         out: dir.to_path_buf(),
-        data: margincert::config::DataChoice {
+        data: margincert::data::DataChoice {
             source: "embedded".into(),
             train_subset: None,
             test_subset: None,

@@ -32,11 +32,12 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::{ModelSpec, Params};
 
-/// The training loss whose negative gradient defines the paper's multipliers (multi-class
-/// exponential: one term per pair; cross-entropy: pairwise weights
-/// `w_nj = e^{−s_nj} / (1 + Σ_k e^{−s_nk})`; on a one-output model cross-entropy is read as the
-/// logistic loss).
-pub use crate::train::LossKind as KktLoss;
+// The training loss whose negative gradient defines the paper's multipliers (multi-class
+// exponential: one term per pair; cross-entropy: pairwise weights
+// `w_nj = e^{−s_nj} / (1 + Σ_k e^{−s_nk})`; on a one-output model cross-entropy is read as the
+// logistic loss).
+use crate::loss::LossKind as KktLoss;
+use crate::loss::softplus;
 
 /// Options of [`certify_kkt`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -293,15 +294,6 @@ pub fn constraints(data: &Dataset, outputs: usize) -> Result<Vec<Constraint>> {
         }
     }
     Ok(out)
-}
-
-/// `log(1 + e^x)` without overflow.
-fn softplus(x: f64) -> f64 {
-    if x > 0.0 {
-        x + (-x).exp().ln_1p()
-    } else {
-        x.exp().ln_1p()
-    }
 }
 
 /// Log of the (unnormalised) loss weight `−ℓ'` of each constraint, from margin estimates
