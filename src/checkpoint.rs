@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::DataChoice;
 use crate::error::{Error, Result};
-use crate::io::{sha256_hex, write_atomic};
+use crate::io::{f32_le_bytes, le_f32, sha256_hex, write_atomic};
 use crate::model::{LayerParams, ModelSpec, Params};
 use crate::train::{EpochMetrics, TrainConfig, TrainState};
 
@@ -52,10 +52,6 @@ pub struct Checkpoint {
     pub train: Option<TrainInfo>,
 }
 
-fn le_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
 impl Checkpoint {
     /// Serializes to safetensors bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
@@ -65,10 +61,10 @@ impl Checkpoint {
             owned.push((
                 format!("{}.weight", l.index),
                 l.weight_shape.clone(),
-                le_bytes(&l.weight),
+                f32_le_bytes(&l.weight),
             ));
             if let Some(b) = &l.bias {
-                owned.push((format!("{}.bias", l.index), vec![b.len()], le_bytes(b)));
+                owned.push((format!("{}.bias", l.index), vec![b.len()], f32_le_bytes(b)));
             }
         }
         let views = owned
@@ -202,10 +198,7 @@ fn read_f32(tensors: &SafeTensors<'_>, name: &str, shape: &[usize]) -> Result<Ve
             t.shape()
         )));
     }
-    Ok(t.data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
+    Ok(le_f32(t.data()))
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Byte-level input and output shared by every module above it: atomic file writes, SHA-256
-//! digests, gzip detection and size-limited decoding, and big-endian integers.
+//! digests, gzip detection and size-limited decoding, big-endian integers (IDX headers) and
+//! little-endian floats (safetensors, ONNX).
 //!
 //! This is the lowest layer of the crate: it imports nothing but [`crate::error`], so that
 //! the data loaders, the checkpoint format, the downloader and the reports can all use it
@@ -67,7 +68,7 @@ impl Write for HashWriter {
 
 /// SHA-256 (hex) of the content of `reader`, gunzipped (all members) when it starts with the
 /// gzip magic. Streams; `path` names the source in errors.
-pub fn content_sha256_of(path: &Path, reader: impl Read) -> Result<String> {
+fn content_sha256_of(path: &Path, reader: impl Read) -> Result<String> {
     let mut r = BufReader::with_capacity(1 << 16, reader);
     let head = r.fill_buf().map_err(|e| Error::io(path, e))?;
     let gz = is_gzip(head);
@@ -159,12 +160,33 @@ pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Integers.
+// Numbers in bytes.
 
 /// The big-endian `u32` at byte offset `at` of `b`; `None` when fewer than 4 bytes are there.
 pub fn be_u32(b: &[u8], at: usize) -> Option<u32> {
     let s = b.get(at..at.checked_add(4)?)?;
     Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+/// Little-endian f32 bytes → f32 (a trailing partial value is ignored).
+pub fn le_f32(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// Little-endian f64 bytes → f64 (a trailing partial value is ignored).
+pub fn le_f64(bytes: &[u8]) -> Vec<f64> {
+    bytes
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+        .collect()
+}
+
+/// f32 values → their little-endian bytes (the inverse of [`le_f32`]).
+pub fn f32_le_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
 #[cfg(test)]
@@ -201,6 +223,20 @@ mod tests {
         let z = z.finish().unwrap();
         assert_eq!(content_sha256_of(Path::new("z"), &z[..]).unwrap(), whole);
         assert_eq!(decode(Path::new("z"), &z).unwrap(), b"abcdef");
+    }
+
+    #[test]
+    fn little_endian_floats_round_trip() {
+        let v = [1.5f32, -0.0, f32::MIN_POSITIVE, 3.0e38];
+        let b = f32_le_bytes(&v);
+        assert_eq!(b.len(), 16);
+        assert_eq!(le_f32(&b), v);
+        assert_eq!(le_f32(&b[..7]), [1.5]);
+        let d: Vec<u8> = [0.1f64, -2.0]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        assert_eq!(le_f64(&d), [0.1, -2.0]);
     }
 
     #[test]
