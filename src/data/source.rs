@@ -9,7 +9,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    CLASSES, DataKind, Split, find_file, idx_from_bytes, load_cifar, load_idx, read_class_names,
+    CIFAR10_META, CLASSES, DataKind, Split, find_file, idx_from_bytes, load_cifar, load_idx,
+    read_class_names,
 };
 use crate::error::{Error, Result};
 
@@ -38,7 +39,7 @@ pub fn load_dir(kind: DataKind, dir: &Path) -> Result<Split> {
             test: load_idx(&format!("{kind}-test"), &files[2], &files[3], CLASSES)?,
         }),
         DataKind::Cifar10 => {
-            let meta = files[0].with_file_name("batches.meta.txt");
+            let meta = files[0].with_file_name(CIFAR10_META);
             if meta.is_file() {
                 let names = read_class_names(&meta)?;
                 if names.len() != CLASSES {
