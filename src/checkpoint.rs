@@ -9,15 +9,14 @@
 //! then renamed over the destination, so a crash never leaves a half-written checkpoint.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::config::DataChoice;
+use crate::data::DataChoice;
 use crate::error::{Error, Result};
+use crate::io::{f32_le_bytes, le_f32, sha256_hex, write_atomic};
 use crate::model::{LayerParams, ModelSpec, Params};
 use crate::train::{EpochMetrics, TrainConfig, TrainState};
 
@@ -53,10 +52,6 @@ pub struct Checkpoint {
     pub train: Option<TrainInfo>,
 }
 
-fn le_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
 impl Checkpoint {
     /// Serializes to safetensors bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
@@ -66,10 +61,10 @@ impl Checkpoint {
             owned.push((
                 format!("{}.weight", l.index),
                 l.weight_shape.clone(),
-                le_bytes(&l.weight),
+                f32_le_bytes(&l.weight),
             ));
             if let Some(b) = &l.bias {
-                owned.push((format!("{}.bias", l.index), vec![b.len()], le_bytes(b)));
+                owned.push((format!("{}.bias", l.index), vec![b.len()], f32_le_bytes(b)));
             }
         }
         let views = owned
@@ -135,7 +130,7 @@ impl Checkpoint {
     /// Reads a checkpoint and returns it with the SHA-256 (hex) of the file.
     pub fn load_with_digest(path: &Path) -> Result<(Self, String)> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let digest = hex::encode(Sha256::digest(&bytes));
+        let digest = sha256_hex(&bytes);
         Ok((Self::from_bytes(&bytes, path)?, digest))
     }
 }
@@ -146,12 +141,14 @@ pub fn params_from_tensors(spec: &ModelSpec, tensors: &SafeTensors<'_>) -> Resul
     let plans = spec.plan()?;
     let mut expected = Vec::new();
     let mut layers = Vec::new();
-    for p in plans.iter().filter(|p| p.layer.has_weights()) {
-        let wshape = p.weight_shape().expect("weight layer");
+    for p in &plans {
+        let Some(wshape) = p.op.weight_shape() else {
+            continue;
+        };
         let wname = format!("{}.weight", p.index);
         let weight = read_f32(tensors, &wname, &wshape)?;
         expected.push(wname);
-        let bias = match p.bias_len() {
+        let bias = match p.op.bias_len() {
             Some(n) => {
                 let bname = format!("{}.bias", p.index);
                 let b = read_f32(tensors, &bname, &[n])?;
@@ -201,29 +198,7 @@ fn read_f32(tensors: &SafeTensors<'_>, name: &str, shape: &[usize]) -> Result<Ve
             t.shape()
         )));
     }
-    Ok(t.data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
-}
-
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory, flushed and
-/// synced, then renamed over `path`.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".margincert-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(dir, e))?;
-    tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
-    tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    Ok(())
+    Ok(le_f32(t.data()))
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Run configurations: a TOML file that names the model, the data and the training settings
-//! of an experiment, so that a run is reproduced by one file (`margincert train --config`).
+//! of an experiment, so that a run is reproduced by one file (`margincert train --config`,
+//! which runs it with [`crate::run::train_from_scratch`]).
 //!
 //! ```toml
 //! [model]
@@ -23,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::{DataSource, Split};
+use crate::data::{DataChoice, Split};
 use crate::error::{Error, Result};
 use crate::model::{ModelSpec, presets};
 use crate::train::TrainConfig;
@@ -38,41 +39,6 @@ pub struct ModelChoice {
     /// A spec file, relative to the config file.
     #[serde(default)]
     pub spec: Option<PathBuf>,
-}
-
-/// Which data to train on.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DataChoice {
-    /// A data source (see [`DataSource`]).
-    pub source: String,
-    /// Use only the first N training examples.
-    #[serde(default)]
-    pub train_subset: Option<usize>,
-    /// Use only the first N test examples.
-    #[serde(default)]
-    pub test_subset: Option<usize>,
-    /// Binary task `(positive, negative)`.
-    #[serde(default)]
-    pub binary: Option<(u8, u8)>,
-}
-
-impl DataChoice {
-    /// Loads the data and applies the binary task and the subsets.
-    pub fn load(&self) -> Result<Split> {
-        let mut split = self.source.parse::<DataSource>()?.load()?;
-        if let Some((p, n)) = self.binary {
-            split.train = split.train.binary(p, n)?;
-            split.test = split.test.binary(p, n)?;
-        }
-        if let Some(n) = self.train_subset {
-            split.train = split.train.take(n);
-        }
-        if let Some(n) = self.test_subset {
-            split.test = split.test.take(n);
-        }
-        Ok(split)
-    }
 }
 
 /// A whole experiment: model, data, training settings.
@@ -107,32 +73,6 @@ impl RunConfig {
             ));
         }
         Ok(c)
-    }
-
-    /// Trains this config from its He-normal initialisation (seed `train.seed`) on `split`
-    /// (the test split is evaluated each epoch) into `out`, quietly, with `threads` workers:
-    /// the run `margincert train --config` performs.
-    pub fn train_from_scratch(
-        &self,
-        split: &Split,
-        out: &Path,
-        threads: usize,
-    ) -> Result<crate::train::run::RunSummary> {
-        let spec = self.spec(split)?;
-        crate::train::run::run(
-            &spec,
-            crate::model::Params::he_normal(&spec, self.train.seed)?,
-            self.train.clone(),
-            &split.train,
-            Some(&split.test),
-            None,
-            &crate::train::run::RunOptions {
-                out: out.to_path_buf(),
-                data: self.data.clone(),
-                threads,
-                print_epochs: false,
-            },
-        )
     }
 
     /// The model spec for data of this shape and class count.

@@ -1,111 +1,22 @@
 //! `margincert fetch`: download the official dataset files and verify their SHA-256.
 //!
-//! Checksums are of the DECOMPRESSED content: the official uncompressed IDX files and CIFAR-10
-//! `.bin` batches. This makes verification independent of how a file was (re)compressed —
-//! Debian's Fashion-MNIST `.gz` files, say, differ from upstream's but decompress to the same
-//! bytes — and lets the loaders' plain and gzipped files be checked alike.
+//! The published checksums (of the DECOMPRESSED content, so that plain and gzipped files are
+//! checked alike) are [`DataKind::expected_sha256`] in [`crate::data`]; this module holds the
+//! network side: where each dataset is served, the download, the verification of files on
+//! disk against those checksums, and their atomic installation.
 //!
 //! Every download goes to a temporary file in the target directory, is verified, and only
 //! then renamed to its final name; a mismatch is [`Error::Checksum`] and leaves no file.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use sha2::{Digest, Sha256};
 
-use crate::data::{self, DataKind};
+use crate::data::{CIFAR10_META, CIFAR10_META_SHA256, CIFAR10_SHA256, DataKind, find_file};
 use crate::error::{Error, Result};
-
-/// SHA-256 (lower-case hex) of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-/// SHA-256 of the official uncompressed MNIST files, by canonical name (the "SHA-256 after
-/// gunzip" of `/work/shared/data/README.md`, whose uncompressed files match the published
-/// MD5s 6bbc9ace…, a25bea73…, 2646ac64…, 27ae3e4e…).
-pub const MNIST_SHA256: [(&str, &str); 4] = [
-    (
-        "train-images-idx3-ubyte",
-        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-    ),
-    (
-        "train-labels-idx1-ubyte",
-        "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-    ),
-    (
-        "t10k-images-idx3-ubyte",
-        "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-    ),
-    (
-        "t10k-labels-idx1-ubyte",
-        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-    ),
-];
-
-/// SHA-256 of the official uncompressed Fashion-MNIST files, by canonical name. Computed from
-/// Debian's `dataset-fashion-mnist` 0.0~git20200523.55506a9-1 after gunzip; those files have
-/// the upstream MD5s of the uncompressed files (f4a8712d…, 9018921c…, 8181f547…, 15d48437…).
-pub const FASHION_MNIST_SHA256: [(&str, &str); 4] = [
-    (
-        "train-images-idx3-ubyte",
-        "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-    ),
-    (
-        "train-labels-idx1-ubyte",
-        "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-    ),
-    (
-        "t10k-images-idx3-ubyte",
-        "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-    ),
-    (
-        "t10k-labels-idx1-ubyte",
-        "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-    ),
-];
-
-/// SHA-256 of Fashion-MNIST's decompressed `t10k-labels-idx1-ubyte` (used to tell it from
-/// MNIST in [`DataKind::detect`]).
-pub const FASHION_T10K_LABELS_SHA256: &str = FASHION_MNIST_SHA256[3].1;
-
-/// SHA-256 of the official CIFAR-10 binary batches (as extracted from
-/// `cifar-10-binary.tar.gz`; published MD5s 5dd7e06a…, 5ea93a67…, 942cd6a4…, ae636b3b…,
-/// 53f37980…, 803d5f7f…).
-pub const CIFAR10_SHA256: [(&str, &str); 6] = [
-    (
-        "data_batch_1.bin",
-        "cee916563c9f80d84e3cc88e17fdc0941787f1244f00a67874d45b261883ada5",
-    ),
-    (
-        "data_batch_2.bin",
-        "a591ca11fa1708a91ee40f54b3da4784ccd871ecf2137de63f51ada8b3fa57ed",
-    ),
-    (
-        "data_batch_3.bin",
-        "bbe8596564c0f86427f876058170b84dac6670ddf06d79402899d93ceea26f67",
-    ),
-    (
-        "data_batch_4.bin",
-        "014e562d6e23c72197cc727519169a60359f5eccd8945ad5a09d710285ff4e48",
-    ),
-    (
-        "data_batch_5.bin",
-        "755304fc0b379caeae8c14f0dac912fbc7d6cd469eb67a1029a08a39453a9add",
-    ),
-    (
-        "test_batch.bin",
-        "8e2eb146ae340b09e24670f29cabc6326dba54da8789dab6768acf480273f65b",
-    ),
-];
-
-/// Name of CIFAR-10's class-name file.
-pub const CIFAR10_META: &str = "batches.meta.txt";
-/// SHA-256 of the official `batches.meta.txt` (61 bytes: ten names and an empty last line).
-pub const CIFAR10_META_SHA256: &str =
-    "558e74b5e208382e186da55784b4bac2cd52e558448e1b5800990fdb28ed8033";
+use crate::io::{content_sha256, is_gzip};
 
 /// MNIST mirrors, tried in order; each serves `{name}.gz`.
 pub const MNIST_URLS: [&str; 2] = [
@@ -117,52 +28,6 @@ pub const FASHION_MNIST_URLS: [&str; 1] =
     ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"];
 /// CIFAR-10's binary version archive; the batches are in `cifar-10-batches-bin/`.
 pub const CIFAR10_URL: &str = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz";
-
-/// The expected SHA-256 of the decompressed content of each standard file of `kind`, by
-/// canonical name (the names of [`DataKind::file_names`], same order).
-pub fn expected_sha256(kind: DataKind) -> &'static [(&'static str, &'static str)] {
-    match kind {
-        DataKind::Mnist => &MNIST_SHA256,
-        DataKind::FashionMnist => &FASHION_MNIST_SHA256,
-        DataKind::Cifar10 => &CIFAR10_SHA256,
-    }
-}
-
-/// An `io::Write` that hashes what it is given.
-struct HashWriter(Sha256);
-
-impl Write for HashWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// SHA-256 of the content of `reader`, gunzipped (all members) when it starts with the gzip
-/// magic. `path` names the source in errors.
-fn content_sha256_of(path: &Path, reader: impl Read) -> Result<String> {
-    let mut r = BufReader::with_capacity(1 << 16, reader);
-    let head = r.fill_buf().map_err(|e| Error::io(path, e))?;
-    let gz = data::is_gzip(head);
-    let mut h = HashWriter(Sha256::new());
-    if gz {
-        io::copy(&mut flate2::bufread::MultiGzDecoder::new(r), &mut h)
-            .map_err(|e| Error::format(path, format!("invalid gzip data: {e}")))?;
-    } else {
-        io::copy(&mut r, &mut h).map_err(|e| Error::io(path, e))?;
-    }
-    Ok(hex::encode(h.0.finalize()))
-}
-
-/// SHA-256 (hex) of a file's content, gunzipped when it starts with the gzip magic (whatever
-/// its name). Streams the file.
-pub fn content_sha256(path: &Path) -> Result<String> {
-    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    content_sha256_of(path, f)
-}
 
 /// Checks that the (decompressed) content of `path` has SHA-256 `expected`; returns it.
 pub fn verify_file(path: &Path, expected: &str) -> Result<String> {
@@ -177,7 +42,7 @@ pub fn verify_file(path: &Path, expected: &str) -> Result<String> {
     Ok(got)
 }
 
-/// Verifies the standard files of `kind` in `dir` (found as [`data::find_file`] does, gzipped
+/// Verifies the standard files of `kind` in `dir` (found as [`find_file`] does, gzipped
 /// or plain) against the published checksums of their decompressed content, and, for
 /// CIFAR-10, `batches.meta.txt` when present next to `data_batch_1`. Returns `(path, sha256)`
 /// of each file checked. A missing file is [`Error::Io`] (`NotFound`), a mismatch
@@ -185,8 +50,8 @@ pub fn verify_file(path: &Path, expected: &str) -> Result<String> {
 pub fn verify_dir(kind: DataKind, dir: &Path) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     let mut first = None;
-    for (name, sha) in expected_sha256(kind) {
-        let p = data::find_file(kind, dir, name)?;
+    for (name, sha) in kind.expected_sha256() {
+        let p = find_file(kind, dir, name)?;
         let got = verify_file(&p, sha)?;
         first.get_or_insert_with(|| p.clone());
         out.push((p.display().to_string(), got));
@@ -241,7 +106,7 @@ fn write_temp(mut reader: impl Read, dir: &Path) -> Result<tempfile::NamedTempFi
 /// installed before the failure stay (they are verified).
 pub fn install_cifar_archive(archive: impl Read, source: &str, dir: &Path) -> Result<Vec<PathBuf>> {
     let mut r = BufReader::with_capacity(1 << 16, archive);
-    let gz = data::is_gzip(r.fill_buf().map_err(|e| Error::io(Path::new(source), e))?);
+    let gz = is_gzip(r.fill_buf().map_err(|e| Error::io(Path::new(source), e))?);
     let inner: Box<dyn Read> = if gz {
         Box::new(flate2::bufread::MultiGzDecoder::new(r))
     } else {
@@ -338,8 +203,8 @@ fn progress_bar(progress: bool, msg: String) -> ProgressBar {
 /// serves it correctly); Fashion-MNIST: from [`FASHION_MNIST_URLS`]; CIFAR-10: the archive
 /// [`CIFAR10_URL`], from which `cifar-10-batches-bin/*.bin` and `batches.meta.txt` are
 /// extracted into `dir` as plain files. Files already present and verified are kept;
-/// anything else is downloaded to a temporary file in `dir`, verified against the constants
-/// of this module ([`expected_sha256`]; decompressed content) and renamed into place. A
+/// anything else is downloaded to a temporary file in `dir`, verified against
+/// [`DataKind::expected_sha256`] (decompressed content) and renamed into place. A
 /// mismatch is [`Error::Checksum`] and leaves no file. With `progress`, shows a progress bar
 /// and notes on standard error.
 pub fn fetch(kind: DataKind, dir: &Path, progress: bool) -> Result<()> {
@@ -405,8 +270,8 @@ pub fn fetch_from(kind: DataKind, dir: &Path, progress: bool, urls: &[&str]) -> 
     };
     match kind {
         DataKind::Mnist | DataKind::FashionMnist => {
-            for (name, sha) in expected_sha256(kind) {
-                if let Ok(p) = data::find_file(kind, dir, name)
+            for (name, sha) in kind.expected_sha256() {
+                if let Ok(p) = find_file(kind, dir, name)
                     && verify_file(&p, sha).is_ok()
                 {
                     note(format!("{}: present and verified", p.display()));

@@ -13,9 +13,9 @@ use crate::checkpoint::Checkpoint;
 use crate::config::RunConfig;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
+use crate::loss::LossKind;
 use crate::report::svg::{Series, line_chart};
-use crate::train::LossKind;
-use crate::train::run::read_metrics;
+use crate::run::{read_metrics, train_from_scratch};
 
 /// A named run config of a bundle: `(run name, TOML text)`.
 pub type NamedConfig = (&'static str, &'static str);
@@ -307,7 +307,7 @@ pub fn reproduce(name: &str, out: &Path, full: bool, threads: usize) -> Result<R
             .map_err(|e| Error::Invalid(format!("bundle config '{run_name}': {e}")))?;
         let split = cfg.data.load()?;
         let dir = out.join(run_name);
-        let summary = cfg.train_from_scratch(&split, &dir, threads)?;
+        let summary = train_from_scratch(&cfg, &split, &dir, threads)?;
         println!("{run_name}: stopped ({})", summary.reason);
         let mut run_rows = Vec::new();
         for p in summary

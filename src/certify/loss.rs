@@ -15,7 +15,7 @@ use super::margin::margin_of;
 use super::norms::FloatBounds;
 use crate::error::{Error, Result};
 
-pub use crate::train::LossKind;
+pub use crate::loss::LossKind;
 
 /// `e^{−x}` for an f64 `x`, rounded in direction `r` (`−x` is exact).
 fn exp_neg(prec: u32, x: f64, r: Round) -> Float {

@@ -4,7 +4,7 @@
 //! with the CLI's value names, converting into (and from) the library type.
 
 use margincert::certify::ForwardMode;
-use margincert::train::LossKind;
+use margincert::loss::LossKind;
 
 /// `--loss` values: the clap face of [`LossKind`] (same names: `cross-entropy`,
 /// `logistic`, `exponential`).

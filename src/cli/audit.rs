@@ -146,7 +146,7 @@ mod tests {
     use clap::Parser;
 
     use super::*;
-    use margincert::train::LossKind;
+    use margincert::loss::LossKind;
 
     #[derive(Parser)]
     struct Only {

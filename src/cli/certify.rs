@@ -9,10 +9,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser};
 
 use margincert::certify::certificate::{CertifyOptions, certify};
-use margincert::checkpoint::{Checkpoint, write_atomic};
+use margincert::checkpoint::Checkpoint;
+use margincert::io::write_atomic;
 use margincert::error::{Error, Result};
 use margincert::report::Summary;
-use margincert::train::LossKind;
+use margincert::loss::LossKind;
 
 use super::args::{LossArg, PrecisionMode};
 use super::data::{OptDataArgs, SplitName};

@@ -5,7 +5,7 @@
 use clap::Args;
 
 use margincert::checkpoint::Checkpoint;
-use margincert::config::DataChoice;
+use margincert::data::DataChoice;
 use margincert::data::{DataSource, Dataset, Split};
 use margincert::error::{Error, Result};
 

@@ -23,7 +23,7 @@ pub fn cmd(a: &PlotArgs) -> Result<()> {
             .parent()
             .map_or_else(|| PathBuf::from("."), |p| p.to_path_buf())
     });
-    for f in margincert::train::run::write_plots(&a.metrics, &dir)? {
+    for f in margincert::run::write_plots(&a.metrics, &dir)? {
         eprintln!("wrote {}", f.display());
     }
     Ok(())

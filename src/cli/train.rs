@@ -6,12 +6,14 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use margincert::checkpoint::Checkpoint;
-use margincert::config::{DataChoice, RunConfig};
+use margincert::config::RunConfig;
+use margincert::data::DataChoice;
 use margincert::data::Dataset;
 use margincert::error::{Error, Result};
 use margincert::model::{ModelSpec, Params, presets};
-use margincert::train::run::{RunOptions, run};
-use margincert::train::{LossKind, Schedule, TrainConfig, TrainState};
+use margincert::run::{RunOptions, run};
+use margincert::loss::LossKind;
+use margincert::train::{Schedule, TrainConfig, TrainState};
 
 use super::args::{LossArg, parse_loss_level};
 use super::data::DataArgs;

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::audit::{AuditReport, ROBUST_PLOTS, offending};
 use crate::certify::Enclosure;
-use crate::checkpoint::write_atomic;
+use crate::io::write_atomic;
 use crate::error::{Error, Result};
 
 /// The rendered forms of an [`AuditReport`]: `report.md`, `margins.svg` and the files of

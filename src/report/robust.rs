@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::checkpoint::write_atomic;
+use crate::io::write_atomic;
 use crate::error::{Error, Result};
 use crate::robust::RobustReport;
 

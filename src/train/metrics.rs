@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::TrainState;
-use super::loss::{LogSum, LossKind};
+use crate::loss::{LogSum, LossKind};
 use crate::model::Params;
 
 /// Loss, margins and accuracy of one split at the current parameters.

@@ -1,14 +1,15 @@
-//! Training: losses relative to a loss frame, minibatch SGD / full-batch GD, the paper's
-//! loss-based learning-rate schedule, and per-epoch metrics.
+//! Training in memory: minibatch SGD / full-batch GD on a loss relative to a loss frame, the
+//! paper's loss-based learning-rate schedule, and per-epoch metrics.
 //!
 //! The loop keeps a frame `F = ln(previous mean training loss)`. Each epoch trains on the
-//! relative loss `R = Loss · e^{-F}` (every factor formed in the log domain, see [`loss`]), so
-//! that training continues when the loss is far below what f32 or f64 can represent. The
-//! true loss is tracked as `F + ln R` and reported as `log10`.
+//! relative loss `R = Loss · e^{-F}` (every factor formed in the log domain, see
+//! [`crate::loss`]), so that training continues when the loss is far below what f32 or f64 can
+//! represent. The true loss is tracked as `F + ln R` and reported as `log10`.
+//!
+//! This module knows nothing of files: a run on disk (metrics log, checkpoints, plots,
+//! resumption) is [`crate::run`].
 
-pub mod loss;
 pub mod metrics;
-pub mod run;
 
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -17,9 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
+use crate::loss::LossKind;
 use crate::model::{ModelSpec, Params};
 use crate::nn::{Network, Workspace};
-pub use loss::LossKind;
 pub use metrics::{EpochMetrics, Evaluation};
 
 /// How the step size is chosen.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use margincert::Error;
 use margincert::data::{self, DataKind, DataSource, Dataset};
-use margincert::fetch;
+use margincert::{fetch, io};
 
 use crate::common::data::{fixture, shared_data};
 
@@ -31,7 +31,7 @@ fn gz(bytes: &[u8]) -> Vec<u8> {
 }
 
 fn gunzip(bytes: &[u8]) -> Vec<u8> {
-    data::decode(Path::new("test"), bytes).unwrap()
+    io::decode(Path::new("test"), bytes).unwrap()
 }
 
 /// A plain IDX images file.
@@ -239,7 +239,7 @@ fn embedded_readme_states_the_file_checksums() {
             .lines()
             .find(|l| l.contains(name))
             .unwrap_or_else(|| panic!("README.md does not mention {name}"));
-        let sum = fetch::sha256_hex(bytes);
+        let sum = io::sha256_hex(bytes);
         assert!(
             line.contains(&sum),
             "README line for {name} lacks {sum}: {line}"
@@ -256,7 +256,7 @@ fn embedded_is_a_prefix_of_official_mnist() {
     };
     for (name, bytes) in data::embedded_files() {
         let ours = gunzip(bytes);
-        let official = data::read_maybe_gz(&dir.join(name)).unwrap();
+        let official = io::read_maybe_gz(&dir.join(name)).unwrap();
         let header = if name.contains("images") { 16 } else { 8 };
         assert_eq!(ours[..4], official[..4], "{name}: magic");
         assert_eq!(ours[4..8], 1000u32.to_be_bytes(), "{name}: count");
@@ -524,14 +524,14 @@ fn real_cifar10_counts_histograms_and_statistics() {
 /// decompressed file; returns the report.
 fn check_verify_dir(kind: DataKind, dir: &Path, extra: usize) -> Vec<(String, String)> {
     let got = fetch::verify_dir(kind, dir).unwrap();
-    let expected = fetch::expected_sha256(kind);
+    let expected = kind.expected_sha256();
     assert_eq!(got.len(), expected.len() + extra);
     for ((path, sha), (name, want)) in got.iter().zip(expected) {
         assert!(path.contains(name), "{path} vs {name}");
         assert_eq!(sha, want);
         // Independently: hash the decompressed bytes in memory.
         assert_eq!(
-            &fetch::sha256_hex(&data::read_maybe_gz(Path::new(path)).unwrap()),
+            &io::sha256_hex(&io::read_maybe_gz(Path::new(path)).unwrap()),
             want
         );
     }
@@ -564,9 +564,9 @@ fn verify_dir_real_cifar10() {
     };
     let got = check_verify_dir(DataKind::Cifar10, &dir, 1);
     assert!(got[6].0.ends_with("batches.meta.txt"));
-    assert_eq!(got[6].1, fetch::CIFAR10_META_SHA256);
+    assert_eq!(got[6].1, data::CIFAR10_META_SHA256);
     let meta = std::fs::read(dir.join("batches.meta.txt")).unwrap();
-    assert_eq!(fetch::sha256_hex(&meta), fetch::CIFAR10_META_SHA256);
+    assert_eq!(io::sha256_hex(&meta), data::CIFAR10_META_SHA256);
     let names = data::read_class_names(&dir.join("batches.meta.txt")).unwrap();
     assert_eq!(names, DataKind::Cifar10.class_names());
 }
@@ -586,7 +586,7 @@ fn verify_dir_detects_one_flipped_byte() {
     let mut other_mtime = t10k.clone();
     other_mtime[4] ^= 0x55; // gzip header MTIME: same content
     write(t.path(), "t10k-labels-idx1-ubyte.gz", &other_mtime);
-    let mut labels = data::read_maybe_gz(&dir.join("train-labels-idx1-ubyte.gz")).unwrap();
+    let mut labels = io::read_maybe_gz(&dir.join("train-labels-idx1-ubyte.gz")).unwrap();
     write(t.path(), "train-labels-idx1-ubyte", &labels);
     assert_eq!(
         fetch::verify_dir(DataKind::Mnist, t.path()).unwrap().len(),
@@ -602,8 +602,8 @@ fn verify_dir_detects_one_flipped_byte() {
             got,
         }) => {
             assert!(what.ends_with("train-labels-idx1-ubyte"), "{what}");
-            assert_eq!(expected, fetch::MNIST_SHA256[1].1);
-            assert_eq!(got, fetch::sha256_hex(&labels));
+            assert_eq!(expected, data::MNIST_SHA256[1].1);
+            assert_eq!(got, io::sha256_hex(&labels));
         }
         other => panic!("expected a checksum error, got {other:?}"),
     }
@@ -617,7 +617,7 @@ fn verify_dir_detects_one_flipped_byte() {
                 std::fs::write(&p, &bad).unwrap();
                 p
             },
-            fetch::MNIST_SHA256[3].1
+            data::MNIST_SHA256[3].1
         )
         .is_err()
     );
@@ -637,9 +637,9 @@ fn install_verifies_then_renames_and_leaves_nothing_on_mismatch() {
     let t = tempfile::tempdir().unwrap();
     let content = b"some decompressed content".to_vec();
     let zipped = gz(&content);
-    let sha = fetch::sha256_hex(&content);
+    let sha = io::sha256_hex(&content);
 
-    let wrong = fetch::sha256_hex(b"other");
+    let wrong = io::sha256_hex(b"other");
     let err = fetch::install(&zipped[..], t.path(), "f.gz", &wrong).unwrap_err();
     assert!(
         matches!(&err, Error::Checksum { expected, got, .. } if *expected == wrong && *got == sha),
@@ -715,10 +715,10 @@ fn cifar_archive_from_real_batches_installs() {
     };
     let t = tempfile::tempdir().unwrap();
     let mut bins = Vec::new();
-    for (name, _) in fetch::CIFAR10_SHA256 {
+    for (name, _) in data::CIFAR10_SHA256 {
         bins.push((
             name,
-            data::read_maybe_gz(&dir.join(format!("{name}.gz"))).unwrap(),
+            io::read_maybe_gz(&dir.join(format!("{name}.gz"))).unwrap(),
         ));
     }
     let meta = std::fs::read(dir.join("batches.meta.txt")).unwrap();
@@ -734,7 +734,7 @@ fn cifar_archive_from_real_batches_installs() {
     drop(bins);
     let installed = fetch::install_cifar_archive(&archive[..], "real.tar", t.path()).unwrap();
     assert_eq!(installed.len(), 7);
-    let mut want: Vec<String> = fetch::CIFAR10_SHA256
+    let mut want: Vec<String> = data::CIFAR10_SHA256
         .iter()
         .map(|(n, _)| n.to_string())
         .collect();
@@ -806,13 +806,13 @@ fn fetch_mnist_from_loopback_mirrors() {
         return;
     };
     let mut files = std::collections::HashMap::new();
-    for (name, _) in fetch::MNIST_SHA256 {
+    for (name, _) in data::MNIST_SHA256 {
         let f = format!("{name}.gz");
         files.insert(format!("/good/{f}"), std::fs::read(dir.join(&f)).unwrap());
     }
     // The first mirror serves a corrupted (then recompressed) training-label file, and
     // nothing else.
-    let mut labels = data::read_maybe_gz(&dir.join("train-labels-idx1-ubyte.gz")).unwrap();
+    let mut labels = io::read_maybe_gz(&dir.join("train-labels-idx1-ubyte.gz")).unwrap();
     labels[100] ^= 0x80;
     files.insert("/bad/train-labels-idx1-ubyte.gz".into(), gz(&labels));
     let (base, count) = serve(files);
@@ -835,7 +835,7 @@ fn fetch_mnist_from_loopback_mirrors() {
     match fetch::fetch_from(DataKind::Mnist, t.path(), false, &[&bad]) {
         Err(Error::Checksum { what, got, .. }) => {
             assert!(what.ends_with("train-labels-idx1-ubyte.gz"), "{what}");
-            assert_eq!(got, fetch::sha256_hex(&labels));
+            assert_eq!(got, io::sha256_hex(&labels));
         }
         other => panic!("expected a checksum error, got {other:?}"),
     }
@@ -844,7 +844,7 @@ fn fetch_mnist_from_loopback_mirrors() {
     // Bad mirror first, good second: every file ends up verified, nothing else left.
     let t = tempfile::tempdir().unwrap();
     fetch::fetch_from(DataKind::Mnist, t.path(), false, &[&bad, &good]).unwrap();
-    let mut want: Vec<String> = fetch::MNIST_SHA256
+    let mut want: Vec<String> = data::MNIST_SHA256
         .iter()
         .map(|(n, _)| format!("{n}.gz"))
         .collect();
@@ -899,7 +899,7 @@ fn detect_fashion_mnist_by_content() {
             .to_lowercase()
             .contains("fashion")
     );
-    for (name, _) in fetch::FASHION_MNIST_SHA256 {
+    for (name, _) in data::FASHION_MNIST_SHA256 {
         let f = format!("{name}.gz");
         std::os::unix::fs::symlink(dir.join(&f), t.path().join(&f)).unwrap();
     }
@@ -918,7 +918,7 @@ fn cifar_dir_layout_and_meta() {
     let t = tempfile::tempdir().unwrap();
     let sub = t.path().join("cifar-10-batches-bin");
     std::fs::create_dir(&sub).unwrap();
-    for (b, (name, _)) in fetch::CIFAR10_SHA256.iter().enumerate() {
+    for (b, (name, _)) in data::CIFAR10_SHA256.iter().enumerate() {
         // Batch b: b + 1 records with label b, pixels all b.
         let rec = [vec![b as u8], vec![b as u8; 3072]].concat();
         write(&sub, name, &rec.repeat(b + 1));

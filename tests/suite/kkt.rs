@@ -9,10 +9,11 @@ use margincert::report::Summary;
 use margincert::Error;
 use margincert::certify::backward::{Backward, Constraint, dot_with_params};
 use margincert::certify::kkt::{
-    KktLoss, KktOptions, certify_kkt, certify_kkt_with_logits, constraints, euler_check,
+    KktOptions, certify_kkt, certify_kkt_with_logits, constraints, euler_check,
 };
 use margincert::certify::{BallVec, forward_enclosures, logit_enclosures};
 use margincert::data::Dataset;
+use margincert::loss::LossKind;
 use margincert::model::{Layer, LayerParams, ModelSpec, Op, Params, Shape, Window};
 use proptest::prelude::*;
 use rand::{RngExt, SeedableRng};
@@ -511,7 +512,7 @@ fn check_kkt(
     seed: u64,
     first_bias: bool,
     outputs: usize,
-    loss: KktLoss,
+    loss: LossKind,
 ) -> Option<bool> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let spec = homogeneous_arch(arch_i, first_bias, outputs);
@@ -642,7 +643,7 @@ proptest! {
         seed in any::<u64>(),
         first_bias in any::<bool>(),
         multi in any::<bool>(),
-        loss in prop_oneof![Just(KktLoss::Exponential), Just(KktLoss::Logistic), Just(KktLoss::CrossEntropy)],
+        loss in prop_oneof![Just(LossKind::Exponential), Just(LossKind::Logistic), Just(LossKind::CrossEntropy)],
     ) {
         let outputs = if multi { 3 } else { 1 };
         check_kkt(arch_i, mode, seed, first_bias, outputs, loss);
@@ -656,7 +657,7 @@ fn kkt_sweep_runs_real_cases() {
     let mut tried = 0;
     for mode in 0..4u32 {
         for arch_i in 0..6 {
-            for (k, loss) in [KktLoss::Exponential, KktLoss::CrossEntropy]
+            for (k, loss) in [LossKind::Exponential, LossKind::CrossEntropy]
                 .into_iter()
                 .enumerate()
             {
@@ -726,7 +727,7 @@ fn svm_three_points_nnls_recovers_exact_multipliers() {
     .unwrap();
     let params = linear_params([1.0, -0.5]); // = w*/2: q = (1, 0.5, 0.5), q_min = 0.5
     let opts = KktOptions {
-        loss: KktLoss::Exponential,
+        loss: LossKind::Exponential,
         ..KktOptions::default()
     };
     let cert = certify_kkt(&linear_spec(), &params, &data, &opts, 0.5).unwrap();
@@ -762,7 +763,7 @@ fn svm_two_points_eps_small_at_optimum_large_away() {
     let data = Dataset::new("svm2", Shape::flat(2), vec![255, 0, 255, 51], vec![1, 1], 2).unwrap();
     let spec = linear_spec();
     let opts = KktOptions {
-        loss: KktLoss::Logistic,
+        loss: LossKind::Logistic,
         nnls_delta_weight: 0.0, // plain NNLS: minimises ε alone
         ..KktOptions::default()
     };
@@ -955,7 +956,7 @@ fn gd_trajectory_on_linear_svm_drives_eps_down() {
     let vs = [[1.0f64, 0.0], [0.0, -1.0], [1.0, 1.0]];
     let spec = linear_spec();
     let opts = KktOptions {
-        loss: KktLoss::Exponential,
+        loss: LossKind::Exponential,
         ..KktOptions::default()
     };
     let mut w = [0.3f64, 0.1];
@@ -1089,7 +1090,7 @@ proptest! {
         seed in any::<u64>(),
         first_bias in any::<bool>(),
         multi in any::<bool>(),
-        loss in prop_oneof![Just(KktLoss::Exponential), Just(KktLoss::Logistic), Just(KktLoss::CrossEntropy)],
+        loss in prop_oneof![Just(LossKind::Exponential), Just(LossKind::Logistic), Just(LossKind::CrossEntropy)],
     ) {
         let outputs = if multi { 3 } else { 1 };
         prop_assert!(check_gradients(arch_i, mode, seed, first_bias, outputs) > 0);

@@ -5,10 +5,11 @@ use margincert::certify::certificate::{CertifyOptions, certify};
 use margincert::certify::verify::verify;
 use margincert::checkpoint::Checkpoint;
 use margincert::data::{DataKind, Dataset, load_dir};
+use margincert::loss::LossKind;
 use margincert::model::{ModelSpec, Params, Shape, presets};
 use margincert::report::Summary;
-use margincert::train::run::{RunOptions, run};
-use margincert::train::{LossKind, Schedule, TrainConfig};
+use margincert::run::{RunOptions, run};
+use margincert::train::{Schedule, TrainConfig};
 
 use crate::common::data::{embedded_train, shared_data};
 
@@ -36,7 +37,7 @@ fn train_and_certify(
     let params = Params::he_normal(spec, 1).unwrap();
     let opts = RunOptions {
         out: dir.path().to_path_buf(),
-        data: margincert::config::DataChoice {
+        data: margincert::data::DataChoice {
             source: "test".into(),
             train_subset: None,
             test_subset: None,

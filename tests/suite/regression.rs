@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use margincert::certify::certificate::{Certificate, CertifyOptions, certify};
 use margincert::checkpoint::Checkpoint;
 use margincert::config::RunConfig;
-use margincert::train::run::threshold_file;
+use margincert::run::{threshold_file, train_from_scratch};
 
 use crate::common::data::crate_root;
 
@@ -122,7 +122,7 @@ fn regenerate(config: &str) {
     let split = cfg.data.load().unwrap();
     let out =
         std::env::temp_dir().join(format!("margincert-regen-{config}-{}", std::process::id()));
-    cfg.train_from_scratch(&split, &out, 1).unwrap();
+    train_from_scratch(&cfg, &split, &out, 1).unwrap();
     let dir = root().join("fixtures/expected");
     std::fs::create_dir_all(&dir).unwrap();
     let sources = [out.join(threshold_file(-5.0)), out.join("last.safetensors")];

@@ -2,9 +2,10 @@
 
 use margincert::certify::CertifiedNet;
 use margincert::data::{DataSource, Dataset};
+use margincert::loss::LossKind;
 use margincert::model::{Layer, ModelSpec, Padding, Params, Shape, presets};
 use margincert::robust::{self, AttackOptions, Norm, RobustOptions, lipschitz::dense_norm_up};
-use margincert::train::{EpochOutcome, LossKind, Schedule, TrainConfig, Trainer};
+use margincert::train::{EpochOutcome, Schedule, TrainConfig, Trainer};
 use proptest::prelude::*;
 
 use crate::common::cli;

@@ -7,6 +7,7 @@ use margincert::config::RunConfig;
 use margincert::data::Dataset;
 use margincert::model::Params;
 use margincert::reproduce::{Row, certify_row};
+use margincert::run::train_from_scratch;
 use margincert::train::{EpochOutcome, Schedule, Trainer};
 
 use crate::common::data::fixture;
@@ -42,7 +43,7 @@ fn rows_with(
     let mut cfg = config(file);
     edit(&mut cfg);
     let split = cfg.data.load().unwrap();
-    let s = cfg.train_from_scratch(&split, &tmp(tag), 1).unwrap();
+    let s = train_from_scratch(&cfg, &split, &tmp(tag), 1).unwrap();
     let mut paths = s.kept.clone();
     paths.push(s.final_checkpoint.clone());
     let rows: Vec<Row> = paths

@@ -2,9 +2,10 @@
 //! threshold checkpoints, and exact resumption.
 
 use margincert::checkpoint::Checkpoint;
+use margincert::loss::LossKind;
 use margincert::model::{Params, presets};
-use margincert::train::run::{RunOptions, run};
-use margincert::train::{EpochOutcome, LossKind, Schedule, TrainConfig, Trainer};
+use margincert::run::{RunOptions, run};
+use margincert::train::{EpochOutcome, Schedule, TrainConfig, Trainer};
 
 use crate::common::data::embedded_train;
 
@@ -23,7 +24,7 @@ fn config(loss: LossKind, batch: usize, epochs: usize) -> TrainConfig {
 fn opts(dir: &std::path::Path) -> RunOptions {
     RunOptions {
         out: dir.to_path_buf(),
-        data: margincert::config::DataChoice {
+        data: margincert::data::DataChoice {
             source: "embedded".into(),
             train_subset: None,
             test_subset: None,

@@ -1,7 +1,7 @@
 //! The constraints of (P), their certified values, and the loss weights that choose the
 //! paper's multipliers and the active set.
 
-use super::KktLoss;
+use crate::loss::{LossKind, softplus};
 use crate::certify::backward::Constraint;
 use crate::certify::ball::BallVec;
 use crate::certify::forward::CertifiedNet;
@@ -44,26 +44,17 @@ pub fn constraints(data: &Dataset, outputs: usize) -> Result<Vec<Constraint>> {
     Ok(out)
 }
 
-/// `log(1 + e^x)` without overflow.
-fn softplus(x: f64) -> f64 {
-    if x > 0.0 {
-        x + (-x).exp().ln_1p()
-    } else {
-        x.exp().ln_1p()
-    }
-}
-
 /// Log of the (unnormalised) loss weight `−ℓ'` of each constraint, from margin estimates
 /// `est` (same order as `cons`).
-pub(super) fn log_weights(cons: &[Constraint], est: &[f64], loss: KktLoss) -> Vec<f64> {
+pub(super) fn log_weights(cons: &[Constraint], est: &[f64], loss: LossKind) -> Vec<f64> {
     let mut lw = vec![0.0; cons.len()];
     match loss {
-        KktLoss::Exponential => {
+        LossKind::Exponential => {
             for (l, &s) in lw.iter_mut().zip(est) {
                 *l = -s;
             }
         }
-        KktLoss::Logistic | KktLoss::CrossEntropy => {
+        LossKind::Logistic | LossKind::CrossEntropy => {
             // group the constraints of each example (they are contiguous).
             let mut i = 0;
             while i < cons.len() {
@@ -145,11 +136,11 @@ mod tests {
             },
         ];
         let est = [1.0, 2.0];
-        let lw = log_weights(&cons, &est, KktLoss::CrossEntropy);
+        let lw = log_weights(&cons, &est, LossKind::CrossEntropy);
         let den = 1.0 + (-1.0f64).exp() + (-2.0f64).exp();
         assert!((lw[0].exp() - (-1.0f64).exp() / den).abs() < 1e-15);
         assert!((lw[1].exp() - (-2.0f64).exp() / den).abs() < 1e-15);
-        let lw = log_weights(&cons, &est, KktLoss::Exponential);
+        let lw = log_weights(&cons, &est, LossKind::Exponential);
         assert_eq!(lw, vec![-1.0, -2.0]);
     }
 }

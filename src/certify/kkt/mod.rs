@@ -43,17 +43,16 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::{ModelSpec, Params};
 
-/// The training loss whose negative gradient defines the paper's multipliers (multi-class
-/// exponential: one term per pair; cross-entropy: pairwise weights
-/// `w_nj = e^{−s_nj} / (1 + Σ_k e^{−s_nk})`; on a one-output model cross-entropy is read as the
-/// logistic loss).
-pub use crate::train::LossKind as KktLoss;
+// The loss whose negative gradient defines the paper's multipliers (multi-class exponential:
+// one term per pair; cross-entropy: pairwise weights `w_nj = e^{−s_nj} / (1 + Σ_k e^{−s_nk})`;
+// on a one-output model cross-entropy is read as the logistic loss).
+use crate::loss::LossKind;
 
 /// Options of [`certify_kkt`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct KktOptions {
     /// Loss defining the paper's multipliers.
-    pub loss: KktLoss,
+    pub loss: LossKind,
     /// At most this many constraints get a nonzero multiplier (the highest loss weights).
     pub max_active: usize,
     /// Relative weight cutoff in `(0, 1]`: constraints with `w_c < cutoff · max w` get
@@ -77,7 +76,7 @@ pub struct KktOptions {
 impl Default for KktOptions {
     fn default() -> Self {
         Self {
-            loss: KktLoss::CrossEntropy,
+            loss: LossKind::CrossEntropy,
             max_active: 256,
             cutoff: 1e-12,
             euler_samples: 8,
@@ -156,7 +155,7 @@ pub struct KktCertificate {
     /// Homogeneity degree `L`.
     pub degree: u32,
     /// The loss defining the paper's multipliers.
-    pub loss: KktLoss,
+    pub loss: LossKind,
     /// The certified lower bound on `q_min` the rescaling uses (given by the caller).
     pub q_lo: f64,
     /// Lower bound on `q_min` certified here from the forward enclosures of every example.

@@ -1,5 +1,6 @@
-//! Losses evaluated relative to a loss frame, so that training goes on far below the range
-//! of f32 and f64.
+//! Loss math in the log domain, shared by training ([`crate::train`]) and the checker
+//! ([`crate::certify`]): the loss kinds, per-example losses and their gradients relative to a
+//! loss frame, so that training goes on far below the range of f32 and f64.
 //!
 //! Every per-example loss is computed as its natural logarithm `log ℓ_n` in f64, which stays
 //! finite when `ℓ_n` itself would underflow (a margin of 2,000 gives `ℓ = e^-2000`). Sums are
@@ -8,11 +9,15 @@
 //!
 //! Gradients with respect to the logits are likewise computed in the log domain and scaled
 //! by `e^-F`, which is what the paper's code does ("train on the relative loss").
+//!
+//! These are f64 estimates; the certified bounds on the loss are in [`crate::certify::loss`].
 
 use serde::{Deserialize, Serialize};
 
-/// The training loss.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+/// A loss: the training objective, and the loss whose threshold and multipliers the
+/// certificates use. Serialized (config files, checkpoints, certificates) in kebab-case:
+/// `cross-entropy`, `logistic`, `exponential`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LossKind {
     /// Softmax cross-entropy, `log(1 + Σ_{j≠y} e^{-(z_y - z_j)})` (multi-class; for a
@@ -36,7 +41,7 @@ impl LossKind {
     pub fn threshold(self) -> f64 {
         match self {
             LossKind::Exponential => 1.0,
-            _ => std::f64::consts::LN_2,
+            LossKind::CrossEntropy | LossKind::Logistic => std::f64::consts::LN_2,
         }
     }
 }

@@ -1,6 +1,10 @@
 //! A training run on disk: per-epoch metrics as JSON lines, a progress bar on a terminal,
 //! the latest checkpoint (`last.safetensors`, rewritten atomically after every accepted
-//! epoch), checkpoints kept at loss thresholds, and resumption.
+//! epoch), checkpoints kept at loss thresholds, the training plots, and resumption.
+//!
+//! This module sits above [`crate::train`] (the loop in memory), [`crate::checkpoint`] (the
+//! file format) and [`crate::config`] (the run file): it is the one place that ties them
+//! together, so that none of them depends on another.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -8,12 +12,13 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{EpochMetrics, EpochOutcome, TrainConfig, TrainState, Trainer};
 use crate::checkpoint::{Checkpoint, TrainInfo};
-use crate::config::DataChoice;
-use crate::data::Dataset;
+use crate::config::RunConfig;
+use crate::data::{DataChoice, Dataset, Split};
 use crate::error::{Error, Result};
+use crate::io::write_atomic;
 use crate::model::{ModelSpec, Params};
+use crate::train::{EpochMetrics, EpochOutcome, TrainConfig, TrainState, Trainer};
 
 /// Where and how a run reports.
 #[derive(Clone, Debug)]
@@ -143,6 +148,32 @@ pub fn run(
     })
 }
 
+/// Trains `cfg` from its He-normal initialisation (seed `cfg.train.seed`) on `split` (the
+/// test split is evaluated each epoch) into `out`, quietly, with `threads` workers: the run
+/// `margincert train --config` performs.
+pub fn train_from_scratch(
+    cfg: &RunConfig,
+    split: &Split,
+    out: &Path,
+    threads: usize,
+) -> Result<RunSummary> {
+    let spec = cfg.spec(split)?;
+    run(
+        &spec,
+        Params::he_normal(&spec, cfg.train.seed)?,
+        cfg.train.clone(),
+        &split.train,
+        Some(&split.test),
+        None,
+        &RunOptions {
+            out: out.to_path_buf(),
+            data: cfg.data.clone(),
+            threads,
+            print_epochs: false,
+        },
+    )
+}
+
 /// Reads a `metrics.jsonl` log (one [`EpochMetrics`] per line).
 pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
@@ -165,7 +196,7 @@ pub fn write_plots(metrics: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
     for (name, svg) in [("loss.svg", loss), ("margin.svg", margin)] {
         if let Some(svg) = svg {
             let p = dir.join(name);
-            crate::checkpoint::write_atomic(&p, svg.as_bytes())?;
+            write_atomic(&p, svg.as_bytes())?;
             written.push(p);
         }
     }
