@@ -2,7 +2,7 @@
 //!
 //! Every number this module certifies is a claim about the *real* network: the stored f32
 //! weights taken as exact reals, evaluated on the exact inputs `p / 255`. The proofs are in
-//! `proofs/*.md`; the property tests in `tests/soundness.rs`.
+//! `proofs/*.md`; the property tests in `tests/suite/soundness.rs`.
 //!
 //! - [`round`]: directed rounding (`up`, `down`, `γ_n`), ball/interval conversions.
 //! - [`ball`]: [`BallVec`] and the input enclosure of `p / 255`.

@@ -7,6 +7,7 @@ use clap::Args;
 
 use margincert::checkpoint::Checkpoint;
 use margincert::error::Result;
+use margincert::report::Summary;
 use margincert::robust::{self, AttackOptions, Norm, RobustOptions};
 
 use super::data::{OptDataArgs, SplitName};
@@ -58,6 +59,6 @@ pub fn cmd(a: &RobustArgs) -> Result<()> {
     };
     let rep = robust::run(&ckpt.spec, &ckpt.params, &data, &opts)?;
     margincert::report::robust::write(&rep, &a.out)?;
-    print!("{}", rep.table());
+    print!("{}", rep.summary());
     Ok(())
 }

@@ -19,7 +19,7 @@ use crate::io::{read_maybe_gz, sha256_hex};
 pub const CLASSES: usize = 10;
 
 /// SHA-256 of the official uncompressed MNIST files, by canonical name (the "SHA-256 after
-/// gunzip" of `/work/shared/data/README.md`, whose uncompressed files match the published
+/// gunzip" of `../shared/data/README.md` next to the repository, whose uncompressed files match the published
 /// MD5s 6bbc9ace…, a25bea73…, 2646ac64…, 27ae3e4e…).
 pub const MNIST_SHA256: [(&str, &str); 4] = [
     (

@@ -200,22 +200,6 @@ pub fn bf16_to_f32(bytes: &[u8]) -> Vec<f32> {
         .collect()
 }
 
-/// Little-endian f32 bytes → f32.
-pub fn le_f32(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
-
-/// Little-endian f64 bytes → f64.
-pub fn le_f64(bytes: &[u8]) -> Vec<f64> {
-    bytes
-        .chunks_exact(8)
-        .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
-        .collect()
-}
-
 /// f64 values → f32. Without `round`, refuses (naming the tensor, the position and the
 /// value) unless every value is exactly an f32 (`(v as f32) as f64 == v`, NaN aside).
 /// With `round`, rounds to nearest and returns how many values changed.

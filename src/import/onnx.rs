@@ -292,7 +292,7 @@ impl<'a> GraphReader<'a> {
         let values = if dt == DataType::FLOAT as i32 {
             self.conv.add(SourceDtype::F32);
             if raw {
-                need(t.raw_data.len(), n * 4).map(|_| super::le_f32(&t.raw_data))
+                need(t.raw_data.len(), n * 4).map(|_| crate::io::le_f32(&t.raw_data))
             } else {
                 need(t.float_data.len(), n).map(|_| t.float_data.clone())
             }
@@ -323,7 +323,7 @@ impl<'a> GraphReader<'a> {
         } else if dt == DataType::DOUBLE as i32 {
             self.conv.add(SourceDtype::F64);
             let vals = if raw {
-                need(t.raw_data.len(), n * 8).map(|_| super::le_f64(&t.raw_data))
+                need(t.raw_data.len(), n * 8).map(|_| crate::io::le_f64(&t.raw_data))
             } else {
                 need(t.double_data.len(), n).map(|_| t.double_data.clone())
             };

@@ -222,7 +222,7 @@ fn read(
     let values = match t.dtype() {
         Dtype::F32 => {
             conv.add(SourceDtype::F32);
-            super::le_f32(data)
+            crate::io::le_f32(data)
         }
         Dtype::F16 => {
             conv.add(SourceDtype::F16);
@@ -234,7 +234,7 @@ fn read(
         }
         Dtype::F64 => {
             conv.add(SourceDtype::F64);
-            let (v, changed) = super::f64_to_f32(&super::le_f64(data), name, opts.round_f64)?;
+            let (v, changed) = super::f64_to_f32(&crate::io::le_f64(data), name, opts.round_f64)?;
             conv.rounded(name, changed);
             v
         }

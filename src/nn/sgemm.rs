@@ -1,10 +1,13 @@
 //! The single-precision matrix product every dense and conv kernel goes through.
 //!
-//! Backend: the `gemm` crate (measured faster than `matrixmultiply` on the dev machine, see
-//! the crate report in `benches/train.rs`). Products big enough to pay for it use the global
+//! Backend: [`crate::linalg::matmul`], the crate's one wrapper of the `gemm` crate (measured
+//! faster than `matrixmultiply` on the dev machine, see the crate report in
+//! `benches/train.rs`). Products big enough to pay for it use the global
 //! rayon pool; `gemm` splits only the output (rows/columns of `C`), never the reduction
 //! dimension, so each output element is summed in a fixed order that depends only on the
 //! shapes and the thread count: results are bit-reproducible run to run.
+
+use crate::linalg::{Accum, MatMut, MatRef, Par, matmul};
 
 /// A read-only strided matrix view: element `(i, j)` is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
@@ -60,57 +63,24 @@ pub(crate) fn sgemm(
     accumulate: bool,
 ) {
     assert!(a.fits(m, k) && b.fits(k, n), "sgemm operand too short");
-    assert!(
-        m == 0 || n == 0 || (m - 1) * ldc + n <= c.len(),
-        "sgemm output too short"
-    );
-    assert!(ldc >= n, "sgemm output stride");
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            for r in 0..m {
-                c[r * ldc..r * ldc + n].fill(0.0);
-            }
-        }
-        return;
-    }
     let threads = rayon::current_num_threads();
     let par = if threads > 1 && m * n * k >= PARALLEL_MIN_FLOPS {
-        gemm::Parallelism::Rayon(threads)
+        Par::Rayon(threads)
     } else {
-        gemm::Parallelism::None
+        Par::Seq
     };
-    // SAFETY: the asserts above prove that every element the product reads,
-    // `a.data[i*a.rs + p*a.cs]` for i < m, p < k (and likewise for b), and every element it
-    // writes, `c[i*ldc + j]` for i < m, j < n, lies inside its slice. `c` is borrowed
-    // mutably, so it aliases neither `a` nor `b`. With `read_dst == false` gemm never reads
-    // `c`, so its old contents need not be initialised in any particular way (they are
-    // initialised f32 anyway). Strides fit in isize because they index existing slices.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            ldc as isize,
-            accumulate,
-            a.data.as_ptr(),
-            a.cs as isize,
-            a.rs as isize,
-            b.data.as_ptr(),
-            b.cs as isize,
-            b.rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
+    let accum = if accumulate {
+        Accum::Add
+    } else {
+        Accum::Replace
+    };
+    matmul(
+        MatMut::with_row_stride(c, m, n, ldc),
+        accum,
+        MatRef::from_strided(a.data, m, k, a.rs, a.cs),
+        MatRef::from_strided(b.data, k, n, b.rs, b.cs),
+        par,
+    );
 }
 
 #[cfg(test)]

@@ -4,10 +4,11 @@
 use std::fmt::Write;
 use std::path::Path;
 
+use super::Summary;
 use crate::audit::{AuditReport, ROBUST_PLOTS, offending};
 use crate::certify::Enclosure;
-use crate::io::write_atomic;
 use crate::error::{Error, Result};
+use crate::io::write_atomic;
 
 /// The rendered forms of an [`AuditReport`]: `report.md`, `margins.svg` and the files of
 /// [`AuditDocument::write`].
@@ -225,7 +226,7 @@ pub fn markdown(r: &AuditReport) -> String {
                 let _ = writeln!(
                     s,
                     "### {name}\n\n```\n{}```\n\n![robust accuracy against ε, {name}]({file})\n",
-                    rep.table()
+                    rep.summary()
                 );
             }
         }

@@ -2,9 +2,10 @@
 
 use std::path::Path;
 
-use crate::io::write_atomic;
+use super::Summary;
 use crate::error::{Error, Result};
-use crate::robust::RobustReport;
+use crate::io::write_atomic;
+use crate::robust::{ExampleRadii, RobustReport};
 
 /// Pretty JSON of `value`.
 fn json<T: serde::Serialize>(value: &T, what: &str) -> Result<String> {
@@ -29,4 +30,44 @@ pub fn write(rep: &RobustReport, dir: &Path) -> Result<()> {
         super::svg::robust_curves(rep)?.as_bytes(),
     )?;
     Ok(())
+}
+
+/// The text table of the curves and medians (what `robust` prints).
+impl Summary for RobustReport {
+    fn summary(&self) -> String {
+        let mut s = format!(
+            "norm {:?}, {} examples, certified Lipschitz bound {:.4e}, violations {}\n",
+            self.norm,
+            self.examples.len(),
+            self.lipschitz,
+            self.violations
+        );
+        let med = |f: fn(&ExampleRadii) -> f64| {
+            crate::robust::median(self.examples.iter().map(f))
+                .map_or("-".into(), |m| format!("{m:.4e}"))
+        };
+        s += &format!(
+            "median radius: certified {}, attack {} (attack found nothing for {} examples)\n",
+            med(|e| e.certified),
+            med(|e| e.attack),
+            self.examples
+                .iter()
+                .filter(|e| e.attack.is_infinite())
+                .count()
+        );
+        if self.examples.iter().any(|e| e.crown.is_some()) {
+            s += &format!(
+                "median radius: CROWN(+IBP) {}\n",
+                med(|e| e.crown.unwrap_or(f64::NAN))
+            );
+        }
+        s += "     eps   certified   empirical\n";
+        for i in 0..self.curve.eps.len() {
+            s += &format!(
+                "{:8.4}  {:10.3}  {:10.3}\n",
+                self.curve.eps[i], self.curve.certified[i], self.curve.empirical[i]
+            );
+        }
+        s
+    }
 }

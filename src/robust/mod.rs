@@ -2,7 +2,7 @@
 //!
 //! Every certified radius is a claim about the exact real network (stored f32 weights as
 //! exact reals, inputs `p / 255`), computed with outward rounding:
-//! - L2 ([`lipschitz`]): `r_n ≥ min_j s_nj / Lip(Φ_y − Φ_j)` with certified upper bounds on
+//! - L2 ([`lipschitz()`]): `r_n ≥ min_j s_nj / Lip(Φ_y − Φ_j)` with certified upper bounds on
 //!   the gap Lipschitz constants (proofs/robust-lipschitz.md). Holds for all real
 //!   perturbations (no clipping needed).
 //! - L∞ ([`ibp_radius`]): interval bound propagation through the certified forward pass on
@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::certify::ball::{BallVec, input_enclosure};
 use crate::certify::bounds::ext_f64;
-use crate::certify::forward::CertifiedNet;
+use crate::certify::forward::{CertifiedNet, PreparedNet};
 use crate::certify::margin::{Task, gaps, margin_of};
 use crate::certify::round::{down, interval_to_ball, up};
 use crate::data::Dataset;
@@ -272,9 +272,12 @@ pub fn run(
             data.shape, spec.input
         )));
     }
-    let net = CertifiedNet::new(spec, params)?;
+    // Prepared once: the certified forward pass, CROWN, the Lipschitz bound and the f32
+    // network of the attacks all start from the same checked model.
+    let prepared = std::sync::Arc::new(PreparedNet::from_spec(spec, params)?);
+    let net = CertifiedNet::from_prepared(prepared.clone());
     let task = Task::new(net.outputs(), data.classes)?;
-    let lip = lipschitz(spec, params)?;
+    let lip = lipschitz::lipschitz_of(prepared.model())?;
     let logits = net.logits(&data.pixels, data.len())?;
     let margins: Vec<_> = (0..data.len())
         .map(|n| margin_of(&gaps(&logits, n, data.labels[n], task)))
@@ -299,7 +302,7 @@ pub fn run(
             vec![0.0; data.len()],
         ),
     };
-    let crown_r = match (opts.norm, crown::Crown::new(spec, params)) {
+    let crown_r = match (opts.norm, crown::Crown::from_prepared(&prepared)) {
         (Norm::Inf, Ok(c)) => Some(crown::crown_radius(
             &c,
             &net,
@@ -310,7 +313,7 @@ pub fn run(
         )?),
         _ => None,
     };
-    let f32net = Network::new(spec)?;
+    let f32net = Network::from_model(prepared.model());
     let aopts = AttackOptions {
         bisection: opts.steps,
         ..opts.attack
@@ -382,113 +385,4 @@ pub fn median(v: impl Iterator<Item = f64>) -> Option<f64> {
     }
     v.sort_by(|a, b| a.total_cmp(b));
     Some(v[v.len() / 2])
-}
-
-impl RobustReport {
-    /// A text table of the curves and medians.
-    pub fn table(&self) -> String {
-        let mut s = format!(
-            "norm {:?}, {} examples, certified Lipschitz bound {:.4e}, violations {}\n",
-            self.norm,
-            self.examples.len(),
-            self.lipschitz,
-            self.violations
-        );
-        let med = |f: fn(&ExampleRadii) -> f64| {
-            median(self.examples.iter().map(f)).map_or("-".into(), |m| format!("{m:.4e}"))
-        };
-        s += &format!(
-            "median radius: certified {}, attack {} (attack found nothing for {} examples)\n",
-            med(|e| e.certified),
-            med(|e| e.attack),
-            self.examples
-                .iter()
-                .filter(|e| e.attack.is_infinite())
-                .count()
-        );
-        if self.examples.iter().any(|e| e.crown.is_some()) {
-            s += &format!(
-                "median radius: CROWN(+IBP) {}\n",
-                med(|e| e.crown.unwrap_or(f64::NAN))
-            );
-        }
-        s += "     eps   certified   empirical\n";
-        for i in 0..self.curve.eps.len() {
-            s += &format!(
-                "{:8.4}  {:10.3}  {:10.3}\n",
-                self.curve.eps[i], self.curve.certified[i], self.curve.empirical[i]
-            );
-        }
-        s
-    }
-
-    /// A hand-written SVG plot of the two robust-accuracy curves (no font dependencies).
-    pub fn svg(&self) -> String {
-        let (w, h, m) = (480.0, 320.0, 40.0);
-        let c = &self.curve;
-        let xm = c.eps.last().copied().unwrap_or(1.0).max(f64::MIN_POSITIVE);
-        let pt = |e: f64, a: f64| {
-            format!(
-                "{:.1},{:.1}",
-                m + (w - 2.0 * m) * e / xm,
-                h - m - (h - 2.0 * m) * a
-            )
-        };
-        let line = |v: &[f64], col: &str| {
-            let pts: Vec<String> = c.eps.iter().zip(v).map(|(&e, &a)| pt(e, a)).collect();
-            format!(
-                "<polyline fill=\"none\" stroke=\"{col}\" stroke-width=\"2\" points=\"{}\"/>\n",
-                pts.join(" ")
-            )
-        };
-        let mut s = format!(
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-        );
-        s += &format!(
-            "<line x1=\"{m}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n",
-            h - m,
-            w - m,
-            h - m
-        );
-        s += &format!(
-            "<line x1=\"{m}\" y1=\"{m}\" x2=\"{m}\" y2=\"{}\" stroke=\"black\"/>\n",
-            h - m
-        );
-        s += &line(&c.certified, "#1f77b4");
-        s += &line(&c.empirical, "#d62728");
-        s += &format!(
-            "<text x=\"{}\" y=\"{}\" font-size=\"12\">eps ({:?}), max {xm:.3}</text>\n",
-            w / 2.0 - 40.0,
-            h - 10.0,
-            self.norm
-        );
-        s += "<text x=\"5\" y=\"20\" font-size=\"12\">robust accuracy: certified (blue) / attack (red)</text>\n</svg>\n";
-        s
-    }
-}
-
-/// Writes `robust.json` (the whole report), `robust-curve.json` and `robust.svg` into `dir`
-/// (created if missing).
-pub fn write_outputs(rep: &RobustReport, dir: &std::path::Path) -> Result<()> {
-    let io =
-        |e: std::io::Error, what: &str| Error::Invalid(format!("{}: {what}: {e}", dir.display()));
-    std::fs::create_dir_all(dir).map_err(|e| io(e, "cannot create the directory"))?;
-    let ser = |v: &dyn erased::Ser| v.json();
-    std::fs::write(dir.join("robust.json"), ser(rep)).map_err(|e| io(e, "robust.json"))?;
-    std::fs::write(dir.join("robust-curve.json"), ser(&rep.curve))
-        .map_err(|e| io(e, "robust-curve.json"))?;
-    std::fs::write(dir.join("robust.svg"), rep.svg()).map_err(|e| io(e, "robust.svg"))?;
-    Ok(())
-}
-
-mod erased {
-    /// Pretty JSON of a serializable value.
-    pub trait Ser {
-        fn json(&self) -> String;
-    }
-    impl<T: serde::Serialize> Ser for T {
-        fn json(&self) -> String {
-            serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
-        }
-    }
 }

@@ -4,6 +4,7 @@ use margincert::certify::CertifiedNet;
 use margincert::data::{DataSource, Dataset};
 use margincert::loss::LossKind;
 use margincert::model::{Layer, ModelSpec, Padding, Params, Shape, presets};
+use margincert::report::Summary;
 use margincert::robust::{self, AttackOptions, Norm, RobustOptions, lipschitz::dense_norm_up};
 use margincert::train::{EpochOutcome, Schedule, TrainConfig, Trainer};
 use proptest::prelude::*;
@@ -134,9 +135,9 @@ fn trained_nets_certified_below_attack() {
             };
             let rep = robust::run(&spec, &params, &eval, &opts).unwrap();
             check_report(&rep, &format!("{name} {norm:?}"));
-            println!("{name} {norm:?}\n{}", rep.table());
+            println!("{name} {norm:?}\n{}", rep.summary());
             let dir = tempfile::tempdir().unwrap();
-            robust::write_outputs(&rep, dir.path()).unwrap();
+            margincert::report::robust::write(&rep, dir.path()).unwrap();
             let back: robust::RobustReport = serde_json::from_str(
                 &std::fs::read_to_string(dir.path().join("robust.json")).unwrap(),
             )
@@ -653,7 +654,7 @@ mod crown_cnn {
         }
         println!(
             "{}\nCROWN above IBP on {above} of {}",
-            rep.table(),
+            rep.summary(),
             rep.examples.len()
         );
         assert!(above > 0);
