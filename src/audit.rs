@@ -21,7 +21,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::certify::certificate::{Certificate, CertifyOptions, certify_run};
+use crate::certify::certificate::{Certificate, CertifyOptions, CertifyRun, certify_run};
 use crate::certify::kkt::{KktCertificate, KktOptions};
 use crate::checkpoint::Checkpoint;
 use crate::data::Dataset;
@@ -78,29 +78,25 @@ impl RobustnessAudit {
     }
 }
 
-fn robustness(
-    spec: &crate::model::ModelSpec,
-    params: &crate::model::Params,
-    data: &Dataset,
-    ra: &RobustAudit,
-) -> Result<RobustnessAudit> {
-    use crate::robust::{AttackOptions, Norm, RobustOptions, run};
-    let data = data.take(ra.examples.min(data.len()));
+/// Radii of the first `ra.examples` examples in L2 and L∞, from the certify pass's prepared
+/// network and logit enclosures (nothing is prepared or certified a second time).
+fn robustness(run: &CertifyRun, data: &Dataset, ra: &RobustAudit) -> Result<RobustnessAudit> {
+    use crate::robust::{AttackOptions, Norm, RobustOptions, RobustSetup};
+    let k = ra.examples.min(data.len());
+    let data = data.take(k);
+    let outputs = run.prepared.model().outputs();
+    let setup =
+        RobustSetup::with_logits(run.prepared.clone(), &data, run.logits.rows(outputs, 0, k))?;
     let go = |norm, eps_max| {
-        run(
-            spec,
-            params,
-            &data,
-            &RobustOptions {
-                norm,
-                eps_max,
-                steps: ra.steps,
-                attack: AttackOptions {
-                    restarts: ra.restarts,
-                    ..AttackOptions::default()
-                },
+        setup.run(&RobustOptions {
+            norm,
+            eps_max,
+            steps: ra.steps,
+            attack: AttackOptions {
+                restarts: ra.restarts,
+                ..AttackOptions::default()
             },
-        )
+        })
     };
     Ok(RobustnessAudit {
         l2: go(Norm::L2, ra.eps_max_l2)?,
@@ -208,8 +204,6 @@ pub fn audit(
     let params = &checkpoint.params;
     let run = certify_run(spec, params, data, &opts.certify)?;
     let margin_lower_bounds = run.margins.iter().map(|e| e.lo).collect();
-    let certificate = run.certificate;
-    let (kkt, kkt_omitted) = (certificate.kkt.clone(), certificate.kkt_omitted.clone());
     let (robust, robust_omitted) = match &opts.robust {
         None => (None, Some("not requested".to_string())),
         Some(ra) if ra.examples == 0 => (
@@ -220,8 +214,10 @@ pub fn audit(
                     .to_string(),
             ),
         ),
-        Some(ra) => (Some(robustness(spec, params, data, ra)?), None),
+        Some(ra) => (Some(robustness(&run, data, ra)?), None),
     };
+    let certificate = run.certificate;
+    let (kkt, kkt_omitted) = (certificate.kkt.clone(), certificate.kkt_omitted.clone());
     let mut report = AuditReport {
         source: source.to_string(),
         import_notes: import_notes.to_vec(),

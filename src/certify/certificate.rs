@@ -1,11 +1,13 @@
 //! The certificate: every certified quantity about a checkpoint on a dataset, as JSON with
 //! every bound named lower/upper, and [`certify`] that produces it.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use super::ball::BallVec;
 use super::bounds::{Enclosure, div_pos, exact};
-use super::forward::{CertifiedNet, ForwardMode, ForwardStats};
+use super::forward::{CertifiedNet, ForwardMode, ForwardStats, PreparedNet};
 use super::homogeneity::{HomogeneityCert, homogeneity};
 use super::kkt::{KktCertificate, KktOptions, certify_kkt_prepared};
 use super::loss::{LossCert, LossKind, loss_bounds, loss_cert, smoothed_margin};
@@ -156,6 +158,8 @@ pub struct CertifyRun {
     pub margins: Vec<Enclosure>,
     /// MPFR bounds of the summed loss (at `certificate.options.precision` bits).
     pub loss: FloatBounds,
+    /// The prepared network the pass ran on (shared with later passes: robustness radii).
+    pub prepared: Arc<PreparedNet>,
 }
 
 impl CertifyRun {
@@ -305,6 +309,7 @@ pub fn certify_run(
         logits,
         margins: q,
         loss: lb,
+        prepared: net.prepared().clone(),
     })
 }
 

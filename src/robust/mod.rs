@@ -15,8 +15,11 @@ pub mod attack;
 pub mod crown;
 pub mod lipschitz;
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
+use crate::certify::Enclosure;
 use crate::certify::ball::{BallVec, input_enclosure};
 use crate::certify::bounds::ext_f64;
 use crate::certify::forward::{CertifiedNet, PreparedNet};
@@ -152,17 +155,11 @@ pub fn ibp_radius(
 /// Certified L2 radii from the margin: `r_n = min_{j≠y} down(lo(s_nj) / Lip_j)` (0 when some
 /// `lo(s_nj) ≤ 0`). Gap `s_j` moves by at most `Lip_j ||δ||₂`, so `s_j(x + δ) > 0` for
 /// `||δ||₂ < r_n`.
-pub fn lipschitz_radius(
-    net: &CertifiedNet,
-    lip: &Lipschitz,
-    data: &Dataset,
-    task: Task,
-) -> Result<Vec<f64>> {
-    let logits = net.logits(&data.pixels, data.len())?;
-    Ok((0..data.len())
+pub fn lipschitz_radius(logits: &BallVec, lip: &Lipschitz, data: &Dataset, task: Task) -> Vec<f64> {
+    (0..data.len())
         .map(|n| {
             let y = data.labels[n];
-            let g = gaps(&logits, n, y, task);
+            let g = gaps(logits, n, y, task);
             let others: Vec<usize> = match task {
                 Task::Binary => vec![0],
                 Task::Multi(k) => (0..k).filter(|&j| j != y as usize).collect(),
@@ -181,7 +178,7 @@ pub fn lipschitz_radius(
                 })
                 .fold(f64::INFINITY, f64::min)
         })
-        .collect())
+        .collect()
 }
 
 /// Per-example result.
@@ -252,113 +249,175 @@ pub struct RobustOptions {
     pub attack: AttackOptions,
 }
 
-/// Certified and empirical radii of every example of `data`.
-pub fn run(
-    spec: &ModelSpec,
-    params: &Params,
-    data: &Dataset,
-    opts: &RobustOptions,
-) -> Result<RobustReport> {
-    use rayon::prelude::*;
-    if !(opts.eps_max.is_finite() && opts.eps_max > 0.0) {
-        return Err(Error::Invalid(format!(
-            "eps-max must be a positive number, got {}",
-            opts.eps_max
-        )));
+/// What the radii of every norm start from, computed once: the prepared network, its certified
+/// logits and margins on the data, and the certified Lipschitz bound.
+///
+/// Invariant: `logits` are certified enclosures of the logits of `prepared` on exactly the
+/// examples of `data` (one row per example), `margins[n]` the margin enclosure of row `n`.
+pub struct RobustSetup<'a> {
+    data: &'a Dataset,
+    prepared: Arc<PreparedNet>,
+    net: CertifiedNet,
+    task: Task,
+    lip: Lipschitz,
+    logits: BallVec,
+    margins: Vec<Enclosure>,
+}
+
+impl<'a> RobustSetup<'a> {
+    /// Prepares `(spec, params)` and certifies its logits on `data`.
+    pub fn new(spec: &ModelSpec, params: &Params, data: &'a Dataset) -> Result<Self> {
+        let prepared = Arc::new(PreparedNet::from_spec(spec, params)?);
+        check_data(prepared.model().spec(), data)?;
+        let logits =
+            CertifiedNet::from_prepared(prepared.clone()).logits(&data.pixels, data.len())?;
+        Self::with_logits(prepared, data, logits)
     }
+
+    /// Reuses logit enclosures already certified for `data` on `prepared` (e.g. by the
+    /// certificate's pass, in any forward mode: every mode's enclosures are sound).
+    pub fn with_logits(
+        prepared: Arc<PreparedNet>,
+        data: &'a Dataset,
+        logits: BallVec,
+    ) -> Result<Self> {
+        check_data(prepared.model().spec(), data)?;
+        let net = CertifiedNet::from_prepared(prepared.clone());
+        if logits.len() != data.len() * net.outputs() {
+            return Err(Error::Shape(format!(
+                "{} logit enclosures for {} examples of {} outputs",
+                logits.len(),
+                data.len(),
+                net.outputs()
+            )));
+        }
+        let task = Task::new(net.outputs(), data.classes)?;
+        let lip = lipschitz::lipschitz_of(prepared.model())?;
+        let margins = (0..data.len())
+            .map(|n| margin_of(&gaps(&logits, n, data.labels[n], task)))
+            .collect();
+        Ok(Self {
+            data,
+            prepared,
+            net,
+            task,
+            lip,
+            logits,
+            margins,
+        })
+    }
+
+    /// Certified and empirical radii of every example, in `opts.norm`.
+    pub fn run(&self, opts: &RobustOptions) -> Result<RobustReport> {
+        use rayon::prelude::*;
+        if !(opts.eps_max.is_finite() && opts.eps_max > 0.0) {
+            return Err(Error::Invalid(format!(
+                "eps-max must be a positive number, got {}",
+                opts.eps_max
+            )));
+        }
+        let (data, net, task, lip) = (self.data, &self.net, self.task, &self.lip);
+        let margins = &self.margins;
+        let (certified, margin_only) = match opts.norm {
+            Norm::L2 => {
+                let c = lipschitz_radius(&self.logits, lip, data, task);
+                let s2 = up(std::f64::consts::SQRT_2);
+                let l = if task == Task::Binary {
+                    lip.network
+                } else {
+                    up(s2 * lip.network)
+                };
+                let m = margins
+                    .iter()
+                    .map(|q| if q.lo > 0.0 { down(q.lo / l) } else { 0.0 })
+                    .collect();
+                (c, m)
+            }
+            Norm::Inf => (
+                ibp_radius(net, data, task, opts.eps_max, opts.steps)?,
+                vec![0.0; data.len()],
+            ),
+        };
+        let crown_r = match (opts.norm, crown::Crown::from_prepared(&self.prepared)) {
+            (Norm::Inf, Ok(c)) => Some(crown::crown_radius(
+                &c,
+                net,
+                data,
+                task,
+                opts.eps_max,
+                opts.steps,
+            )?),
+            _ => None,
+        };
+        let model = self.prepared.model();
+        let f32net = Network::from_model(model);
+        let aopts = AttackOptions {
+            bisection: opts.steps,
+            ..opts.attack
+        };
+        let attacks: Vec<Result<AttackResult>> = (0..data.len())
+            .into_par_iter()
+            .map(|n| {
+                attack::attack(
+                    &f32net,
+                    model.params(),
+                    net,
+                    data.image(n),
+                    data.labels[n],
+                    task,
+                    opts.norm,
+                    opts.eps_max,
+                    &aopts,
+                )
+            })
+            .collect();
+        let mut examples = Vec::with_capacity(data.len());
+        for (n, a) in attacks.into_iter().enumerate() {
+            examples.push(ExampleRadii {
+                index: n,
+                label: data.labels[n],
+                margin: [margins[n].lo, margins[n].hi],
+                certified: certified[n],
+                margin_only: margin_only[n],
+                crown: crown_r.as_ref().map(|r| r[n]),
+                attack: a?.radius,
+            });
+        }
+        let violations = examples
+            .iter()
+            .filter(|e| e.certified > e.attack || e.crown.is_some_and(|c| c > e.attack))
+            .count();
+        let curve = curve(&examples, opts.eps_max, 21);
+        Ok(RobustReport {
+            norm: opts.norm,
+            eps_max: opts.eps_max,
+            lipschitz: lip.network,
+            examples,
+            curve,
+            violations,
+        })
+    }
+}
+
+/// The data must have the model's input shape.
+fn check_data(spec: &ModelSpec, data: &Dataset) -> Result<()> {
     if data.shape != spec.input {
         return Err(Error::Shape(format!(
             "the data has shape {:?}, the model input {:?}",
             data.shape, spec.input
         )));
     }
-    // Prepared once: the certified forward pass, CROWN, the Lipschitz bound and the f32
-    // network of the attacks all start from the same checked model.
-    let prepared = std::sync::Arc::new(PreparedNet::from_spec(spec, params)?);
-    let net = CertifiedNet::from_prepared(prepared.clone());
-    let task = Task::new(net.outputs(), data.classes)?;
-    let lip = lipschitz::lipschitz_of(prepared.model())?;
-    let logits = net.logits(&data.pixels, data.len())?;
-    let margins: Vec<_> = (0..data.len())
-        .map(|n| margin_of(&gaps(&logits, n, data.labels[n], task)))
-        .collect();
-    let (certified, margin_only) = match opts.norm {
-        Norm::L2 => {
-            let c = lipschitz_radius(&net, &lip, data, task)?;
-            let s2 = up(std::f64::consts::SQRT_2);
-            let l = if task == Task::Binary {
-                lip.network
-            } else {
-                up(s2 * lip.network)
-            };
-            let m = margins
-                .iter()
-                .map(|q| if q.lo > 0.0 { down(q.lo / l) } else { 0.0 })
-                .collect();
-            (c, m)
-        }
-        Norm::Inf => (
-            ibp_radius(&net, data, task, opts.eps_max, opts.steps)?,
-            vec![0.0; data.len()],
-        ),
-    };
-    let crown_r = match (opts.norm, crown::Crown::from_prepared(&prepared)) {
-        (Norm::Inf, Ok(c)) => Some(crown::crown_radius(
-            &c,
-            &net,
-            data,
-            task,
-            opts.eps_max,
-            opts.steps,
-        )?),
-        _ => None,
-    };
-    let f32net = Network::from_model(prepared.model());
-    let aopts = AttackOptions {
-        bisection: opts.steps,
-        ..opts.attack
-    };
-    let attacks: Vec<Result<AttackResult>> = (0..data.len())
-        .into_par_iter()
-        .map(|n| {
-            attack::attack(
-                &f32net,
-                params,
-                &net,
-                data.image(n),
-                data.labels[n],
-                task,
-                opts.norm,
-                opts.eps_max,
-                &aopts,
-            )
-        })
-        .collect();
-    let mut examples = Vec::with_capacity(data.len());
-    for (n, a) in attacks.into_iter().enumerate() {
-        examples.push(ExampleRadii {
-            index: n,
-            label: data.labels[n],
-            margin: [margins[n].lo, margins[n].hi],
-            certified: certified[n],
-            margin_only: margin_only[n],
-            crown: crown_r.as_ref().map(|r| r[n]),
-            attack: a?.radius,
-        });
-    }
-    let violations = examples
-        .iter()
-        .filter(|e| e.certified > e.attack || e.crown.is_some_and(|c| c > e.attack))
-        .count();
-    let curve = curve(&examples, opts.eps_max, 21);
-    Ok(RobustReport {
-        norm: opts.norm,
-        eps_max: opts.eps_max,
-        lipschitz: lip.network,
-        examples,
-        curve,
-        violations,
-    })
+    Ok(())
+}
+
+/// Certified and empirical radii of every example of `data` ([`RobustSetup::run`]).
+pub fn run(
+    spec: &ModelSpec,
+    params: &Params,
+    data: &Dataset,
+    opts: &RobustOptions,
+) -> Result<RobustReport> {
+    RobustSetup::new(spec, params, data)?.run(opts)
 }
 
 /// Robust accuracy curves on `points` evenly spaced ε in `[0, eps_max]`.
