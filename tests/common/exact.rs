@@ -9,8 +9,8 @@
 
 use rug::{Assign, Float, Rational};
 
-use margincert::certify::DdBallVec;
 use margincert::certify::BallVec;
+use margincert::certify::DdBallVec;
 use margincert::model::{ModelSpec, Op, Params, Window};
 use margincert::{Error, Result};
 

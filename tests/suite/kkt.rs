@@ -5,7 +5,6 @@
 //! Default run: `cargo test --test suite kkt::` (case counts in proofs/kkt.md).
 //! Long run: `cargo test --test suite kkt:: -- --ignored`.
 
-use margincert::report::Summary;
 use margincert::Error;
 use margincert::certify::backward::{Backward, Constraint, dot_with_params};
 use margincert::certify::kkt::{
@@ -15,6 +14,7 @@ use margincert::certify::{BallVec, forward_enclosures, logit_enclosures};
 use margincert::data::Dataset;
 use margincert::loss::LossKind;
 use margincert::model::{Layer, LayerParams, ModelSpec, Op, Params, Shape, Window};
+use margincert::report::Summary;
 use proptest::prelude::*;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -8,10 +8,8 @@
 use margincert::Error;
 use margincert::certify::bounds::Enclosure;
 use margincert::certify::verify::Status;
-use margincert::certify::{
-    CertifiedNet, RadiusMode, forward_enclosures, logit_enclosures,
-};
 use margincert::certify::{Certificate, CertifyOptions, Decision, LossKind, certify, verify};
+use margincert::certify::{CertifiedNet, RadiusMode, forward_enclosures, logit_enclosures};
 use margincert::data::Dataset;
 use margincert::model::{Layer, LayerParams, ModelSpec, Params, Shape, presets};
 use margincert::report::Summary;
