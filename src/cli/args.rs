@@ -118,7 +118,11 @@ mod tests {
             .collect();
         assert_eq!(names, ["cross-entropy", "logistic", "exponential"]);
         assert_eq!(LossArg::default(), LossArg::from(LossKind::default()));
-        for p in [ForwardMode::F64, ForwardMode::DoubleDouble, ForwardMode::Auto] {
+        for p in [
+            ForwardMode::F64,
+            ForwardMode::DoubleDouble,
+            ForwardMode::Auto,
+        ] {
             assert_eq!(ForwardMode::from(PrecisionMode::from(p)), p);
         }
     }

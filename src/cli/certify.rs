@@ -10,10 +10,10 @@ use clap::{Args, Parser};
 
 use margincert::certify::certificate::{CertifyOptions, certify};
 use margincert::checkpoint::Checkpoint;
-use margincert::io::write_atomic;
 use margincert::error::{Error, Result};
-use margincert::report::Summary;
+use margincert::io::write_atomic;
 use margincert::loss::LossKind;
+use margincert::report::Summary;
 
 use super::args::{LossArg, PrecisionMode};
 use super::data::{OptDataArgs, SplitName};

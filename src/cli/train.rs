@@ -10,9 +10,9 @@ use margincert::config::RunConfig;
 use margincert::data::DataChoice;
 use margincert::data::Dataset;
 use margincert::error::{Error, Result};
+use margincert::loss::LossKind;
 use margincert::model::{ModelSpec, Params, presets};
 use margincert::run::{RunOptions, run};
-use margincert::loss::LossKind;
 use margincert::train::{Schedule, TrainConfig, TrainState};
 
 use super::args::{LossArg, parse_loss_level};

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use crate::audit::{AuditReport, ROBUST_PLOTS, offending};
 use crate::certify::Enclosure;
-use crate::io::write_atomic;
 use crate::error::{Error, Result};
+use crate::io::write_atomic;
 
 /// The rendered forms of an [`AuditReport`]: `report.md`, `margins.svg` and the files of
 /// [`AuditDocument::write`].

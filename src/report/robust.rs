@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use crate::io::write_atomic;
 use crate::error::{Error, Result};
+use crate::io::write_atomic;
 use crate::robust::RobustReport;
 
 /// Pretty JSON of `value`.

@@ -1,12 +1,12 @@
 //! The constraints of (P), their certified values, and the loss weights that choose the
 //! paper's multipliers and the active set.
 
-use crate::loss::{LossKind, softplus};
 use crate::certify::backward::Constraint;
 use crate::certify::ball::BallVec;
 use crate::certify::forward::CertifiedNet;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
+use crate::loss::{LossKind, softplus};
 
 /// Every constraint of (P) for `data` on a model with `outputs` outputs, example-major.
 pub fn constraints(data: &Dataset, outputs: usize) -> Result<Vec<Constraint>> {
