@@ -452,10 +452,11 @@ fn check_every_pass(spec: &ModelSpec, seed: u64) -> BTreeSet<&'static str> {
         } else {
             model.plan()[i - 1].output.len()
         };
-        for b in 0..EXAMPLES {
-            for k in 0..len {
+        for (b, act) in acts.iter().enumerate() {
+            assert_eq!(act[i].len(), len);
+            for (k, q) in act[i].iter().enumerate() {
                 assert!(
-                    ball_contains(e, b * len + k, &acts[b][i][k]),
+                    ball_contains(e, b * len + k, q),
                     "{name}: binary64 enclosure of layer output {i}, example {b}, entry {k}"
                 );
             }
@@ -467,13 +468,13 @@ fn check_every_pass(spec: &ModelSpec, seed: u64) -> BTreeSet<&'static str> {
         .with_forward_mode(ForwardMode::DoubleDouble)
         .unwrap();
     let dd = dd_net.forward_dd(&pixels, EXAMPLES).unwrap();
-    for b in 0..EXAMPLES {
-        assert_eq!(dd[b].len(), spec.layers.len() + 1);
-        for (i, e) in dd[b].iter().enumerate() {
-            assert!(e.is_valid());
-            for k in 0..e.len() {
+    for (b, (dd_b, act)) in dd.iter().zip(&acts).enumerate() {
+        assert_eq!(dd_b.len(), spec.layers.len() + 1);
+        for (i, (e, act_i)) in dd_b.iter().zip(act).enumerate() {
+            assert!(e.is_valid() && e.len() == act_i.len());
+            for (k, q) in act_i.iter().enumerate() {
                 assert!(
-                    dd_contains(e, k, &acts[b][i][k]),
+                    dd_contains(e, k, q),
                     "{name}: double-double enclosure of layer output {i}, example {b}, entry {k}"
                 );
             }
@@ -493,11 +494,11 @@ fn check_every_pass(spec: &ModelSpec, seed: u64) -> BTreeSet<&'static str> {
         if mode == ForwardMode::DoubleDouble {
             assert_eq!(stats.dd_examples, EXAMPLES);
         }
-        for b in 0..EXAMPLES {
-            for k in 0..CLASSES {
+        for (b, z) in exact.iter().enumerate() {
+            for (k, q) in z.iter().enumerate() {
                 let i = b * CLASSES + k;
                 assert!(
-                    ball_contains(&logits, i, &exact[b][k]),
+                    ball_contains(&logits, i, q),
                     "{name}: {mode:?} logit {k} of example {b}"
                 );
                 assert!(
