@@ -764,15 +764,13 @@ fn check_every_pass(spec: &ModelSpec, seed: u64) -> BTreeSet<&'static str> {
     );
     let ox_cert =
         margincert::certify::certify(ox_spec, &ox.checkpoint.params, &data, &opts).unwrap();
-    assert_eq!(
-        ox_cert.margin, cert.margin,
-        "{name}: margins of the ONNX import"
-    );
-    assert_eq!(
-        ox_cert.norms, cert.norms,
-        "{name}: norms of the ONNX import"
-    );
-    assert_eq!(ox_cert.loss, cert.loss, "{name}: loss of the ONNX import");
+    // The graph writes a pool whose stride is its size as the spec's default (`None`): the
+    // same plan, another spelling. Everything else in the certificate is identical.
+    let ox_cert = margincert::certify::Certificate {
+        spec: spec.clone(),
+        ..ox_cert
+    };
+    assert_eq!(&ox_cert, cert, "{name}: certificate of the ONNX import");
 
     covered
 }
