@@ -592,9 +592,10 @@ fn corrupted_bytes_never_panic() {
 }
 
 /// Name, dtype, shape, bytes.
-type RawTensor<'a> = (&'a str, safetensors::Dtype, Vec<usize>, Vec<u8>);
+pub(crate) type RawTensor<'a> = (&'a str, safetensors::Dtype, Vec<usize>, Vec<u8>);
 
-fn safetensors_with(tensors: Vec<RawTensor<'_>>) -> Vec<u8> {
+/// A safetensors file holding `tensors` (no metadata); also used by `layers`.
+pub(crate) fn safetensors_with(tensors: Vec<RawTensor<'_>>) -> Vec<u8> {
     let views: Vec<_> = tensors
         .iter()
         .map(|(n, d, s, b)| {

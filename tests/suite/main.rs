@@ -18,6 +18,7 @@ mod deep;
 mod gradients;
 mod import;
 mod kkt;
+mod layers;
 mod pipeline;
 mod regression;
 mod robust;
