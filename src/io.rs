@@ -7,11 +7,31 @@
 //! without depending on each other.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+
+// ---------------------------------------------------------------------------------------------
+// Never write over an input.
+
+/// Refuses to write `out` when it is one of `inputs`: the same file through any path, symlink
+/// or hard link (`same_file` compares device and inode). Writing it would destroy the input
+/// (e.g. `certify model.safetensors --out model.safetensors`). Paths that do not exist are
+/// never the same file.
+pub fn ensure_not_input(out: &Path, inputs: &[PathBuf]) -> Result<()> {
+    for input in inputs {
+        if same_file::is_same_file(out, input).unwrap_or(false) {
+            return Err(Error::Invalid(format!(
+                "refusing to write {}: it is the input {} (the same file); choose another --out",
+                out.display(),
+                input.display()
+            )));
+        }
+    }
+    Ok(())
+}
 
 // ---------------------------------------------------------------------------------------------
 // Atomic writes.

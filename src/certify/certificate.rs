@@ -52,6 +52,25 @@ impl Default for CertifyOptions {
     }
 }
 
+/// The largest MPFR precision (bits) a certificate may ask for. Far above what any bound
+/// needs (the default is 128), and low enough that a tampered certificate cannot make
+/// `verify` run for minutes or exhaust memory (at 10⁶ bits one `verify` ran past 150 s).
+pub const MAX_PRECISION: u32 = 4096;
+
+impl CertifyOptions {
+    /// Checks the options: `precision` in `[64, MAX_PRECISION]` bits.
+    pub fn validate(&self) -> Result<()> {
+        if !(64..=MAX_PRECISION).contains(&self.precision) {
+            return Err(Error::Invalid(format!(
+                "precision must be between 64 and {MAX_PRECISION} bits, got {} (the default, \
+                 128, bounds every quantity to far more digits than f64 holds)",
+                self.precision
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// The dataset a certificate is about.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DatasetInfo {
@@ -194,9 +213,7 @@ pub fn certify_run(
     opts: &CertifyOptions,
 ) -> Result<CertifyRun> {
     let task = check_inputs(spec, params, data)?;
-    if opts.precision < 64 {
-        return Err(Error::Invalid("precision must be at least 64 bits".into()));
-    }
+    opts.validate()?;
     let prec = opts.precision;
     let n = data.len();
     // The network is prepared once: the margins' pass and the KKT pass share it.

@@ -126,6 +126,8 @@ pub fn verify(
     params: &Params,
     data: &Dataset,
 ) -> Result<VerifyReport> {
+    // Bounded before any work: the options come from the (untrusted) certificate.
+    cert.options.validate()?;
     check_inputs(spec, params, data)?;
     let sha = data.sha256();
     if sha != cert.dataset.sha256 {

@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use clap::Args;
 
 use margincert::audit::{AuditOptions, RobustAudit, audit};
+use margincert::data::DataSource;
 use margincert::error::{Error, Result};
 use margincert::import::{Format, ImportOptions, TensorMap, load};
+use margincert::io::ensure_not_input;
 use margincert::model::ModelSpec;
 use margincert::report::AuditDocument;
 
@@ -107,6 +109,11 @@ impl AuditArgs {
 
 /// `margincert audit`.
 pub fn cmd(a: &AuditArgs) -> Result<()> {
+    let mut inputs = vec![a.model.clone()];
+    inputs.extend(a.spec.iter().cloned());
+    inputs.extend(a.map.iter().cloned());
+    inputs.extend(a.data.parse::<DataSource>()?.input_files());
+    ensure_not_input(&a.out, &inputs)?;
     let spec = a.spec.as_deref().map(ModelSpec::from_file).transpose()?;
     let import = ImportOptions {
         prefix: a.prefix.clone(),

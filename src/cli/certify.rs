@@ -110,6 +110,11 @@ impl CertifyArgs {
 /// `margincert certify`.
 pub fn cmd(a: &CertifyArgs) -> Result<()> {
     let (ckpt, digest) = Checkpoint::load_with_digest(&a.checkpoint)?;
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| a.checkpoint.with_extension("cert.json"));
+    a.data.guard_out(&out, &a.checkpoint, &ckpt)?;
     let data = a.data.load(&ckpt, a.split)?;
     let opts = a.options(ckpt.train.as_ref().map(|t| t.config.loss));
     eprintln!(
@@ -121,10 +126,6 @@ pub fn cmd(a: &CertifyArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let mut cert = certify(&ckpt.spec, &ckpt.params, &data, &opts)?;
     cert.checkpoint_sha256 = Some(digest);
-    let out = a
-        .out
-        .clone()
-        .unwrap_or_else(|| a.checkpoint.with_extension("cert.json"));
     write_atomic(&out, cert.to_json().as_bytes())?;
     if a.json {
         println!("{}", cert.to_json());

@@ -2,12 +2,15 @@
 //! ([`DataArgs`], training), or from a checkpoint's training record overridden by flags
 //! ([`OptDataArgs`], every command that reads a checkpoint).
 
+use std::path::Path;
+
 use clap::Args;
 
 use margincert::checkpoint::Checkpoint;
 use margincert::data::DataChoice;
 use margincert::data::{DataSource, Dataset, Split};
 use margincert::error::{Error, Result};
+use margincert::io::ensure_not_input;
 
 use super::args::parse_pair;
 
@@ -43,10 +46,10 @@ pub struct OptDataArgs {
 }
 
 impl OptDataArgs {
-    /// Resolves the dataset for `ckpt`, falling back to its training record.
-    pub fn load(&self, ckpt: &Checkpoint, split: SplitName) -> Result<Dataset> {
+    /// The data choice for `ckpt`: the flags, falling back to its training record.
+    pub fn choice(&self, ckpt: &Checkpoint) -> Result<DataChoice> {
         let recorded = ckpt.train.as_ref().map(|i| i.data.clone());
-        let choice = match (&self.data, recorded) {
+        Ok(match (&self.data, recorded) {
             (Some(source), _) => DataChoice {
                 source: source.clone(),
                 train_subset: None,
@@ -62,12 +65,24 @@ impl OptDataArgs {
                     "the checkpoint does not say what it was trained on: give --data".into(),
                 ));
             }
-        };
-        let d = split.pick(choice.load()?);
+        })
+    }
+
+    /// Resolves the dataset for `ckpt`, falling back to its training record.
+    pub fn load(&self, ckpt: &Checkpoint, split: SplitName) -> Result<Dataset> {
+        let d = split.pick(self.choice(ckpt)?.load()?);
         Ok(match self.subset {
             Some(n) => d.take(n),
             None => d,
         })
+    }
+
+    /// Refuses `out` when it is the checkpoint `ckpt_path` or one of the data files
+    /// ([`margincert::io::ensure_not_input`]).
+    pub fn guard_out(&self, out: &Path, ckpt_path: &Path, ckpt: &Checkpoint) -> Result<()> {
+        let mut inputs = vec![ckpt_path.to_path_buf()];
+        inputs.extend(self.choice(ckpt)?.input_files()?);
+        ensure_not_input(out, &inputs)
     }
 }
 

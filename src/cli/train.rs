@@ -182,6 +182,7 @@ impl Plan {
 
     /// Trains into `out`, printing a line per epoch unless `quiet`.
     pub fn execute(self, out: &Path, quiet: bool, nthreads: usize) -> Result<()> {
+        margincert::io::ensure_not_input(out, &self.data.input_files()?)?;
         let split = self.data.load()?;
         eprintln!(
             "training {} ({} parameters, {}) on {} ({} train / {} test examples), {} threads",

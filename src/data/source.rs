@@ -125,6 +125,26 @@ impl DataSource {
             DataSource::Dir { kind, dir } => load_dir(*kind, dir),
         }
     }
+
+    /// The files [`DataSource::load`] reads that exist (none for the embedded data): what a
+    /// command must never write over.
+    pub fn input_files(&self) -> Vec<PathBuf> {
+        match self {
+            DataSource::Embedded => Vec::new(),
+            DataSource::Dir { kind, dir } => {
+                let mut files: Vec<PathBuf> = kind
+                    .file_names()
+                    .iter()
+                    .filter_map(|n| find_file(*kind, dir, n).ok())
+                    .collect();
+                if *kind == DataKind::Cifar10 {
+                    files.push(dir.join(CIFAR10_META));
+                }
+                files.retain(|f| f.is_file());
+                files
+            }
+        }
+    }
 }
 
 impl FromStr for DataSource {
@@ -194,6 +214,11 @@ pub struct DataChoice {
 }
 
 impl DataChoice {
+    /// The data files [`DataChoice::load`] reads ([`DataSource::input_files`]).
+    pub fn input_files(&self) -> Result<Vec<PathBuf>> {
+        Ok(self.source.parse::<DataSource>()?.input_files())
+    }
+
     /// Loads the data and applies the binary task and the subsets.
     pub fn load(&self) -> Result<Split> {
         let mut split = self.source.parse::<DataSource>()?.load()?;

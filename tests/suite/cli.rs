@@ -130,3 +130,142 @@ fn every_subcommand_explains_itself() {
         );
     }
 }
+
+/// No command writes over one of its inputs: the checkpoint (by path or through a hard link)
+/// or a data file, and the input is left byte for byte as it was.
+#[test]
+fn out_never_overwrites_an_input() {
+    let dir = tempfile::tempdir().unwrap();
+    train_small(dir.path());
+    let ckpt = dir.path().join("last.safetensors");
+    let before = std::fs::read(&ckpt).unwrap();
+    let arg = |p: &std::path::Path| p.to_str().unwrap().to_string();
+
+    // The checkpoint itself.
+    let o = margincert(&["certify", &arg(&ckpt), "--out", &arg(&ckpt)]);
+    assert_clean_failure(&o, "refusing to write");
+    // A hard link of it in another directory.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let link = other.join("linked.json");
+    std::fs::hard_link(&ckpt, &link).unwrap();
+    let o = margincert(&["certify", &arg(&ckpt), "--out", &arg(&link)]);
+    assert_clean_failure(&o, "refusing to write");
+    // robust's output directory named as the checkpoint.
+    let o = margincert(&["robust", &arg(&ckpt), "--norm", "inf", "--out", &arg(&ckpt)]);
+    assert_clean_failure(&o, "refusing to write");
+    assert_eq!(
+        std::fs::read(&ckpt).unwrap(),
+        before,
+        "the checkpoint changed"
+    );
+
+    // A data file of an explicit data directory.
+    let data = dir.path().join("mnist");
+    std::fs::create_dir(&data).unwrap();
+    let embedded = crate::common::data::crate_root().join("fixtures/embedded");
+    for f in [
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ] {
+        std::fs::copy(embedded.join(f), data.join(f)).unwrap();
+    }
+    let images = data.join("train-images-idx3-ubyte.gz");
+    let images_before = std::fs::read(&images).unwrap();
+    let source = format!("mnist:{}", arg(&data));
+    let o = margincert(&[
+        "certify",
+        &arg(&ckpt),
+        "--data",
+        &source,
+        "--subset",
+        "20",
+        "--out",
+        &arg(&images),
+    ]);
+    assert_clean_failure(&o, "refusing to write");
+    let o = margincert(&[
+        "train",
+        "--model",
+        "small-mlp",
+        "--data",
+        &source,
+        "--epochs",
+        "1",
+        "--quiet",
+        "--out",
+        &arg(&images),
+    ]);
+    assert_clean_failure(&o, "refusing to write");
+    let o = margincert(&[
+        "audit",
+        &arg(&ckpt),
+        "--data",
+        &source,
+        "--out",
+        &arg(&images),
+    ]);
+    assert_clean_failure(&o, "refusing to write");
+    assert_eq!(
+        std::fs::read(&images).unwrap(),
+        images_before,
+        "the data changed"
+    );
+
+    // The same data with a fresh output path works.
+    let cert = dir.path().join("fresh.cert.json");
+    let o = margincert(&[
+        "certify",
+        &arg(&ckpt),
+        "--data",
+        &source,
+        "--subset",
+        "20",
+        "--no-kkt",
+        "--out",
+        &arg(&cert),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+/// The MPFR precision is bounded, on the command line and in a (possibly tampered)
+/// certificate, so neither can make the checker run for minutes or exhaust memory.
+#[test]
+fn precision_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    train_small(dir.path());
+    let ckpt = dir.path().join("last.safetensors");
+    let cert = dir.path().join("cert.json");
+    let o = margincert(&[
+        "certify",
+        ckpt.to_str().unwrap(),
+        "--precision",
+        "1000000",
+        "--out",
+        cert.to_str().unwrap(),
+    ]);
+    assert_clean_failure(&o, "precision must be between 64 and");
+    assert!(!cert.exists());
+
+    let o = margincert(&[
+        "certify",
+        ckpt.to_str().unwrap(),
+        "--no-kkt",
+        "--out",
+        cert.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cert).unwrap()).unwrap();
+    v["options"]["precision"] = serde_json::json!(1_000_000u32);
+    let bad = dir.path().join("huge-precision.json");
+    std::fs::write(&bad, v.to_string()).unwrap();
+    let started = std::time::Instant::now();
+    let o = margincert(&["verify", bad.to_str().unwrap(), ckpt.to_str().unwrap()]);
+    assert_clean_failure(&o, "precision must be between 64 and");
+    // Not a timing assertion on speed: the refusal happens before any work, so the run is
+    // the same few-second start-up as any failing command (a 10⁶-bit verify took > 150 s).
+    eprintln!("refused in {:.2} s", started.elapsed().as_secs_f64());
+}
