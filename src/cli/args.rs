@@ -3,8 +3,94 @@
 //! The library's types carry no clap derives: each enum a flag takes has a clap wrapper here
 //! with the CLI's value names, converting into (and from) the library type.
 
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
 use margincert::certify::ForwardMode;
+use margincert::checkpoint::Checkpoint;
+use margincert::error::{Error, Result};
+use margincert::import::{Format, ImportOptions, TensorMap, from_bytes};
+use margincert::io::sha256_hex;
 use margincert::loss::LossKind;
+use margincert::model::ModelSpec;
+
+/// How to read a model file: a native checkpoint, a PyTorch `state_dict` in safetensors (with
+/// `--spec`, and `--prefix`/`--map` when its names are not the `nn.Sequential` ones), or an
+/// ONNX graph. The same flags for `certify`, `verify` and `audit`, so a certificate can be
+/// checked against the very file it was computed from.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ModelArgs {
+    /// Model spec (JSON/TOML) naming the layers of a PyTorch state_dict (safetensors without
+    /// margincert metadata); for ONNX, checked against the graph.
+    #[arg(long)]
+    pub spec: Option<PathBuf>,
+    /// Model file format: safetensors, onnx or auto (by extension, then content).
+    #[arg(long, default_value = "auto")]
+    pub format: String,
+    /// Tensor map file: spec layer index -> tensor name stem.
+    #[arg(long)]
+    pub map: Option<PathBuf>,
+    /// Prefix of every tensor name (default: detected).
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Round f64 weights that are not f32 (the certificate is then about the rounded net).
+    #[arg(long)]
+    pub round_f64: bool,
+}
+
+/// A model read from a file.
+pub struct LoadedModel {
+    /// The network (with its training record when the file is a native checkpoint).
+    pub checkpoint: Checkpoint,
+    /// SHA-256 (hex) of the exact bytes of the file: what a certificate is bound to.
+    pub sha256: String,
+    /// What an import converted or rounded (empty for a native checkpoint).
+    pub notes: Vec<String>,
+}
+
+impl ModelArgs {
+    /// The files these flags read besides the model (spec, map).
+    pub fn input_files(&self) -> Vec<PathBuf> {
+        self.spec.iter().chain(&self.map).cloned().collect()
+    }
+
+    /// Reads `path` once, hashes its bytes and parses them: a safetensors file with no import
+    /// flag as a native checkpoint (keeping its training record), anything else through
+    /// [`margincert::import`].
+    pub fn load(&self, path: &Path) -> Result<LoadedModel> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let sha256 = sha256_hex(&bytes);
+        let format = match Format::parse_cli(&self.format)? {
+            Some(f) => f,
+            None => Format::detect(path, &bytes)?,
+        };
+        let native = format == Format::Safetensors
+            && self.spec.is_none()
+            && self.map.is_none()
+            && self.prefix.is_none()
+            && !self.round_f64;
+        if native {
+            return Ok(LoadedModel {
+                checkpoint: Checkpoint::from_bytes(&bytes, path)?,
+                sha256,
+                notes: Vec::new(),
+            });
+        }
+        let spec = self.spec.as_deref().map(ModelSpec::from_file).transpose()?;
+        let opts = ImportOptions {
+            prefix: self.prefix.clone(),
+            map: self.map.as_deref().map(TensorMap::from_file).transpose()?,
+            round_f64: self.round_f64,
+        };
+        let imp = from_bytes(&bytes, path, Some(format), spec.as_ref(), &opts)?;
+        Ok(LoadedModel {
+            checkpoint: imp.checkpoint,
+            sha256,
+            notes: imp.notes,
+        })
+    }
+}
 
 /// `--loss` values: the clap face of [`LossKind`] (same names: `cross-entropy`,
 /// `logistic`, `exponential`).

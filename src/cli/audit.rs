@@ -8,12 +8,11 @@ use clap::Args;
 use margincert::audit::{AuditOptions, RobustAudit, audit};
 use margincert::data::DataSource;
 use margincert::error::{Error, Result};
-use margincert::import::{Format, ImportOptions, TensorMap, load};
+
 use margincert::io::ensure_not_input;
-use margincert::model::ModelSpec;
 use margincert::report::AuditDocument;
 
-use super::args::{LossArg, parse_pair};
+use super::args::{LossArg, ModelArgs, parse_pair};
 use super::data::{SplitName, load_source};
 
 /// The library's audit defaults, which the flags' defaults show.
@@ -29,21 +28,9 @@ pub struct AuditArgs {
     /// Data source (see `train --help`).
     #[arg(long)]
     pub data: String,
-    /// Model spec (JSON/TOML) naming the layers of a state_dict.
-    #[arg(long)]
-    pub spec: Option<PathBuf>,
-    /// safetensors, onnx or auto (by extension, then content).
-    #[arg(long, default_value = "auto")]
-    pub format: String,
-    /// Tensor map file: spec layer index -> tensor name stem.
-    #[arg(long)]
-    pub map: Option<PathBuf>,
-    /// Prefix of every tensor name (default: detected).
-    #[arg(long)]
-    pub prefix: Option<String>,
-    /// Round f64 weights that are not f32 (the certificate is then about the rounded net).
-    #[arg(long)]
-    pub round_f64: bool,
+    /// How to read the model file.
+    #[command(flatten)]
+    pub model_args: ModelArgs,
     /// Which split to audit on.
     #[arg(long, value_enum, default_value = "train")]
     pub split: SplitName,
@@ -110,26 +97,16 @@ impl AuditArgs {
 /// `margincert audit`.
 pub fn cmd(a: &AuditArgs) -> Result<()> {
     let mut inputs = vec![a.model.clone()];
-    inputs.extend(a.spec.iter().cloned());
-    inputs.extend(a.map.iter().cloned());
+    inputs.extend(a.model_args.input_files());
     inputs.extend(a.data.parse::<DataSource>()?.input_files());
     ensure_not_input(&a.out, &inputs)?;
-    let spec = a.spec.as_deref().map(ModelSpec::from_file).transpose()?;
-    let import = ImportOptions {
-        prefix: a.prefix.clone(),
-        map: a.map.as_deref().map(TensorMap::from_file).transpose()?,
-        round_f64: a.round_f64,
-    };
-    let imp = load(
-        &a.model,
-        Format::parse_cli(&a.format)?,
-        spec.as_ref(),
-        &import,
-    )?;
+    // A native checkpoint keeps its training record; the certificate is bound to the file.
+    let model = a.model_args.load(&a.model)?;
     let data = load_source(&a.data, a.binary, a.split, a.subset)?;
     let o = a.options();
     let source = format!("{}", a.model.display());
-    let report = audit(&imp.checkpoint, &data, &source, &imp.notes, &o)?;
+    let mut report = audit(&model.checkpoint, &data, &source, &model.notes, &o)?;
+    report.certificate.checkpoint_sha256 = Some(model.sha256);
     report.write(&a.out, o.bins)?;
     println!("{}", report.markdown());
     eprintln!("audit written to {}", a.out.display());

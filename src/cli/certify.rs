@@ -9,13 +9,12 @@ use std::path::PathBuf;
 use clap::{Args, Parser};
 
 use margincert::certify::certificate::{CertifyOptions, certify};
-use margincert::checkpoint::Checkpoint;
 use margincert::error::{Error, Result};
 use margincert::io::write_atomic;
 use margincert::loss::LossKind;
 use margincert::report::Summary;
 
-use super::args::{LossArg, PrecisionMode};
+use super::args::{LossArg, ModelArgs, PrecisionMode};
 use super::data::{OptDataArgs, SplitName};
 
 /// The library's certify defaults, which the flags' defaults show.
@@ -31,8 +30,12 @@ fn default_kkt_active() -> usize {
 // `margincert certify` flags.
 #[derive(Args, Debug)]
 pub struct CertifyArgs {
-    /// The checkpoint (.safetensors).
+    /// The model file: a native checkpoint (.safetensors), a PyTorch state_dict (.safetensors,
+    /// with --spec) or an ONNX graph (.onnx). The certificate records its SHA-256.
     pub checkpoint: PathBuf,
+    /// How to read the model file (import flags, as for `audit`).
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Data source and selection; by default the ones the checkpoint was trained on.
     #[command(flatten)]
     pub data: OptDataArgs,
@@ -109,12 +112,18 @@ impl CertifyArgs {
 
 /// `margincert certify`.
 pub fn cmd(a: &CertifyArgs) -> Result<()> {
-    let (ckpt, digest) = Checkpoint::load_with_digest(&a.checkpoint)?;
+    let model = a.model.load(&a.checkpoint)?;
+    for n in &model.notes {
+        eprintln!("import: {n}");
+    }
+    let (ckpt, digest) = (model.checkpoint, model.sha256);
     let out = a
         .out
         .clone()
         .unwrap_or_else(|| a.checkpoint.with_extension("cert.json"));
-    a.data.guard_out(&out, &a.checkpoint, &ckpt)?;
+    let mut inputs = vec![a.checkpoint.clone()];
+    inputs.extend(a.model.input_files());
+    a.data.guard_out(&out, inputs, &ckpt)?;
     let data = a.data.load(&ckpt, a.split)?;
     let opts = a.options(ckpt.train.as_ref().map(|t| t.config.loss));
     eprintln!(

@@ -2,7 +2,7 @@
 //! ([`DataArgs`], training), or from a checkpoint's training record overridden by flags
 //! ([`OptDataArgs`], every command that reads a checkpoint).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
@@ -77,10 +77,9 @@ impl OptDataArgs {
         })
     }
 
-    /// Refuses `out` when it is the checkpoint `ckpt_path` or one of the data files
-    /// ([`margincert::io::ensure_not_input`]).
-    pub fn guard_out(&self, out: &Path, ckpt_path: &Path, ckpt: &Checkpoint) -> Result<()> {
-        let mut inputs = vec![ckpt_path.to_path_buf()];
+    /// Refuses `out` when it is one of `inputs` (the model file and what describes it) or
+    /// one of the data files ([`margincert::io::ensure_not_input`]).
+    pub fn guard_out(&self, out: &Path, mut inputs: Vec<PathBuf>, ckpt: &Checkpoint) -> Result<()> {
         inputs.extend(self.choice(ckpt)?.input_files()?);
         ensure_not_input(out, &inputs)
     }

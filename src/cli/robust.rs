@@ -43,7 +43,8 @@ pub struct RobustArgs {
 /// `margincert robust`.
 pub fn cmd(a: &RobustArgs) -> Result<()> {
     let ckpt = Checkpoint::load(&a.checkpoint)?;
-    a.data.guard_out(&a.out, &a.checkpoint, &ckpt)?;
+    a.data
+        .guard_out(&a.out, vec![a.checkpoint.clone()], &ckpt)?;
     let data = a.data.load(&ckpt, a.split)?;
     let eps_max = a.eps_max.unwrap_or(match a.norm {
         Norm::L2 => 3.0,

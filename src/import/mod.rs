@@ -120,8 +120,7 @@ impl Format {
     }
 }
 
-/// Imports `path` in `format` (`None`: detected). `spec` is needed for safetensors files
-/// without margincert metadata and ignored (apart from a consistency check) for ONNX.
+/// Reads and imports the model file at `path` ([`from_bytes`]).
 pub fn load(
     path: &Path,
     format: Option<Format>,
@@ -129,29 +128,41 @@ pub fn load(
     opts: &ImportOptions,
 ) -> Result<Imported> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    from_bytes(&bytes, path, format, spec, opts)
+}
+
+/// Imports the bytes of a model file in `format` (detected when `None`: [`Format::detect`]).
+/// `spec` is needed for safetensors files without margincert metadata (it names the layers
+/// of a PyTorch `state_dict`) and, for ONNX, only checked against the graph. `path` is only
+/// used in messages.
+pub fn from_bytes(
+    bytes: &[u8],
+    path: &Path,
+    format: Option<Format>,
+    spec: Option<&crate::model::ModelSpec>,
+    opts: &ImportOptions,
+) -> Result<Imported> {
     let format = match format {
         Some(f) => f,
-        None => Format::detect(path, &bytes)?,
+        None => Format::detect(path, bytes)?,
     };
     match format {
-        Format::Safetensors => torch::from_bytes(&bytes, path, spec, opts),
+        Format::Safetensors => torch::from_bytes(bytes, path, spec, opts),
         Format::Onnx => {
-            let imp = onnx::from_bytes(&bytes, path, opts)?;
+            let imp = onnx::from_bytes(bytes, path, opts)?;
             if let Some(s) = spec
                 && (s.input != imp.checkpoint.spec.input || s.layers != imp.checkpoint.spec.layers)
             {
-                {
-                    return Err(Error::Spec(format!(
-                        "the ONNX graph gives layers {:?}, the spec file {:?}",
-                        imp.checkpoint
-                            .spec
-                            .layers
-                            .iter()
-                            .map(|l| l.describe())
-                            .collect::<Vec<_>>(),
-                        s.layers.iter().map(|l| l.describe()).collect::<Vec<_>>()
-                    )));
-                }
+                return Err(Error::Spec(format!(
+                    "the ONNX graph gives layers {:?}, the spec file {:?}",
+                    imp.checkpoint
+                        .spec
+                        .layers
+                        .iter()
+                        .map(|l| l.describe())
+                        .collect::<Vec<_>>(),
+                    s.layers.iter().map(|l| l.describe()).collect::<Vec<_>>()
+                )));
             }
             Ok(imp)
         }

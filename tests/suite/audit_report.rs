@@ -57,6 +57,22 @@ fn report_md_audit_json_and_certificate_json_agree() {
     assert!(ok, "{out}");
     // One certificate: the audit's is the one written as certificate.json.
     assert_eq!(report.certificate, cert);
+    // Bound to the audited file, and `verify` accepts the same ONNX file.
+    let model = root().join("fixtures/import/mlp.onnx");
+    assert_eq!(
+        cert.checkpoint_sha256.as_deref(),
+        Some(margincert::io::sha256_hex(&std::fs::read(&model).unwrap()).as_str())
+    );
+    let o = margincert(&[
+        "verify",
+        dir.path().join("certificate.json").to_str().unwrap(),
+        model.to_str().unwrap(),
+        "--data",
+        "embedded",
+        "--subset",
+        "50",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
     let q = &cert.margin.q_min;
     assert!(q.lo > 0.0, "{q}");
     let row = format!("| q_min | {:.9e} | {:.9e} |", q.lo, q.hi);

@@ -269,3 +269,85 @@ fn precision_is_bounded() {
     // the same few-second start-up as any failing command (a 10⁶-bit verify took > 150 s).
     eprintln!("refused in {:.2} s", started.elapsed().as_secs_f64());
 }
+
+/// A certificate is bound to the exact model file it was computed from: `certify` and `audit`
+/// record its SHA-256, `verify` refuses a certificate without one and a file with another
+/// one (here: the fixture checkpoint with two weights swapped), and `certify`/`verify` read
+/// what `audit` reads (a PyTorch safetensors with `--spec`, an ONNX graph).
+#[test]
+fn certificates_are_bound_to_the_model_file() {
+    let root = crate::common::data::crate_root();
+    let dir = tempfile::tempdir().unwrap();
+    let arg = |p: &std::path::Path| p.to_str().unwrap().to_string();
+
+    // A shipped certificate, and its checkpoint with two weights swapped.
+    let expected = root.join("fixtures/expected");
+    let ckpt = expected.join("linear-last.safetensors");
+    let cert = expected.join("linear-last.cert.json");
+    let o = margincert(&["verify", &arg(&cert), &arg(&ckpt)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut c = margincert::checkpoint::Checkpoint::load(&ckpt).unwrap();
+    let w = &mut c.params.layers[0].weight;
+    let (a, b) = (0, w.len() - 1);
+    assert_ne!(w[a], w[b], "the swap must change the model");
+    w.swap(a, b);
+    let swapped = dir.path().join("swapped.safetensors");
+    c.save(&swapped).unwrap();
+    let o = margincert(&["verify", &arg(&cert), &arg(&swapped)]);
+    assert_clean_failure(&o, "checksum");
+
+    // The same certificate with its hash removed is bound to nothing.
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cert).unwrap()).unwrap();
+    v["checkpoint_sha256"] = serde_json::Value::Null;
+    let unbound = dir.path().join("unbound.json");
+    std::fs::write(&unbound, v.to_string()).unwrap();
+    let o = margincert(&["verify", &arg(&unbound), &arg(&ckpt)]);
+    assert_clean_failure(&o, "not bound");
+    v.as_object_mut().unwrap().remove("checkpoint_sha256");
+    std::fs::write(&unbound, v.to_string()).unwrap();
+    let o = margincert(&["verify", &arg(&unbound), &arg(&ckpt)]);
+    assert_clean_failure(&o, "not bound");
+
+    // A PyTorch state_dict with its spec, and an ONNX graph: certify, then verify against the
+    // very same file; the certificate records that file's SHA-256.
+    let fx = root.join("fixtures/import");
+    let spec = fx.join("cnn_bias.toml");
+    let cases: [(&str, Vec<String>); 2] = [
+        ("cnn_bias.safetensors", vec!["--spec".into(), arg(&spec)]),
+        ("mlp.onnx", vec![]),
+    ];
+    for (file, extra) in cases {
+        let model = fx.join(file);
+        let out = dir.path().join(format!("{file}.cert.json"));
+        let mut args: Vec<String> = vec!["certify".into(), arg(&model)];
+        args.extend(extra.iter().cloned());
+        args.extend(
+            ["--data", "embedded", "--subset", "20", "--no-kkt", "--out"]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        args.push(arg(&out));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = margincert(&refs);
+        assert!(o.status.success(), "{file}: {}", text(&o));
+        let c =
+            margincert::certify::Certificate::from_json(&std::fs::read_to_string(&out).unwrap())
+                .unwrap();
+        assert_eq!(
+            c.checkpoint_sha256.as_deref(),
+            Some(margincert::io::sha256_hex(&std::fs::read(&model).unwrap()).as_str()),
+            "{file}"
+        );
+        let mut args: Vec<String> = vec!["verify".into(), arg(&out), arg(&model)];
+        args.extend(extra);
+        args.extend(
+            ["--data", "embedded", "--subset", "20"]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = margincert(&refs);
+        assert!(o.status.success(), "{file}: {}", text(&o));
+    }
+}

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use margincert::certify::certificate::{Certificate, CertifyOptions, certify};
 use margincert::checkpoint::Checkpoint;
 use margincert::config::RunConfig;
+use margincert::io::sha256_hex;
 use margincert::run::{threshold_file, train_from_scratch};
 
 use crate::common::data::crate_root;
@@ -80,6 +81,12 @@ fn recertified_fixtures_match_expected() {
         let text = std::fs::read_to_string(dir.join(cert)).unwrap();
         let want = Certificate::from_json(&text).unwrap();
         let got = certify_file(&dir.join(ck), &cfg);
+        // Bound to the exact checkpoint file it was computed from.
+        assert_eq!(
+            want.checkpoint_sha256.as_deref(),
+            Some(sha256_hex(&std::fs::read(dir.join(ck)).unwrap()).as_str()),
+            "{ck}: the expected certificate must record the checkpoint's SHA-256"
+        );
         assert_eq!(want.dataset, got.dataset, "{ck}: dataset");
         assert_eq!(want.spec, got.spec, "{ck}: spec");
         assert_eq!(want.homogeneity.degree, got.homogeneity.degree, "{ck}");
@@ -129,7 +136,8 @@ fn regenerate(config: &str) {
     let cases = CASES.iter().filter(|c| c.0 == config);
     for ((_, ck, cert), src) in cases.zip(sources) {
         std::fs::copy(&src, dir.join(ck)).unwrap();
-        let c = certify_file(&dir.join(ck), &cfg);
+        let mut c = certify_file(&dir.join(ck), &cfg);
+        c.checkpoint_sha256 = Some(sha256_hex(&std::fs::read(dir.join(ck)).unwrap()));
         std::fs::write(dir.join(cert), c.to_json()).unwrap();
     }
     let _ = std::fs::remove_dir_all(&out);
