@@ -56,6 +56,7 @@ pub struct Upper(#[serde(with = "ext_f64")] pub f64);
 ///
 /// Invariant: `lo ≤ hi` (both may be infinite, never NaN).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Enclosure {
     /// Lower bound.
     #[serde(with = "ext_f64")]

@@ -19,6 +19,7 @@ use crate::model::{ModelSpec, Params};
 
 /// What to certify and how.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CertifyOptions {
     /// The loss whose value (and smoothed margin, threshold) is certified.
     pub loss: LossKind,
@@ -73,6 +74,7 @@ impl CertifyOptions {
 
 /// The dataset a certificate is about.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DatasetInfo {
     /// Name.
     pub name: String,
@@ -86,6 +88,7 @@ pub struct DatasetInfo {
 
 /// Normalized margins (homogeneous specs only).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NormalizedCert {
     /// `γ̄ = q_min / ρ^L`.
     pub by_rho: Enclosure,
@@ -99,6 +102,7 @@ pub struct NormalizedCert {
 /// `p/255`) on a dataset. Every number is an [`Enclosure`] (`lo ≤ truth ≤ hi`) or a
 /// decimal bound named `lower` / `upper`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Certificate {
     /// Version of margincert that produced it.
     pub margincert_version: String,

@@ -13,6 +13,7 @@ use crate::model::{ModelSpec, Params};
 
 /// The witness for one scale `c`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WitnessCheck {
     /// The scale `c` (a power of two).
     pub c: f64,
@@ -30,6 +31,7 @@ pub struct WitnessCheck {
 
 /// Homogeneity facts for a certificate.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HomogeneityCert {
     /// The structural degree `L` (`None`: not homogeneous).
     pub degree: Option<u32>,

@@ -90,6 +90,7 @@ pub fn parse_decimal(s: &str, prec: u32, r: Round) -> Result<Float> {
 
 /// The JSON view of certified loss facts.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LossCert {
     /// Which loss.
     pub kind: LossKind,

@@ -97,6 +97,7 @@ pub fn margins(logits: &BallVec, labels: &[u8], task: Task) -> Result<Vec<Enclos
 
 /// Certified facts about the minimum margin.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MarginSummary {
     /// Enclosure of `q_min = min_n q_n`.
     pub q_min: Enclosure,

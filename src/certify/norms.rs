@@ -72,6 +72,7 @@ pub struct Norms {
 
 /// The JSON view of [`Norms`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NormsCert {
     /// `||W_i||_F` per weight layer, in layer order (weight and bias together).
     pub layers: Vec<Enclosure>,

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 /// Shape of one example's activation: channels, height, width. A flat vector of length
 /// `n` is `[n, 1, 1]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Shape {
     /// Channels.
     pub c: usize,
@@ -70,7 +71,7 @@ pub enum Padding {
 /// Invariant (checked by [`ModelSpec::validate`]): every kernel, stride and pool size is
 /// at least 1, LeakyReLU slopes are finite, and every layer fits the shape it receives.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Layer {
     /// Fully connected `y = W x (+ b)`, `W: [out, in]`. Needs a flat input.
     Dense {
@@ -210,6 +211,7 @@ fn bias_tag(b: bool) -> &'static str {
 
 /// A sequential network: input shape and layers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ModelSpec {
     /// Optional human name (presets set it).
     #[serde(default)]

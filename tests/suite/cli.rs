@@ -351,3 +351,49 @@ fn certificates_are_bound_to_the_model_file() {
         assert!(o.status.success(), "{file}: {}", text(&o));
     }
 }
+
+/// Certificates are parsed strictly: a field the schema does not have, at any depth, is
+/// refused with its name (it would otherwise be carried along unchecked), and so is an
+/// unknown key in a model spec.
+#[test]
+fn unknown_fields_are_refused() {
+    let root = crate::common::data::crate_root();
+    let expected = root.join("fixtures/expected");
+    let ckpt = expected.join("tiny-cnn-last.safetensors");
+    let cert = expected.join("tiny-cnn-last.cert.json");
+    let dir = tempfile::tempdir().unwrap();
+    let text_of = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();
+    let base: serde_json::Value = serde_json::from_str(&text_of(&cert)).unwrap();
+    let edits: [(&str, &[&str]); 5] = [
+        ("top level", &[]),
+        ("margin.q_min", &["margin", "q_min"]),
+        ("kkt", &["kkt"]),
+        ("spec", &["spec"]),
+        ("spec layer", &["spec", "layers", "0"]),
+    ];
+    for (what, path) in edits {
+        let mut v = base.clone();
+        let mut node = &mut v;
+        for key in path {
+            node = match key.parse::<usize>() {
+                Ok(i) => &mut node[i],
+                Err(_) => &mut node[*key],
+            };
+        }
+        node.as_object_mut()
+            .unwrap_or_else(|| panic!("{what} is an object"))
+            .insert("claimed_extra".into(), serde_json::json!(true));
+        let bad = dir.path().join("extra.json");
+        std::fs::write(&bad, v.to_string()).unwrap();
+        let o = margincert(&["verify", bad.to_str().unwrap(), ckpt.to_str().unwrap()]);
+        assert_clean_failure(&o, "unknown field `claimed_extra`");
+    }
+    let spec = dir.path().join("spec.toml");
+    std::fs::write(
+        &spec,
+        "input = { c = 1, h = 4, w = 4 }\n[[layers]]\ntype = \"flatten\"\n[[layers]]\ntype = \"dense\"\nout = 2\nunits = 3\n",
+    )
+    .unwrap();
+    let o = margincert(&["inspect", spec.to_str().unwrap()]);
+    assert_clean_failure(&o, "unknown field `units`");
+}

@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 
 /// Which scalar margin function of the network a gradient is taken of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Constraint {
     /// Binary model (one output): `q_n = y_n Φ(θ; x_n)` with `y = +1` for label 1 and
@@ -85,6 +86,7 @@ impl Constraint {
 /// How many nonsmooth points the backward pass met (units whose generalised derivative
 /// had to be taken as an interval).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct KinkStats {
     /// ReLU / LeakyReLU units whose pre-activation enclosure contains 0.
     pub ambiguous_units: usize,

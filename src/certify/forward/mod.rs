@@ -67,6 +67,7 @@ pub const AUTO_REL: f64 = 1e-6;
 
 /// Counts of how [`CertifiedNet::logits_with_stats`] computed its enclosures.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ForwardStats {
     /// The forward mode used.
     pub mode: ForwardMode,

@@ -50,6 +50,7 @@ use crate::loss::LossKind;
 
 /// Options of [`certify_kkt`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct KktOptions {
     /// Loss defining the paper's multipliers.
     pub loss: LossKind,
@@ -90,6 +91,7 @@ impl Default for KktOptions {
 
 /// Certified bounds for one choice of multipliers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MultiplierBounds {
     /// Certified: `‖θ̃ − Σ λ_c h_c‖₂ ≤ epsilon_upper` for all `h_c` in the gradient boxes.
     pub epsilon_upper: f64,
@@ -105,6 +107,7 @@ pub struct MultiplierBounds {
 
 /// One Euler-identity sample: `⟨h, θ⟩` over the gradient box against `L · q_c(θ)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EulerSample {
     /// The constraint.
     pub constraint: Constraint,
@@ -122,6 +125,7 @@ pub struct EulerSample {
 
 /// Result of the Euler identity check `⟨∇q_c(θ), θ⟩ = L q_c(θ)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EulerCheck {
     /// Homogeneity degree `L`.
     pub degree: u32,
@@ -133,6 +137,7 @@ pub struct EulerCheck {
 
 /// One active constraint and its multipliers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ActiveMultiplier {
     /// The constraint.
     pub constraint: Constraint,
@@ -151,6 +156,7 @@ pub struct ActiveMultiplier {
 
 /// Certified approximate-KKT bounds of problem (P) at `θ̃ = θ / q_lo^{1/L}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct KktCertificate {
     /// Homogeneity degree `L`.
     pub degree: u32,
