@@ -317,7 +317,156 @@ pub fn verify(
     for c in kkt_checks(cert.kkt.as_ref(), re.kkt.as_ref()) {
         push(c);
     }
+    for c in derived_checks(cert, re)? {
+        push(c);
+    }
     Ok(VerifyReport { checks })
+}
+
+/// Fields that are not bounds but are derived from the recomputation (names, counts, flags,
+/// threshold text, omission reasons, the homogeneity witness, the whole KKT record apart from
+/// its ε/δ bounds, the forward statistics, the tool version): each must equal the recomputed
+/// value (floats among them, estimates of deterministic computations, to 1e-9 relative). So
+/// none is carried on trust (proofs/verify.md).
+const DERIVED: [&str; 12] = [
+    "/margincert_version",
+    "/dataset/name",
+    "/dataset/classes",
+    "/margin/examples",
+    "/homogeneity",
+    "/loss/kind",
+    "/loss/threshold",
+    "/normalized_omitted",
+    "/kkt_omitted",
+    "/forward",
+    "/kkt",
+    "/options",
+];
+
+/// The KKT bounds compared one-sidedly by [`kkt_checks`]: left out of the equality check.
+const KKT_BOUNDS: [&str; 4] = [
+    "/paper/epsilon_upper",
+    "/paper/delta_upper",
+    "/nnls/epsilon_upper",
+    "/nnls/delta_upper",
+];
+
+/// The checks of [`DERIVED`], and that every listed support index is an example.
+fn derived_checks(cert: &Certificate, re: &Certificate) -> Result<Vec<Check>> {
+    let json = |c: &Certificate| {
+        serde_json::to_value(c).map_err(|e| Error::Certify(format!("certificate to JSON: {e}")))
+    };
+    let (mut cv, mut rv) = (json(cert)?, json(re)?);
+    for v in [&mut cv, &mut rv] {
+        if let Some(k) = v.pointer_mut("/kkt").and_then(|k| k.as_object_mut()) {
+            for path in KKT_BOUNDS {
+                let mut parts = path.trim_start_matches('/').split('/');
+                let (outer, inner) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                if let Some(o) = k.get_mut(outer).and_then(|o| o.as_object_mut()) {
+                    o.remove(inner);
+                }
+            }
+        }
+    }
+    let null = serde_json::Value::Null;
+    let mut out = Vec::new();
+    for path in DERIVED {
+        let (c, r) = (
+            cv.pointer(path).unwrap_or(&null),
+            rv.pointer(path).unwrap_or(&null),
+        );
+        let mut diffs = Vec::new();
+        // The forward statistics are optional (certificates written before they existed
+        // carry none): no claim, nothing to check.
+        if !(path == "/forward" && c.is_null()) {
+            json_diff(path, c, r, &mut diffs);
+        }
+        let claim = path.trim_start_matches('/').replace('/', ".");
+        out.push(if diffs.is_empty() {
+            Check {
+                claim,
+                status: Status::Confirmed,
+                detail: "equals the recomputed value".into(),
+            }
+        } else {
+            Check {
+                claim,
+                status: Status::Refuted,
+                detail: format!(
+                    "differs from the recomputation: {}{}",
+                    diffs[..diffs.len().min(4)].join("; "),
+                    if diffs.len() > 4 {
+                        format!(" (and {} more)", diffs.len() - 4)
+                    } else {
+                        String::new()
+                    }
+                ),
+            }
+        });
+    }
+    let n = re.margin.examples;
+    let bad: Vec<usize> = cert
+        .margin
+        .support
+        .iter()
+        .copied()
+        .filter(|&i| i >= n)
+        .collect();
+    let sorted = cert.margin.support.windows(2).all(|w| w[0] < w[1]);
+    out.push(Check {
+        claim: "margin.support indices".into(),
+        status: if bad.is_empty() && sorted {
+            Status::Confirmed
+        } else {
+            Status::Refuted
+        },
+        detail: if !bad.is_empty() {
+            format!("indices {bad:?} are not examples (there are {n})")
+        } else if !sorted {
+            "the support is not a strictly increasing list of example indices".into()
+        } else {
+            format!("every listed index is one of the {n} examples")
+        },
+    });
+    Ok(out)
+}
+
+/// Appends `path: claimed X, recomputed Y` for every leaf where `c` and `r` differ (floats
+/// to 1e-9 relative; objects must have the same keys, arrays the same length).
+fn json_diff(path: &str, c: &serde_json::Value, r: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match (c, r) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, av) in a {
+                match b.get(k) {
+                    Some(bv) => json_diff(&format!("{path}/{k}"), av, bv, out),
+                    None => out.push(format!(
+                        "{path}/{k}: claimed {av}, not in the recomputation"
+                    )),
+                }
+            }
+            for k in b.keys().filter(|k| !a.contains_key(*k)) {
+                out.push(format!("{path}/{k}: missing, recomputed {}", b[k]));
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (av, bv)) in a.iter().zip(b).enumerate() {
+                json_diff(&format!("{path}/{i}"), av, bv, out);
+            }
+        }
+        (Value::Number(a), Value::Number(b)) if a.is_f64() || b.is_f64() => {
+            let (x, y) = (
+                a.as_f64().unwrap_or(f64::NAN),
+                b.as_f64().unwrap_or(f64::NAN),
+            );
+            let close = x == y || (x - y).abs() <= 1e-9 * x.abs().max(y.abs());
+            if !close {
+                out.push(format!("{path}: claimed {x:e}, recomputed {y:e}"));
+            }
+        }
+        _ if c == r => {}
+        _ => out.push(format!("{path}: claimed {c}, recomputed {r}")),
+    }
 }
 
 /// A claimed upper bound is confirmed when the recomputed certified upper bound is no larger
