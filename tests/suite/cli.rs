@@ -175,39 +175,22 @@ fn out_never_overwrites_an_input() {
     let images = data.join("train-images-idx3-ubyte.gz");
     let images_before = std::fs::read(&images).unwrap();
     let source = format!("mnist:{}", arg(&data));
-    let o = margincert(&[
-        "certify",
-        &arg(&ckpt),
-        "--data",
-        &source,
-        "--subset",
-        "20",
-        "--out",
-        &arg(&images),
-    ]);
-    assert_clean_failure(&o, "refusing to write");
-    let o = margincert(&[
-        "train",
-        "--model",
-        "small-mlp",
-        "--data",
-        &source,
-        "--epochs",
-        "1",
-        "--quiet",
-        "--out",
-        &arg(&images),
-    ]);
-    assert_clean_failure(&o, "refusing to write");
-    let o = margincert(&[
-        "audit",
-        &arg(&ckpt),
-        "--data",
-        &source,
-        "--out",
-        &arg(&images),
-    ]);
-    assert_clean_failure(&o, "refusing to write");
+    let (ck, img) = (arg(&ckpt), arg(&images));
+    let certify_20 = ["certify", &ck, "--data", &source, "--subset", "20"];
+    let out_images = ["--out", img.as_str()];
+    let refused: [Vec<&str>; 3] = [
+        [&certify_20[..], &out_images].concat(),
+        [
+            &["train", "--model", "small-mlp", "--data", &source][..],
+            &["--epochs", "1", "--quiet"],
+            &out_images,
+        ]
+        .concat(),
+        [&["audit", &ck, "--data", &source][..], &out_images].concat(),
+    ];
+    for args in &refused {
+        assert_clean_failure(&margincert(args), "refusing to write");
+    }
     assert_eq!(
         std::fs::read(&images).unwrap(),
         images_before,
@@ -215,18 +198,8 @@ fn out_never_overwrites_an_input() {
     );
 
     // The same data with a fresh output path works.
-    let cert = dir.path().join("fresh.cert.json");
-    let o = margincert(&[
-        "certify",
-        &arg(&ckpt),
-        "--data",
-        &source,
-        "--subset",
-        "20",
-        "--no-kkt",
-        "--out",
-        &arg(&cert),
-    ]);
+    let cert = arg(&dir.path().join("fresh.cert.json"));
+    let o = margincert(&[&certify_20[..], &["--no-kkt", "--out", &cert]].concat());
     assert!(o.status.success(), "{}", text(&o));
 }
 
