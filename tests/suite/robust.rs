@@ -743,7 +743,7 @@ mod crown_cnn {
     /// and the verified attack radius on a paper-CNN checkpoint, on the first
     /// `MARGINCERT_CROWN_N` (default 32) embedded test images, with CROWN radii per second.
     #[test]
-    #[ignore = "measurement; MARGINCERT_CNN_CKPT=path/to/mnist-cnn.safetensors cargo test --release --test suite robust::paper_cnn_crown_figures -- --ignored --nocapture"]
+    #[ignore = "measurement; MARGINCERT_CNN_CKPT=path/to/mnist-cnn.safetensors cargo test --release --test suite robust::crown_cnn::paper_cnn_crown_figures -- --ignored --nocapture"]
     fn paper_cnn_crown_figures() {
         let Ok(path) = std::env::var("MARGINCERT_CNN_CKPT") else {
             println!("skipped: MARGINCERT_CNN_CKPT is not set");
