@@ -32,7 +32,8 @@ pub struct CertifyOptions {
     #[serde(default)]
     pub kkt: Option<KktOptions>,
     /// Arithmetic of the certified forward pass of the margins (proofs/forward-dd.md).
-    /// Certificates written before this option existed used binary64 and parse as such.
+    /// Options given without it (e.g. in an audit configuration) mean binary64; a
+    /// certificate must state it ([`Certificate::from_json`] refuses a missing field).
     #[serde(default)]
     pub forward: ForwardMode,
 }
@@ -53,12 +54,29 @@ impl Default for CertifyOptions {
     }
 }
 
+/// The version of the certificate schema this margincert writes and reads. A certificate
+/// of any other version (or none: those written before versioning) is refused with a clear
+/// error; certify the model again. History: 2 adds this field and the optional
+/// [`Certificate::per_example`] enclosures, and makes every field required.
+pub const SCHEMA_VERSION: u32 = 2;
+
 /// The largest MPFR precision (bits) a certificate may ask for. Far above what any bound
 /// needs (the default is 128), and low enough that a tampered certificate cannot make
 /// `verify` run for minutes or exhaust memory (at 10⁶ bits one `verify` ran past 150 s).
 pub const MAX_PRECISION: u32 = 4096;
 
 impl CertifyOptions {
+    /// The options as a certificate records them: the KKT loss set to
+    /// [`CertifyOptions::loss`] (the one the KKT pass runs with), so that no recorded
+    /// setting is one that nothing used.
+    pub fn normalized(&self) -> Self {
+        let mut o = self.clone();
+        if let Some(k) = &mut o.kkt {
+            k.loss = o.loss;
+        }
+        o
+    }
+
     /// Checks the options: `precision` in `[64, MAX_PRECISION]` bits.
     pub fn validate(&self) -> Result<()> {
         if !(64..=MAX_PRECISION).contains(&self.precision) {
@@ -104,6 +122,8 @@ pub struct NormalizedCert {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Certificate {
+    /// The schema version, [`SCHEMA_VERSION`].
+    pub schema_version: u32,
     /// Version of margincert that produced it.
     pub margincert_version: String,
     /// The dataset.
@@ -134,9 +154,13 @@ pub struct Certificate {
     #[serde(default)]
     pub kkt_omitted: Option<String>,
     /// How the margins' forward pass was computed (how many examples needed
-    /// double-double); absent in certificates written before it existed.
+    /// double-double); `null` claims nothing.
     #[serde(default)]
     pub forward: Option<ForwardStats>,
+    /// The certified enclosure of every example's margin `q_n`, in data order, from the pass
+    /// the certificate's margins summarize (`certify --per-example`); `None` when not asked.
+    #[serde(default)]
+    pub per_example: Option<Vec<Enclosure>>,
 }
 
 /// "layer i (description) breaks it" for the layer that breaks homogeneity.
@@ -218,6 +242,7 @@ pub fn certify_run(
 ) -> Result<CertifyRun> {
     let task = check_inputs(spec, params, data)?;
     opts.validate()?;
+    let opts = &opts.normalized();
     let prec = opts.precision;
     let n = data.len();
     // The network is prepared once: the margins' pass and the KKT pass share it.
@@ -296,15 +321,13 @@ pub fn certify_run(
             )),
         ),
         (Some(k), Some(_)) => {
-            let k = KktOptions {
-                loss: opts.loss,
-                ..k.clone()
-            };
-            let c = certify_kkt_prepared(net.prepared(), data, &k, margin.q_min.lo, Some(&logits))?;
+            // `k.loss == opts.loss`: the options are normalized.
+            let c = certify_kkt_prepared(net.prepared(), data, k, margin.q_min.lo, Some(&logits))?;
             (Some(c), None)
         }
     };
     let cert = Certificate {
+        schema_version: SCHEMA_VERSION,
         margincert_version: env!("CARGO_PKG_VERSION").to_string(),
         dataset: DatasetInfo {
             name: data.name.clone(),
@@ -324,6 +347,7 @@ pub fn certify_run(
         kkt,
         kkt_omitted,
         forward: Some(forward),
+        per_example: None,
     };
     Ok(CertifyRun {
         certificate: cert,
@@ -340,9 +364,76 @@ impl Certificate {
         serde_json::to_string_pretty(self).expect("a certificate always serializes")
     }
 
-    /// Parses a certificate from JSON.
+    /// Parses a certificate from JSON, strictly: the schema version must be
+    /// [`SCHEMA_VERSION`], unknown fields at any depth are refused, and so is a missing one
+    /// (a field whose value is "none" is written as `null`, never left out), so that what
+    /// was parsed is exactly what the text says.
     pub fn from_json(text: &str) -> Result<Self> {
-        serde_json::from_str(text)
-            .map_err(|e| Error::Certify(format!("invalid certificate JSON: {e}")))
+        let bad = |e: String| Error::Certify(format!("invalid certificate JSON: {e}"));
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+        match value.get("schema_version") {
+            Some(v) if v.as_u64() == Some(u64::from(SCHEMA_VERSION)) => {}
+            found => {
+                return Err(Error::Certify(format!(
+                    "certificate schema version {} is not supported: this margincert reads \
+                     version {SCHEMA_VERSION}; certify the model again with this version",
+                    found.map_or_else(|| "(none)".to_string(), |v| v.to_string())
+                )));
+            }
+        }
+        let cert: Self = serde_json::from_value(value.clone()).map_err(|e| bad(e.to_string()))?;
+        // What was parsed, written back and read again, must be the text: no field missing,
+        // none ignored (serde skips unknown keys of some enum variants), no number that
+        // reads as another (an f32 weight given to more digits than it holds).
+        let canonical: serde_json::Value =
+            serde_json::from_str(&cert.to_json()).map_err(|e| bad(e.to_string()))?;
+        let mut diffs = Vec::new();
+        text_differences("", &canonical, &value, &mut diffs);
+        if let Some(first) = diffs.first() {
+            return Err(bad(format!(
+                "{first}{}",
+                if diffs.len() > 1 {
+                    format!(" (and {} more)", diffs.len() - 1)
+                } else {
+                    String::new()
+                }
+            )));
+        }
+        Ok(cert)
+    }
+}
+
+/// Appends where `given` (the text as read) differs from `canonical` (the certificate it
+/// parsed to, written back): missing keys, unknown keys, other values.
+fn text_differences(
+    path: &str,
+    canonical: &serde_json::Value,
+    given: &serde_json::Value,
+    out: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    match (canonical, given) {
+        (Value::Object(c), Value::Object(g)) => {
+            for (k, cv) in c {
+                let p = format!("{path}/{k}");
+                match g.get(k) {
+                    Some(gv) => text_differences(&p, cv, gv, out),
+                    None => out.push(format!("field {p} is missing (write null for none)")),
+                }
+            }
+            for k in g.keys().filter(|k| !c.contains_key(*k)) {
+                out.push(format!("unknown field {path}/{k}"));
+            }
+        }
+        (Value::Array(c), Value::Array(g)) if c.len() == g.len() => {
+            for (i, (cv, gv)) in c.iter().zip(g).enumerate() {
+                text_differences(&format!("{path}/{i}"), cv, gv, out);
+            }
+        }
+        _ if canonical == given => {}
+        _ => out.push(format!(
+            "field {path}: the text says {given}, which reads as {canonical}"
+        )),
     }
 }

@@ -11,7 +11,7 @@ use rug::float::Round;
 use serde::{Deserialize, Serialize};
 
 use super::bounds::{Decision, Enclosure};
-use super::certificate::{Certificate, certify_run, check_inputs};
+use super::certificate::{Certificate, CertifyRun, certify_run, check_inputs};
 use super::kkt::KktCertificate;
 use super::loss::parse_decimal;
 use crate::data::Dataset;
@@ -71,13 +71,14 @@ pub fn check_enclosure(claim: &str, claimed: &Enclosure, truth: &Enclosure) -> C
     } else {
         Status::Unconfirmed
     };
+    let (c, t) = (exact_digits(claimed), exact_digits(truth));
     let detail = match status {
-        Status::Confirmed => format!("claimed {claimed} contains recomputed {truth}"),
+        Status::Confirmed => format!("claimed {c} contains recomputed {t}"),
         Status::Refuted => {
-            format!("claimed {claimed} is FALSE: the true value lies in the recomputed {truth}")
+            format!("claimed {c} is FALSE: the true value lies in the recomputed {t}")
         }
         Status::Unconfirmed => {
-            format!("claimed {claimed} is tighter than the recomputed {truth}: not confirmed")
+            format!("claimed {c} is tighter than the recomputed {t}: not confirmed")
         }
     };
     Check {
@@ -85,6 +86,12 @@ pub fn check_enclosure(claim: &str, claimed: &Enclosure, truth: &Enclosure) -> C
         status,
         detail,
     }
+}
+
+/// `[lo, hi]` with the shortest decimals that read back to the same f64s, so that claims
+/// one ulp apart print differently.
+fn exact_digits(e: &Enclosure) -> String {
+    format!("[{:e}, {:e}]", e.lo, e.hi)
 }
 
 fn check_opt(claim: &str, claimed: Option<&Enclosure>, truth: Option<&Enclosure>) -> Check {
@@ -117,15 +124,49 @@ fn check_decision(claim: &str, claimed: Decision, truth: Decision) -> Check {
     }
 }
 
-/// Recomputes every quantity of `cert` and checks each claim. Errors (not a report) when
-/// the inputs do not match the certificate: a different dataset checksum or spec, bad
-/// parameters, shapes that do not fit.
+/// Checks that `cert` is about the model file whose SHA-256 is `model_sha256` (`what` names
+/// the file in the error). A certificate without a model hash is bound to nothing and is
+/// refused: certify the model file again.
+pub fn check_binding(cert: &Certificate, model_sha256: &str, what: &str) -> Result<()> {
+    let Some(want) = &cert.checkpoint_sha256 else {
+        return Err(Error::Certify(
+            "the certificate records no model file hash (checkpoint_sha256): it is not bound \
+             to a model and cannot be verified; certify the model file again"
+                .into(),
+        ));
+    };
+    if want != model_sha256 {
+        return Err(Error::Checksum {
+            what: what.into(),
+            expected: want.clone(),
+            got: model_sha256.into(),
+        });
+    }
+    Ok(())
+}
+
+/// Recomputes every quantity of `cert` and checks each claim: [`recompute`] then
+/// [`compare`]. Errors (not a report) when the inputs do not match the certificate: a
+/// different dataset checksum or spec, bad parameters, shapes that do not fit. The binding
+/// to the model file is [`check_binding`]'s (the file is not an argument here).
 pub fn verify(
     cert: &Certificate,
     spec: &ModelSpec,
     params: &Params,
     data: &Dataset,
 ) -> Result<VerifyReport> {
+    compare(cert, &recompute(cert, spec, params, data)?)
+}
+
+/// The recomputation [`verify`] compares a certificate with: the inputs checked against
+/// it (options bounded before any work, dataset checksum, spec), then the certify pass with
+/// the certificate's options.
+pub fn recompute(
+    cert: &Certificate,
+    spec: &ModelSpec,
+    params: &Params,
+    data: &Dataset,
+) -> Result<CertifyRun> {
     // Bounded before any work: the options come from the (untrusted) certificate.
     cert.options.validate()?;
     check_inputs(spec, params, data)?;
@@ -142,11 +183,32 @@ pub fn verify(
             "the certificate is about a different model spec".into(),
         ));
     }
-    let run = certify_run(spec, params, data, &cert.options)?;
+    certify_run(spec, params, data, &cert.options)
+}
+
+/// Checks every claim of `cert` against `run`, a recomputation with the same spec, dataset
+/// and options ([`recompute`]); an error when `run` is about other inputs.
+pub fn compare(cert: &Certificate, run: &CertifyRun) -> Result<VerifyReport> {
+    if cert.dataset.sha256 != run.certificate.dataset.sha256 || cert.spec != run.certificate.spec {
+        return Err(Error::Certify(
+            "the recomputation is about another dataset or model spec than the certificate".into(),
+        ));
+    }
     let (re, re_loss) = (&run.certificate, &run.loss);
     let mut checks = Vec::new();
     let mut push = |c: Check| checks.push(c);
 
+    // The options are the recomputation's input; recorded as used (`normalized`), so a
+    // setting that differs from what the recomputation ran with is false.
+    let mut diffs = Vec::new();
+    json_diff(
+        "/options",
+        &json(&cert.options)?,
+        &json(&re.options)?,
+        Role::Fact,
+        &mut diffs,
+    );
+    push(fact_check("options", &diffs));
     push(Check {
         claim: "dataset.size".into(),
         status: if cert.dataset.size == re.dataset.size {
@@ -317,18 +379,20 @@ pub fn verify(
     for c in kkt_checks(cert.kkt.as_ref(), re.kkt.as_ref()) {
         push(c);
     }
-    for c in derived_checks(cert, re)? {
+    for c in derived_checks(cert, run)? {
         push(c);
     }
     Ok(VerifyReport { checks })
 }
 
-/// Fields that are not bounds but are derived from the recomputation (names, counts, flags,
-/// threshold text, omission reasons, the homogeneity witness, the whole KKT record apart from
-/// its ε/δ bounds, the forward statistics, the tool version): each must equal the recomputed
-/// value (floats among them, estimates of deterministic computations, to 1e-9 relative). So
-/// none is carried on trust (proofs/verify.md).
-const DERIVED: [&str; 11] = [
+/// Fields that are not bounds of the margins, norms or loss but facts derived from the
+/// recomputation (names, counts, flags, threshold text, omission reasons, the homogeneity
+/// witness, the whole KKT record apart from its ε/δ bounds, the forward statistics, the
+/// versions): compared leaf by leaf by [`json_diff`] (exact, except the KKT record's own
+/// bounds, one-sided, and estimates, to [`ESTIMATE_RTOL`]). So none is carried on trust
+/// (proofs/verify.md).
+const DERIVED: [&str; 12] = [
+    "/schema_version",
     "/margincert_version",
     "/dataset/name",
     "/dataset/classes",
@@ -342,7 +406,8 @@ const DERIVED: [&str; 11] = [
     "/kkt",
 ];
 
-/// The KKT bounds compared one-sidedly by [`kkt_checks`]: left out of the equality check.
+/// The KKT bounds compared one-sidedly by [`kkt_checks`] (with their own messages): left
+/// out of [`DERIVED`]'s comparison.
 const KKT_BOUNDS: [(&str, &str); 4] = [
     ("paper", "epsilon_upper"),
     ("paper", "delta_upper"),
@@ -350,11 +415,82 @@ const KKT_BOUNDS: [(&str, &str); 4] = [
     ("nnls", "delta_upper"),
 ];
 
-/// The checks of [`DERIVED`], and that every listed support index is an example.
-fn derived_checks(cert: &Certificate, re: &Certificate) -> Result<Vec<Check>> {
-    let json = |c: &Certificate| {
-        serde_json::to_value(c).map_err(|e| Error::Certify(format!("certificate to JSON: {e}")))
+/// Relative tolerance of estimates (f64 values of non-certified computations, e.g.
+/// `rho_estimate`): the same certificate recomputed on a CPU with other SIMD kernels may
+/// differ in the last bits. An estimate claims nothing certified.
+pub const ESTIMATE_RTOL: f64 = 1e-9;
+
+/// How a leaf of a derived record is compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// A fact of a deterministic computation: must equal the recomputation.
+    Fact,
+    /// A certified lower bound (`*_lower`): must be ≤ the recomputed one.
+    Lower,
+    /// A certified upper bound (`*_upper`): must be ≥ the recomputed one.
+    Upper,
+    /// An f64 estimate: within [`ESTIMATE_RTOL`] relative of the recomputed one.
+    Estimate,
+}
+
+impl Role {
+    /// The role of the value under key `key` of the KKT record or the homogeneity witness
+    /// (the names say what a number is: `*_lower`/`*_upper` bounds, `*_estimate`s, and the
+    /// f64 values of the multipliers and the witness's radii, which are estimates too).
+    fn of(key: &str) -> Self {
+        match key {
+            "paper_scale" | "weight" | "lambda_paper" | "lambda_nnls" | "max_rel_radius" => {
+                Role::Estimate
+            }
+            k if k.ends_with("_lower") => Role::Lower,
+            k if k.ends_with("_upper") => Role::Upper,
+            k if k.ends_with("_estimate") => Role::Estimate,
+            _ => Role::Fact,
+        }
+    }
+}
+
+/// A certificate part as JSON.
+fn json<T: Serialize>(t: &T) -> Result<serde_json::Value> {
+    serde_json::to_value(t).map_err(|e| Error::Certify(format!("certificate to JSON: {e}")))
+}
+
+/// A check over a derived record from its list of differences ([`json_diff`]): confirmed
+/// when there are none; refuted when a fact differs (the record is false); otherwise not
+/// confirmed (a bound tighter than the recomputation, an estimate off).
+fn fact_check(claim: &str, diffs: &[Diff]) -> Check {
+    let status = if diffs.is_empty() {
+        Status::Confirmed
+    } else if diffs.iter().any(|d| d.refutes) {
+        Status::Refuted
+    } else {
+        Status::Unconfirmed
     };
+    let detail = if diffs.is_empty() {
+        "equals the recomputed value".into()
+    } else {
+        let shown: Vec<&str> = diffs.iter().take(4).map(|d| d.text.as_str()).collect();
+        format!(
+            "differs from the recomputation: {}{}",
+            shown.join("; "),
+            if diffs.len() > 4 {
+                format!(" (and {} more)", diffs.len() - 4)
+            } else {
+                String::new()
+            }
+        )
+    };
+    Check {
+        claim: claim.into(),
+        status,
+        detail,
+    }
+}
+
+/// The checks of [`DERIVED`], that every listed support index is an example, and of the
+/// per-example enclosures.
+fn derived_checks(cert: &Certificate, run: &CertifyRun) -> Result<Vec<Check>> {
+    let re = &run.certificate;
     let (mut cv, mut rv) = (json(cert)?, json(re)?);
     for v in [&mut cv, &mut rv] {
         if let Some(k) = v.pointer_mut("/kkt").and_then(|k| k.as_object_mut()) {
@@ -373,33 +509,14 @@ fn derived_checks(cert: &Certificate, re: &Certificate) -> Result<Vec<Check>> {
             rv.pointer(path).unwrap_or(&null),
         );
         let mut diffs = Vec::new();
-        // The forward statistics are optional (certificates written before they existed
-        // carry none): no claim, nothing to check.
+        // The forward statistics are optional: `null` claims nothing.
         if !(path == "/forward" && c.is_null()) {
-            json_diff(path, c, r, &mut diffs);
+            json_diff(path, c, r, Role::Fact, &mut diffs);
         }
-        let claim = path.trim_start_matches('/').replace('/', ".");
-        out.push(if diffs.is_empty() {
-            Check {
-                claim,
-                status: Status::Confirmed,
-                detail: "equals the recomputed value".into(),
-            }
-        } else {
-            Check {
-                claim,
-                status: Status::Refuted,
-                detail: format!(
-                    "differs from the recomputation: {}{}",
-                    diffs[..diffs.len().min(4)].join("; "),
-                    if diffs.len() > 4 {
-                        format!(" (and {} more)", diffs.len() - 4)
-                    } else {
-                        String::new()
-                    }
-                ),
-            }
-        });
+        out.push(fact_check(
+            &path.trim_start_matches('/').replace('/', "."),
+            &diffs,
+        ));
     }
     let n = re.margin.examples;
     let bad: Vec<usize> = cert
@@ -425,44 +542,133 @@ fn derived_checks(cert: &Certificate, re: &Certificate) -> Result<Vec<Check>> {
             format!("every listed index is one of the {n} examples")
         },
     });
+    if let Some(claimed) = &cert.per_example {
+        out.push(per_example_check(claimed, &run.margins));
+    }
     Ok(out)
 }
 
-/// Appends `path: claimed X, recomputed Y` for every leaf where `c` and `r` differ (floats
-/// to 1e-9 relative; objects must have the same keys, arrays the same length).
-fn json_diff(path: &str, c: &serde_json::Value, r: &serde_json::Value, out: &mut Vec<String>) {
+/// Every claimed per-example margin enclosure against the recomputed one, as one check:
+/// refuted when one is false or the list has the wrong length, not confirmed when one is
+/// tighter than the recomputation.
+fn per_example_check(claimed: &[Enclosure], truth: &[Enclosure]) -> Check {
+    let claim = "per_example".to_string();
+    if claimed.len() != truth.len() {
+        return Check {
+            claim,
+            status: Status::Refuted,
+            detail: format!(
+                "{} enclosures claimed for {} examples",
+                claimed.len(),
+                truth.len()
+            ),
+        };
+    }
+    let failed: Vec<(usize, Check)> = claimed
+        .iter()
+        .zip(truth)
+        .enumerate()
+        .map(|(n, (c, t))| (n, check_enclosure(&format!("q_{n}"), c, t)))
+        .filter(|(_, c)| c.status != Status::Confirmed)
+        .collect();
+    let status = if failed.iter().any(|(_, c)| c.status == Status::Refuted) {
+        Status::Refuted
+    } else if failed.is_empty() {
+        Status::Confirmed
+    } else {
+        Status::Unconfirmed
+    };
+    let detail = if failed.is_empty() {
+        format!(
+            "all {} enclosures contain the recomputed ones",
+            claimed.len()
+        )
+    } else {
+        let shown: Vec<String> = failed
+            .iter()
+            .take(4)
+            .map(|(n, c)| format!("example {n}: {}", c.detail))
+            .collect();
+        format!(
+            "{} of {} examples fail: {}",
+            failed.len(),
+            claimed.len(),
+            shown.join("; ")
+        )
+    };
+    Check {
+        claim,
+        status,
+        detail,
+    }
+}
+
+/// One difference found by [`json_diff`].
+struct Diff {
+    /// `path: claimed X, recomputed Y`.
+    text: String,
+    /// True when it shows the claim false (a fact that differs), false when the claim is
+    /// only not confirmed (a bound tighter than the recomputed one, an estimate off).
+    refutes: bool,
+}
+
+/// Appends a [`Diff`] for every leaf where `c` (claimed) and `r` (recomputed) differ, each
+/// leaf compared by its [`Role`] (the key's, inherited by array items; `role` at the top).
+/// Objects must have the same keys, arrays the same length.
+fn json_diff(
+    path: &str,
+    c: &serde_json::Value,
+    r: &serde_json::Value,
+    role: Role,
+    out: &mut Vec<Diff>,
+) {
     use serde_json::Value;
+    let fact = |text: String| Diff {
+        text,
+        refutes: true,
+    };
     match (c, r) {
         (Value::Object(a), Value::Object(b)) => {
             for (k, av) in a {
                 match b.get(k) {
-                    Some(bv) => json_diff(&format!("{path}/{k}"), av, bv, out),
-                    None => out.push(format!(
+                    Some(bv) => json_diff(&format!("{path}/{k}"), av, bv, Role::of(k), out),
+                    None => out.push(fact(format!(
                         "{path}/{k}: claimed {av}, not in the recomputation"
-                    )),
+                    ))),
                 }
             }
             for k in b.keys().filter(|k| !a.contains_key(*k)) {
-                out.push(format!("{path}/{k}: missing, recomputed {}", b[k]));
+                out.push(fact(format!("{path}/{k}: missing, recomputed {}", b[k])));
             }
         }
         (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
             for (i, (av, bv)) in a.iter().zip(b).enumerate() {
-                json_diff(&format!("{path}/{i}"), av, bv, out);
+                json_diff(&format!("{path}/{i}"), av, bv, role, out);
             }
         }
-        (Value::Number(a), Value::Number(b)) if a.is_f64() || b.is_f64() => {
+        (Value::Number(a), Value::Number(b)) if role != Role::Fact => {
             let (x, y) = (
                 a.as_f64().unwrap_or(f64::NAN),
                 b.as_f64().unwrap_or(f64::NAN),
             );
-            let close = x == y || (x - y).abs() <= 1e-9 * x.abs().max(y.abs());
-            if !close {
-                out.push(format!("{path}: claimed {x:e}, recomputed {y:e}"));
+            // `{:e}` prints the shortest decimals that read back to the same f64.
+            let (ok, what) = match role {
+                Role::Lower => (x <= y, "a lower bound above the recomputed one"),
+                Role::Upper => (x >= y, "an upper bound below the recomputed one"),
+                _ => (
+                    x == y || (x - y).abs() <= ESTIMATE_RTOL * x.abs().max(y.abs()),
+                    "an estimate off by more than 1e-9 relative",
+                ),
+            };
+            if !ok {
+                out.push(Diff {
+                    text: format!("{path}: claimed {x:e}, recomputed {y:e} ({what})"),
+                    refutes: false,
+                });
             }
         }
         _ if c == r => {}
-        _ => out.push(format!("{path}: claimed {c}, recomputed {r}")),
+        _ => out.push(fact(format!("{path}: claimed {c}, recomputed {r}"))),
     }
 }
 

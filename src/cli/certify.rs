@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser};
 
-use margincert::certify::certificate::{CertifyOptions, certify};
+use margincert::certify::certificate::{CertifyOptions, certify_run};
 use margincert::error::{Error, Result};
 use margincert::io::write_atomic;
 use margincert::loss::LossKind;
@@ -64,6 +64,11 @@ pub struct CertifyArgs {
     /// Print the certificate JSON on standard output instead of the summary.
     #[arg(long)]
     pub json: bool,
+    /// Also record every example's certified margin enclosure `[lo, hi]` of q_n (data
+    /// order, from the same pass as the summary), so that one can see which examples are
+    /// decided; `verify` re-checks each.
+    #[arg(long)]
+    pub per_example: bool,
     /// Midpoint arithmetic of the certified forward pass: f64, dd (double-double, for
     /// deep nets such as the CIFAR VGG) or auto (f64, then dd for the examples whose logit
     /// enclosures are too wide).
@@ -133,7 +138,11 @@ pub fn cmd(a: &CertifyArgs) -> Result<()> {
         data.len()
     );
     let started = std::time::Instant::now();
-    let mut cert = certify(&ckpt.spec, &ckpt.params, &data, &opts)?;
+    let run = certify_run(&ckpt.spec, &ckpt.params, &data, &opts)?;
+    let mut cert = run.certificate;
+    if a.per_example {
+        cert.per_example = Some(run.margins);
+    }
     cert.checkpoint_sha256 = Some(digest);
     write_atomic(&out, cert.to_json().as_bytes())?;
     if a.json {

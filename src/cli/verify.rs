@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use margincert::certify::certificate::Certificate;
-use margincert::certify::verify::verify;
+use margincert::certify::verify::{Status, check_binding, verify};
 use margincert::error::{Error, Result};
 use margincert::report::Summary;
 
@@ -38,26 +38,28 @@ pub fn cmd(a: &VerifyArgs) -> Result<()> {
     let model = a.model.load(&a.checkpoint)?;
     let (ckpt, digest) = (model.checkpoint, model.sha256);
     // A certificate is a claim about one model file: without its hash it is bound to nothing.
-    let Some(want) = &cert.checkpoint_sha256 else {
-        return Err(Error::Certify(
-            "the certificate records no model file hash (checkpoint_sha256): it is not bound \
-             to a model and cannot be verified; certify the model file again"
-                .into(),
-        ));
-    };
-    if *want != digest {
-        return Err(Error::Checksum {
-            what: format!("model file {}", a.checkpoint.display()),
-            expected: want.clone(),
-            got: digest,
-        });
-    }
+    check_binding(
+        &cert,
+        &digest,
+        &format!("model file {}", a.checkpoint.display()),
+    )?;
     let data = a.data.load(&ckpt, a.split)?;
     let report = verify(&cert, &ckpt.spec, &ckpt.params, &data)?;
     println!("{}", report.summary());
     if report.ok() {
         Ok(())
     } else {
-        Err(Error::Certify("the certificate was refuted".into()))
+        let refuted = report
+            .checks
+            .iter()
+            .filter(|c| c.status == Status::Refuted)
+            .count();
+        Err(Error::Certify(if refuted > 0 {
+            format!("the certificate was refuted: {refuted} claims are false (listed above)")
+        } else {
+            "the certificate is not confirmed: some claims are tighter than the recomputation \
+             can prove (listed above); none was shown false"
+                .into()
+        }))
     }
 }

@@ -7,7 +7,7 @@ use super::Summary;
 use crate::certify::bounds::Decision;
 use crate::certify::certificate::Certificate;
 use crate::certify::kkt::KktCertificate;
-use crate::certify::verify::VerifyReport;
+use crate::certify::verify::{Check, Status, VerifyReport};
 
 /// How a three-valued decision reads in a summary.
 pub fn decision(d: Decision) -> &'static str {
@@ -60,6 +60,22 @@ impl Summary for Certificate {
             "  provably correct (q_n > 0): {} / {}; provably q_n ≤ 0: {}",
             m.certified_positive, m.examples, m.certified_nonpositive
         );
+        if let Some(q) = &self.per_example {
+            let undecided: Vec<usize> = (0..q.len())
+                .filter(|&n| q[n].lo <= 0.0 && q[n].hi > 0.0)
+                .collect();
+            let _ = writeln!(
+                s,
+                "  per-example enclosures of q_n recorded: {} ({} undecided{})",
+                q.len(),
+                undecided.len(),
+                if undecided.is_empty() {
+                    String::new()
+                } else {
+                    format!(", first: {:?}", &undecided[..undecided.len().min(8)])
+                }
+            );
+        }
         let nm = &self.norms;
         let _ = writeln!(s, "rho = ||theta||_2 ∈ {}", nm.rho);
         for (i, l) in nm.layers.iter().enumerate() {
@@ -203,16 +219,25 @@ impl Summary for KktCertificate {
 
 impl Summary for VerifyReport {
     fn summary(&self) -> String {
-        let mut s = format!(
-            "{} claims checked: {}\n",
-            self.checks.len(),
-            if self.ok() {
-                "all confirmed"
-            } else {
-                "VERIFICATION FAILED"
-            }
-        );
-        for c in &self.checks {
+        let count = |st: Status| self.checks.iter().filter(|c| c.status == st).count();
+        let (refuted, unconfirmed) = (count(Status::Refuted), count(Status::Unconfirmed));
+        let verdict = match (refuted, unconfirmed) {
+            (0, 0) => "all confirmed".to_string(),
+            (0, u) => format!(
+                "VERIFICATION FAILED: {u} not confirmed (tighter than the recomputation can \
+                 prove, or a recorded estimate that differs; none shown false)"
+            ),
+            (r, u) => format!("VERIFICATION FAILED: {r} refuted (shown false), {u} not confirmed"),
+        };
+        let mut s = format!("{} claims checked: {verdict}\n", self.checks.len());
+        // Failures first, so that a person sees what to act on.
+        let mut order: Vec<&Check> = self.checks.iter().collect();
+        order.sort_by_key(|c| match c.status {
+            Status::Refuted => 0,
+            Status::Unconfirmed => 1,
+            Status::Confirmed => 2,
+        });
+        for c in order {
             let _ = writeln!(s, "  [{:?}] {}: {}", c.status, c.claim, c.detail);
         }
         s

@@ -280,7 +280,7 @@ fn certificates_are_bound_to_the_model_file() {
     v.as_object_mut().unwrap().remove("checkpoint_sha256");
     std::fs::write(&unbound, v.to_string()).unwrap();
     let o = margincert(&["verify", &arg(&unbound), &arg(&ckpt)]);
-    assert_clean_failure(&o, "not bound");
+    assert_clean_failure(&o, "checkpoint_sha256 is missing");
 
     // A PyTorch state_dict with its spec, and an ONNX graph: certify, then verify against the
     // very same file; the certificate records that file's SHA-256.
@@ -369,4 +369,75 @@ fn unknown_fields_are_refused() {
     .unwrap();
     let o = margincert(&["inspect", spec.to_str().unwrap()]);
     assert_clean_failure(&o, "unknown field `units`");
+}
+
+/// `certify --per-example` records every q_n enclosure and `verify` re-checks each; its
+/// messages say which claim, the claimed and recomputed values to every digit, and call a
+/// certificate refuted only when a claim is shown false. A certificate without the schema
+/// version (written before versioning) is refused with what to do.
+#[test]
+fn per_example_enclosures_and_verify_messages() {
+    let root = crate::common::data::crate_root();
+    let ckpt = root.join("fixtures/expected/linear-last.safetensors");
+    let dir = tempfile::tempdir().unwrap();
+    let arg = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let out = dir.path().join("c.json");
+    let o = margincert(&[
+        "certify",
+        &arg(&ckpt),
+        "--no-kkt",
+        "--per-example",
+        "--out",
+        &arg(&out),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("per-example enclosures of q_n recorded"));
+    let base: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let n = base["margin"]["examples"].as_u64().unwrap() as usize;
+    assert_eq!(base["per_example"].as_array().unwrap().len(), n);
+    let o = margincert(&["verify", &arg(&out), &arg(&ckpt)]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("all confirmed"), "{}", text(&o));
+
+    let edited = dir.path().join("edited.json");
+    let verify_edit = |v: &serde_json::Value| {
+        std::fs::write(&edited, v.to_string()).unwrap();
+        margincert(&["verify", &arg(&edited), &arg(&ckpt)])
+    };
+    // One ulp tighter: not confirmed, not refuted; both numbers printed in full.
+    let lo = base["per_example"][3]["lo"].as_f64().unwrap();
+    let mut v = base.clone();
+    v["per_example"][3]["lo"] = serde_json::json!(lo.next_up());
+    let o = verify_edit(&v);
+    assert_clean_failure(&o, "none was shown false");
+    let t = text(&o);
+    assert!(t.contains("[Unconfirmed] per_example"), "{t}");
+    assert!(
+        t.contains(&format!("{:e}", lo.next_up())) && t.contains(&format!("{lo:e}")),
+        "{t}"
+    );
+    assert!(!t.contains("refuted"), "{t}");
+    // Above the recomputed upper bound: shown false.
+    let hi = base["per_example"][3]["hi"].as_f64().unwrap();
+    v["per_example"][3]["lo"] = serde_json::json!(hi + 1.0);
+    v["per_example"][3]["hi"] = serde_json::json!(hi + 2.0);
+    let o = verify_edit(&v);
+    assert_clean_failure(&o, "refuted: 1 claims are false");
+    assert!(text(&o).contains("[Refuted] per_example"), "{}", text(&o));
+    // One enclosure too few.
+    let mut v = base.clone();
+    v["per_example"].as_array_mut().unwrap().pop();
+    assert_clean_failure(&verify_edit(&v), "refuted");
+    // No schema version, another one.
+    for bad in [serde_json::Value::Null, serde_json::json!(1)] {
+        let mut v = base.clone();
+        match bad {
+            serde_json::Value::Null => {
+                v.as_object_mut().unwrap().remove("schema_version");
+            }
+            b => v["schema_version"] = b,
+        }
+        assert_clean_failure(&verify_edit(&v), "certify the model again");
+    }
 }

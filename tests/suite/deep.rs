@@ -392,14 +392,17 @@ fn certify_auto_uses_dd_on_deep_net_and_verifies() {
     assert!(cert.margin.q_min.hi <= f64_cert.margin.q_min.hi);
     let report = verify(&cert, &spec, &params, &data).unwrap();
     assert!(report.ok(), "{}", report.summary());
-    // Old certificates (no `forward` option) parse as binary64 and still verify.
+    // A certificate without forward statistics (`null`: no claim) verifies; one without the
+    // fields at all was written before schema 2 and is refused, saying why.
     let mut json: serde_json::Value = serde_json::from_str(&f64_cert.to_json()).unwrap();
-    json["options"].as_object_mut().unwrap().remove("forward");
-    json.as_object_mut().unwrap().remove("forward");
+    json["forward"] = serde_json::Value::Null;
     let old = margincert::certify::Certificate::from_json(&json.to_string()).unwrap();
-    assert_eq!(old.options.forward, ForwardMode::F64);
     assert!(old.forward.is_none());
     assert!(verify(&old, &spec, &params, &data).unwrap().ok());
+    json.as_object_mut().unwrap().remove("schema_version");
+    json["options"].as_object_mut().unwrap().remove("forward");
+    let err = margincert::certify::Certificate::from_json(&json.to_string()).unwrap_err();
+    assert!(err.to_string().contains("schema version"), "{err}");
 }
 
 /// `certify --precision-mode dd|f64|auto` end to end; the mode is recorded in the

@@ -47,9 +47,11 @@ fn every_forged_field_is_refused() {
             "kkt.q_min_lower x10",
             Box::new(|v| scale(v, "/kkt/q_min_lower", 10.0)),
         ),
+        // (×10 would loosen this upper bound: a weaker, true claim, which `verify` accepts;
+        // tests/suite/mutations.rs checks that weakening edits are accepted.)
         (
-            "kkt.q_min_upper x10",
-            Box::new(|v| scale(v, "/kkt/q_min_upper", 10.0)),
+            "kkt.q_min_upper /10",
+            Box::new(|v| scale(v, "/kkt/q_min_upper", 0.1)),
         ),
         ("kkt.q_lo x10", Box::new(|v| scale(v, "/kkt/q_lo", 10.0))),
         (
