@@ -104,6 +104,18 @@ pub struct DatasetInfo {
     pub sha256: String,
 }
 
+impl DatasetInfo {
+    /// The description of `data` (its SHA-256 computed here).
+    pub fn of(data: &Dataset) -> Self {
+        Self {
+            name: data.name.clone(),
+            size: data.len(),
+            classes: data.classes,
+            sha256: data.sha256(),
+        }
+    }
+}
+
 /// Normalized margins (homogeneous specs only).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -329,12 +341,7 @@ pub fn certify_run(
     let cert = Certificate {
         schema_version: SCHEMA_VERSION,
         margincert_version: env!("CARGO_PKG_VERSION").to_string(),
-        dataset: DatasetInfo {
-            name: data.name.clone(),
-            size: n,
-            classes: data.classes,
-            sha256: data.sha256(),
-        },
+        dataset: DatasetInfo::of(data),
         checkpoint_sha256: None,
         spec: spec.clone(),
         options: opts.clone(),
@@ -382,25 +389,36 @@ impl Certificate {
                 )));
             }
         }
-        let cert: Self = serde_json::from_value(value.clone()).map_err(|e| bad(e.to_string()))?;
-        // What was parsed, written back and read again, must be the text: no field missing,
-        // none ignored (serde skips unknown keys of some enum variants), no number that
-        // reads as another (an f32 weight given to more digits than it holds).
-        let canonical: serde_json::Value =
-            serde_json::from_str(&cert.to_json()).map_err(|e| bad(e.to_string()))?;
-        let mut diffs = Vec::new();
-        text_differences("", &canonical, &value, &mut diffs);
-        if let Some(first) = diffs.first() {
-            return Err(bad(format!(
-                "{first}{}",
-                if diffs.len() > 1 {
-                    format!(" (and {} more)", diffs.len() - 1)
-                } else {
-                    String::new()
-                }
-            )));
-        }
+        let cert: Self = from_value_exact(value, "certificate")?;
         Ok(cert)
+    }
+}
+
+/// Parses `value` as a `T` and checks that what was parsed, written back and read again, is
+/// the text: no field missing, none ignored (serde skips unknown keys of some enum
+/// variants), no number that reads as another (an f32 given to more digits than it holds).
+/// `what` names the document in errors.
+pub fn from_value_exact<T: Serialize + serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+    what: &str,
+) -> Result<T> {
+    let bad = |e: String| Error::Certify(format!("invalid {what} JSON: {e}"));
+    let parsed: T = serde_json::from_value(value.clone()).map_err(|e| bad(e.to_string()))?;
+    let text = serde_json::to_string(&parsed).map_err(|e| bad(e.to_string()))?;
+    let canonical: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let mut diffs = Vec::new();
+    text_differences("", &canonical, &value, &mut diffs);
+    match diffs.first() {
+        None => Ok(parsed),
+        Some(first) => Err(bad(format!(
+            "{first}{}",
+            if diffs.len() > 1 {
+                format!(" (and {} more)", diffs.len() - 1)
+            } else {
+                String::new()
+            }
+        ))),
     }
 }
 

@@ -125,10 +125,16 @@ fn check_decision(claim: &str, claimed: Decision, truth: Decision) -> Check {
 }
 
 /// Checks that `cert` is about the model file whose SHA-256 is `model_sha256` (`what` names
-/// the file in the error). A certificate without a model hash is bound to nothing and is
-/// refused: certify the model file again.
+/// the file in the error): [`check_hash`] of its `checkpoint_sha256`.
 pub fn check_binding(cert: &Certificate, model_sha256: &str, what: &str) -> Result<()> {
-    let Some(want) = &cert.checkpoint_sha256 else {
+    check_hash(cert.checkpoint_sha256.as_deref(), model_sha256, what)
+}
+
+/// Checks that a document recording the model hash `recorded` is about the file whose
+/// SHA-256 is `model_sha256`. A document without a model hash is bound to nothing and is
+/// refused: compute it again from the model file.
+pub fn check_hash(recorded: Option<&str>, model_sha256: &str, what: &str) -> Result<()> {
+    let Some(want) = recorded else {
         return Err(Error::Certify(
             "the certificate records no model file hash (checkpoint_sha256): it is not bound \
              to a model and cannot be verified; certify the model file again"
@@ -138,7 +144,7 @@ pub fn check_binding(cert: &Certificate, model_sha256: &str, what: &str) -> Resu
     if want != model_sha256 {
         return Err(Error::Checksum {
             what: what.into(),
-            expected: want.clone(),
+            expected: want.into(),
             got: model_sha256.into(),
         });
     }

@@ -106,6 +106,10 @@ pub fn cmd(a: &AuditArgs) -> Result<()> {
     let o = a.options();
     let source = format!("{}", a.model.display());
     let mut report = audit(&model.checkpoint, &data, &source, &model.notes, &o)?;
+    if let Some(rb) = &mut report.robust {
+        rb.l2.checkpoint_sha256 = Some(model.sha256.clone());
+        rb.linf.checkpoint_sha256 = Some(model.sha256.clone());
+    }
     report.certificate.checkpoint_sha256 = Some(model.sha256);
     report.write(&a.out, o.bins)?;
     println!("{}", report.markdown());

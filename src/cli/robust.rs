@@ -59,7 +59,12 @@ pub fn cmd(a: &RobustArgs) -> Result<()> {
             ..Default::default()
         },
     };
-    let rep = robust::run(&ckpt.spec, &ckpt.params, &data, &opts)?;
+    let mut rep = robust::run(&ckpt.spec, &ckpt.params, &data, &opts)?;
+    // The report is a claim about this model file: `verify` checks the hash.
+    rep.checkpoint_sha256 = Some(margincert::io::sha256_hex(
+        &std::fs::read(&a.checkpoint)
+            .map_err(|e| margincert::error::Error::io(&a.checkpoint, e))?,
+    ));
     margincert::report::robust::write(&rep, &a.out)?;
     print!("{}", rep.summary());
     Ok(())

@@ -1,13 +1,15 @@
-//! `margincert verify`: recompute every claim of a certificate and confirm or refute it.
+//! `margincert verify`: recompute every claim of a certificate (`certify`, `audit`) or of a
+//! robustness report (`robust.json`) and confirm or refute it.
 
 use std::path::PathBuf;
 
 use clap::Args;
 
 use margincert::certify::certificate::Certificate;
-use margincert::certify::verify::{Status, check_binding, verify};
+use margincert::certify::verify::{Status, check_binding, check_hash, verify};
 use margincert::error::{Error, Result};
 use margincert::report::Summary;
+use margincert::robust::RobustReport;
 
 use super::args::ModelArgs;
 use super::data::{OptDataArgs, SplitName};
@@ -26,25 +28,33 @@ pub struct VerifyArgs {
     /// Data source and selection; by default the checkpoint's.
     #[command(flatten)]
     pub data: OptDataArgs,
-    /// Which split the certificate is about.
-    #[arg(long, value_enum, default_value = "train")]
-    pub split: SplitName,
+    /// Which split the certificate is about (default: train for a certificate, test for a
+    /// robustness report, as `certify` and `robust` default).
+    #[arg(long, value_enum)]
+    pub split: Option<SplitName>,
 }
 
 /// `margincert verify`: an error when any claim is not confirmed.
 pub fn cmd(a: &VerifyArgs) -> Result<()> {
     let text = std::fs::read_to_string(&a.certificate).map_err(|e| Error::io(&a.certificate, e))?;
-    let cert = Certificate::from_json(&text)?;
+    // A robustness report (`robust.json`) has a Lipschitz bound; a certificate does not.
+    let robust = serde_json::from_str::<serde_json::Value>(&text)
+        .is_ok_and(|v| v.get("lipschitz").is_some());
     let model = a.model.load(&a.checkpoint)?;
     let (ckpt, digest) = (model.checkpoint, model.sha256);
-    // A certificate is a claim about one model file: without its hash it is bound to nothing.
-    check_binding(
-        &cert,
-        &digest,
-        &format!("model file {}", a.checkpoint.display()),
-    )?;
-    let data = a.data.load(&ckpt, a.split)?;
-    let report = verify(&cert, &ckpt.spec, &ckpt.params, &data)?;
+    let what = format!("model file {}", a.checkpoint.display());
+    let report = if robust {
+        let rep = RobustReport::from_json(&text)?;
+        // A report is a claim about one model file: without its hash it is bound to nothing.
+        check_hash(rep.checkpoint_sha256.as_deref(), &digest, &what)?;
+        let data = a.data.load(&ckpt, a.split.unwrap_or(SplitName::Test))?;
+        margincert::robust::verify::verify(&rep, &ckpt.spec, &ckpt.params, &data)?
+    } else {
+        let cert = Certificate::from_json(&text)?;
+        check_binding(&cert, &digest, &what)?;
+        let data = a.data.load(&ckpt, a.split.unwrap_or(SplitName::Train))?;
+        verify(&cert, &ckpt.spec, &ckpt.params, &data)?
+    };
     println!("{}", report.summary());
     if report.ok() {
         Ok(())

@@ -46,6 +46,10 @@ impl AuditDocument for AuditReport {
         if let Some(rb) = &self.robust {
             for (file, rep) in ROBUST_PLOTS.iter().zip([&rb.l2, &rb.linf]) {
                 write_atomic(&dir.join(file), super::svg::robust_curves(rep)?.as_bytes())?;
+                // The report alone, for `margincert verify` (robust_l2.json, robust_linf.json).
+                let json = serde_json::to_string_pretty(rep)
+                    .map_err(|e| Error::Invalid(format!("serializing {file}: {e}")))?;
+                write_atomic(&dir.join(file).with_extension("json"), json.as_bytes())?;
             }
         }
         Ok(())

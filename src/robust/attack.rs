@@ -81,7 +81,8 @@ impl<'a> Probe<'a> {
 }
 
 /// Attack settings.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AttackOptions {
     /// Gradient steps per restart.
     pub steps: usize,

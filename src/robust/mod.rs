@@ -14,6 +14,7 @@
 pub mod attack;
 pub mod crown;
 pub mod lipschitz;
+pub mod verify;
 
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::certify::Enclosure;
 use crate::certify::ball::{BallVec, input_enclosure};
 use crate::certify::bounds::ext_f64;
+use crate::certify::certificate::DatasetInfo;
 use crate::certify::forward::{CertifiedNet, PreparedNet};
 use crate::certify::margin::{Task, gaps, margin_of};
 use crate::certify::round::{down, interval_to_ball, up};
@@ -183,6 +185,7 @@ pub fn lipschitz_radius(logits: &BallVec, lip: &Lipschitz, data: &Dataset, task:
 
 /// Per-example result.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ExampleRadii {
     /// Index in the dataset.
     pub index: usize,
@@ -209,6 +212,7 @@ pub struct ExampleRadii {
 /// Robust accuracy at each ε: certified (lower bound on the true robust accuracy) and
 /// empirical (upper bound).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Curve {
     /// ε grid.
     pub eps: Vec<f64>,
@@ -218,13 +222,29 @@ pub struct Curve {
     pub empirical: Vec<f64>,
 }
 
-/// The report of one robustness run.
+/// The version of the robustness report schema this margincert writes and reads
+/// ([`verify::RobustReport::from_json`]); 1 is the first verifiable one.
+pub const ROBUST_SCHEMA_VERSION: u32 = 1;
+
+/// The report of one robustness run: a certificate of robustness radii that
+/// [`verify::verify`] re-checks.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RobustReport {
+    /// The schema version, [`ROBUST_SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The dataset (its examples, in order, are `examples`).
+    pub dataset: DatasetInfo,
+    /// SHA-256 of the model file (filled by the CLI; `verify` refuses a report without it).
+    pub checkpoint_sha256: Option<String>,
     /// Norm.
     pub norm: Norm,
     /// Largest ε searched.
     pub eps_max: f64,
+    /// Bisection steps on the radius (certified and attack).
+    pub steps: usize,
+    /// The attack's settings (its `bisection` is `steps`).
+    pub attack: AttackOptions,
     /// Certified upper bound on the network's L2 Lipschitz constant.
     #[serde(with = "ext_f64")]
     pub lipschitz: f64,
@@ -234,6 +254,18 @@ pub struct RobustReport {
     pub curve: Curve,
     /// Number of examples whose certified radius exceeds the attack radius (must be 0).
     pub violations: usize,
+}
+
+impl RobustReport {
+    /// The options the report was computed with.
+    pub fn options(&self) -> RobustOptions {
+        RobustOptions {
+            norm: self.norm,
+            eps_max: self.eps_max,
+            steps: self.steps,
+            attack: self.attack,
+        }
+    }
 }
 
 /// Options of [`run`].
@@ -389,8 +421,13 @@ impl<'a> RobustSetup<'a> {
             .count();
         let curve = curve(&examples, opts.eps_max, 21);
         Ok(RobustReport {
+            schema_version: ROBUST_SCHEMA_VERSION,
+            dataset: DatasetInfo::of(data),
+            checkpoint_sha256: None,
             norm: opts.norm,
             eps_max: opts.eps_max,
+            steps: opts.steps,
+            attack: aopts,
             lipschitz: lip.network,
             examples,
             curve,

@@ -441,3 +441,52 @@ fn per_example_enclosures_and_verify_messages() {
         assert_clean_failure(&verify_edit(&v), "certify the model again");
     }
 }
+
+/// `robust` writes a report bound to the model file that `verify` re-checks: confirmed as
+/// written, not confirmed when a certified radius is raised, refused against another file.
+#[test]
+fn robustness_reports_are_verified() {
+    let root = crate::common::data::crate_root();
+    let ckpt = root.join("fixtures/expected/linear-last.safetensors");
+    let other = root.join("fixtures/expected/linear-loss-1e-5.safetensors");
+    let dir = tempfile::tempdir().unwrap();
+    let arg = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let out = dir.path().join("r");
+    let (c, d) = (arg(&ckpt), arg(&out));
+    let o = margincert(&[
+        "robust",
+        &c,
+        "--norm",
+        "inf",
+        "--subset",
+        "5",
+        "--steps",
+        "6",
+        "--restarts",
+        "1",
+        "--out",
+        &d,
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let rep = out.join("robust.json");
+    let verify = |r: &std::path::Path, model: &std::path::Path| {
+        margincert(&["verify", &arg(r), &arg(model), "--subset", "5"])
+    };
+    let o = verify(&rep, &ckpt);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("all confirmed"), "{}", text(&o));
+    assert_clean_failure(&verify(&rep, &other), "checksum");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
+    let r = v["examples"][0]["certified"].as_f64().unwrap();
+    v["examples"][0]["certified"] = serde_json::json!(r.next_up());
+    let edited = dir.path().join("edited.json");
+    std::fs::write(&edited, v.to_string()).unwrap();
+    let o = verify(&edited, &ckpt);
+    assert_clean_failure(&o, "none was shown false");
+    assert!(
+        text(&o).contains("[Unconfirmed] examples.certified"),
+        "{}",
+        text(&o)
+    );
+}

@@ -13,25 +13,41 @@
 
 use margincert::certify::Certificate;
 use margincert::certify::certificate::{CertifyOptions, CertifyRun, certify_run};
-use margincert::certify::verify::{check_binding, compare, recompute, verify};
+use margincert::certify::verify::{check_binding, check_hash, compare, recompute, verify};
 use margincert::checkpoint::Checkpoint;
 use margincert::config::RunConfig;
 use margincert::data::Dataset;
 use margincert::io::sha256_hex;
 use margincert::model::{Layer, ModelSpec, Params, Shape};
+use margincert::robust::verify as robust_verify;
+use margincert::robust::{AttackOptions, Norm, RobustOptions, RobustReport};
 use serde_json::{Value, json};
 
 use crate::common::data::{crate_root, embedded_train};
 
-/// One certificate with what it is about, and the recomputation `verify` compares with.
+/// Which document a case is: the mutation rules and the judge differ.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Doc {
+    Certificate,
+    Robust,
+}
+
+/// The recomputation `verify` compares a document with.
+enum Recomputed {
+    Certificate(Box<CertifyRun>),
+    Robust(Box<RobustReport>),
+}
+
+/// One document (a certificate or a robustness report) with what it is about.
 struct Case {
     name: &'static str,
-    cert: Value,
+    doc: Doc,
+    value: Value,
     spec: ModelSpec,
     params: Params,
     data: Dataset,
     model_sha: String,
-    run: CertifyRun,
+    re: Recomputed,
 }
 
 /// What the judge said.
@@ -51,34 +67,79 @@ impl Case {
         model_sha: String,
     ) -> Self {
         let run = recompute(&cert, &spec, &params, &data).unwrap();
-        let cert: Value = serde_json::from_str(&cert.to_json()).unwrap();
+        let value: Value = serde_json::from_str(&cert.to_json()).unwrap();
         Self {
             name,
-            cert,
+            doc: Doc::Certificate,
+            value,
             spec,
             params,
             data,
             model_sha,
-            run,
+            re: Recomputed::Certificate(Box::new(run)),
         }
     }
 
-    /// What `margincert verify CERT MODEL` does, with the recomputation shared when the
+    fn robust(
+        name: &'static str,
+        rep: RobustReport,
+        spec: ModelSpec,
+        params: Params,
+        data: Dataset,
+        model_sha: String,
+    ) -> Self {
+        let re = robust_verify::recompute(&rep, &spec, &params, &data).unwrap();
+        let value: Value = serde_json::from_str(&serde_json::to_string(&rep).unwrap()).unwrap();
+        Self {
+            name,
+            doc: Doc::Robust,
+            value,
+            spec,
+            params,
+            data,
+            model_sha,
+            re: Recomputed::Robust(Box::new(re)),
+        }
+    }
+
+    /// What `margincert verify DOC MODEL` does, with the recomputation shared when the
     /// options are the original's (the recomputation depends only on spec, params, data and
     /// options; `compare` errors when spec or dataset differ).
     fn judge(&self, v: &Value) -> Verdict {
         let refused = |e: margincert::error::Error| Verdict::Refused(e.to_string());
-        let cert = match Certificate::from_json(&v.to_string()) {
-            Ok(c) => c,
-            Err(e) => return refused(e),
-        };
-        if let Err(e) = check_binding(&cert, &self.model_sha, "model") {
-            return refused(e);
-        }
-        let report = if v["options"] == self.cert["options"] {
-            compare(&cert, &self.run)
-        } else {
-            verify(&cert, &self.spec, &self.params, &self.data)
+        let text = v.to_string();
+        let report = match &self.re {
+            Recomputed::Certificate(run) => {
+                let cert = match Certificate::from_json(&text) {
+                    Ok(c) => c,
+                    Err(e) => return refused(e),
+                };
+                if let Err(e) = check_binding(&cert, &self.model_sha, "model") {
+                    return refused(e);
+                }
+                if v["options"] == self.value["options"] {
+                    compare(&cert, run)
+                } else {
+                    verify(&cert, &self.spec, &self.params, &self.data)
+                }
+            }
+            Recomputed::Robust(re) => {
+                let rep = match RobustReport::from_json(&text) {
+                    Ok(c) => c,
+                    Err(e) => return refused(e),
+                };
+                if let Err(e) = check_hash(rep.checkpoint_sha256.as_deref(), &self.model_sha, "m") {
+                    return refused(e);
+                }
+                let same = ["/norm", "/eps_max", "/steps", "/attack"]
+                    .iter()
+                    .all(|p| v.pointer(p) == self.value.pointer(p));
+                if same {
+                    robust_verify::compare(&rep, re)
+                } else {
+                    robust_verify::verify(&rep, &self.spec, &self.params, &self.data)
+                }
+            }
         };
         match report {
             Err(e) => refused(e),
@@ -130,8 +191,22 @@ enum Kind {
     Fact,
 }
 
-fn kind_of(path: &str) -> Kind {
+fn kind_of(doc: Doc, path: &str) -> Kind {
     let key = last_key(path);
+    if doc == Doc::Robust {
+        // Certified radii are lower bounds, the attack radius and the Lipschitz constant
+        // upper bounds, a clean margin `[lo, hi]` an enclosure.
+        return match key {
+            // The curve and the violation count are derived from the claimed radii.
+            _ if path.starts_with("/curve") => Kind::Fact,
+            "certified" | "margin_only" | "crown" => Kind::Lower,
+            "attack" | "lipschitz" => Kind::Upper,
+            "margin" if path.ends_with("/0") => Kind::Lower,
+            "margin" => Kind::Upper,
+            _ if is_setting(doc, path) => Kind::Setting,
+            _ => Kind::Fact,
+        };
+    }
     // The ε/δ bounds of the KKT conditions and every `hi`/`*_upper` are upper bounds.
     if key == "hi" || key.ends_with("_upper") {
         return Kind::Upper;
@@ -147,7 +222,7 @@ fn kind_of(path: &str) -> Kind {
     {
         return Kind::Estimate;
     }
-    if is_setting(path) {
+    if is_setting(doc, path) {
         return Kind::Setting;
     }
     if matches!(
@@ -163,20 +238,26 @@ fn kind_of(path: &str) -> Kind {
 /// recompute with it, and a certificate whose every claim a sound recomputation confirms is
 /// true whatever the options were. Except the KKT loss, which the pass overrides with the
 /// certified loss: a different value would record a setting nothing used.
-fn is_setting(path: &str) -> bool {
-    path.starts_with("/options/") && path != "/options/kkt/loss"
+/// For a robustness report, the norm, range, steps and attack settings.
+fn is_setting(doc: Doc, path: &str) -> bool {
+    match doc {
+        Doc::Certificate => path.starts_with("/options/") && path != "/options/kkt/loss",
+        Doc::Robust => {
+            matches!(path, "/norm" | "/eps_max" | "/steps") || path.starts_with("/attack/")
+        }
+    }
 }
 
 const SETTING: &str = "a computation setting: the claims are re-checked by a recomputation with it";
 
 /// The mutations of the number `x` at `path`.
-fn number_mutations(path: &str, n: &serde_json::Number) -> Vec<Mutation> {
+fn number_mutations(doc: Doc, path: &str, n: &serde_json::Number) -> Vec<Mutation> {
     let m = |what: &str, value: Value, expect| Mutation {
         what: format!("{path} {what}"),
         value,
         expect,
     };
-    let kind = kind_of(path);
+    let kind = kind_of(doc, path);
     if let Some(i) = n.as_u64().filter(|_| !n.is_f64()) {
         let (up, down) = match kind {
             Kind::Setting => (Expect::MayAccept(SETTING), Expect::MayAccept(SETTING)),
@@ -289,6 +370,8 @@ fn string_mutations(path: &str, s: &str) -> Vec<Mutation> {
                 "class",
                 "same",
                 "valid",
+                "l2",
+                "inf",
             ]
             .into_iter()
             .filter(|o| *o != s)
@@ -309,17 +392,25 @@ const OPTIONAL_CLAIMS: [&str; 5] = [
     "/norms/rho_pow_l",
 ];
 
+/// Optional claims of a robustness report: a CROWN radius (`null`: not claimed).
+fn is_optional(doc: Doc, path: &str) -> bool {
+    match doc {
+        Doc::Certificate => OPTIONAL_CLAIMS.contains(&path),
+        Doc::Robust => path.starts_with("/examples/") && path.ends_with("/crown"),
+    }
+}
+
 /// Every mutation of the leaf or node `v` at `path`, appended to `out` (recursively).
-fn mutations(path: &str, v: &Value, out: &mut Vec<(String, Mutation)>) {
+fn mutations(doc: Doc, path: &str, v: &Value, out: &mut Vec<(String, Mutation)>) {
     let leaf = !matches!(v, Value::Array(_) | Value::Object(_));
     let mut push = |mut m: Mutation| {
-        if is_setting(path) && leaf && m.expect == Expect::Refuse {
+        if is_setting(doc, path) && leaf && m.expect == Expect::Refuse {
             m.expect = Expect::MayAccept(SETTING);
         }
         out.push((path.to_string(), m))
     };
     if !leaf && !path.is_empty() {
-        let e = if OPTIONAL_CLAIMS.contains(&path) {
+        let e = if is_optional(doc, path) {
             Expect::MayAccept("no claim: weaker")
         } else {
             Expect::Refuse
@@ -327,7 +418,7 @@ fn mutations(path: &str, v: &Value, out: &mut Vec<(String, Mutation)>) {
         push(Mutation {
             what: format!("{path} -> null"),
             value: Value::Null,
-            expect: if is_setting(path) {
+            expect: if is_setting(doc, path) {
                 Expect::MayAccept(SETTING)
             } else {
                 e
@@ -347,10 +438,15 @@ fn mutations(path: &str, v: &Value, out: &mut Vec<(String, Mutation)>) {
         }
         Value::Bool(b) => push(m("flipped", json!(!b), Expect::Refuse)),
         Value::Number(n) => {
-            for x in number_mutations(path, n) {
+            for x in number_mutations(doc, path, n) {
                 push(x);
             }
-            push(m("-> null", Value::Null, Expect::Refuse));
+            let e = if is_optional(doc, path) {
+                Expect::MayAccept("no claim: weaker")
+            } else {
+                Expect::Refuse
+            };
+            push(m("-> null", Value::Null, e));
         }
         Value::String(s) => {
             for x in string_mutations(path, s) {
@@ -368,7 +464,7 @@ fn mutations(path: &str, v: &Value, out: &mut Vec<(String, Mutation)>) {
                 push(m("last item repeated", json!(longer), Expect::Refuse));
             }
             for (i, x) in a.iter().enumerate() {
-                mutations(&format!("{path}/{i}"), x, out);
+                mutations(doc, &format!("{path}/{i}"), x, out);
             }
         }
         Value::Object(o) => {
@@ -381,7 +477,7 @@ fn mutations(path: &str, v: &Value, out: &mut Vec<(String, Mutation)>) {
             more.insert("forged".into(), json!(true));
             push(m("unknown key added", json!(more), Expect::Refuse));
             for (k, x) in o {
-                mutations(&format!("{path}/{k}"), x, out);
+                mutations(doc, &format!("{path}/{k}"), x, out);
             }
         }
     }
@@ -390,17 +486,17 @@ fn mutations(path: &str, v: &Value, out: &mut Vec<(String, Mutation)>) {
 /// Runs every mutation of `case`; returns (mutations, refused, accepted-as-allowed).
 fn run_case(case: &Case) -> (usize, usize, usize) {
     assert_eq!(
-        case.judge(&case.cert),
+        case.judge(&case.value),
         Verdict::Accepted,
         "{}: the untouched certificate verifies",
         case.name
     );
     let mut all = Vec::new();
-    mutations("", &case.cert, &mut all);
+    mutations(case.doc, "", &case.value, &mut all);
     let (mut refused, mut allowed) = (0, 0);
     let mut wrong = Vec::new();
     for (path, mu) in &all {
-        let mut v = case.cert.clone();
+        let mut v = case.value.clone();
         if path.is_empty() {
             v = mu.value.clone();
         } else {
@@ -487,6 +583,31 @@ fn biased_case() -> Case {
     Case::new("biased-mlp", cert, spec, params, data, sha)
 }
 
+/// A robustness report of a fixture checkpoint on its first 6 examples.
+fn robust_case(name: &'static str, ckpt: &str, config: &str, norm: Norm) -> Case {
+    let root = crate_root();
+    let path = root
+        .join("fixtures/expected")
+        .join(format!("{ckpt}.safetensors"));
+    let c = Checkpoint::load(&path).unwrap();
+    let sha = sha256_hex(&std::fs::read(&path).unwrap());
+    let cfg = RunConfig::from_file(&root.join("fixtures/configs").join(config)).unwrap();
+    let data = cfg.data.load().unwrap().train.take(6);
+    let opts = RobustOptions {
+        norm,
+        eps_max: if norm == Norm::L2 { 3.0 } else { 0.3 },
+        steps: 6,
+        attack: AttackOptions {
+            steps: 8,
+            restarts: 1,
+            ..AttackOptions::default()
+        },
+    };
+    let mut rep = margincert::robust::run(&c.spec, &c.params, &data, &opts).unwrap();
+    rep.checkpoint_sha256 = Some(sha.clone());
+    Case::robust(name, rep, c.spec, c.params, data, sha)
+}
+
 #[test]
 fn every_leaf_mutation_is_refused_unless_weaker() {
     let cases = [
@@ -513,6 +634,24 @@ fn every_leaf_mutation_is_refused_unless_weaker() {
             "linear-svm.toml",
         ),
         biased_case(),
+        robust_case(
+            "tiny-cnn robust L-inf (IBP + CROWN)",
+            "tiny-cnn-last",
+            "tiny-cnn.toml",
+            Norm::Inf,
+        ),
+        robust_case(
+            "tiny-cnn robust L2",
+            "tiny-cnn-last",
+            "tiny-cnn.toml",
+            Norm::L2,
+        ),
+        robust_case(
+            "linear robust L-inf",
+            "linear-last",
+            "linear-svm.toml",
+            Norm::Inf,
+        ),
     ];
     let (mut total, mut refused) = (0, 0);
     for case in &cases {
@@ -521,5 +660,5 @@ fn every_leaf_mutation_is_refused_unless_weaker() {
         refused += r;
     }
     eprintln!("all cases: {total} mutations, {refused} refused");
-    assert!(total > 3000, "every leaf of five certificates: {total}");
+    assert!(total > 10000, "every leaf of eight documents: {total}");
 }

@@ -1,0 +1,293 @@
+//! Verification of a robustness report (`robust.json`): recompute the radii with the
+//! report's own options and check each claim one-sidedly (proofs/verify.md, "Robustness
+//! reports").
+//!
+//! A claimed certified radius `r` (IBP/Lipschitz, CROWN, margin-only) is confirmed when
+//! `r ≤` the recomputed certified radius, itself a proven lower bound on the true radius;
+//! a claimed attack radius `a` when `a ≥` the recomputed one, which is the distance of a
+//! point the certified pass proved misclassified (an upper bound on the true radius). The
+//! Lipschitz bound is an upper bound (claimed `≥` recomputed), the clean margins are
+//! enclosures ([`check_enclosure`]), and the curve and the violation count must be the ones
+//! the claimed radii give.
+
+use super::{ROBUST_SCHEMA_VERSION, RobustReport, RobustSetup, curve};
+use crate::certify::Enclosure;
+use crate::certify::certificate::from_value_exact;
+use crate::certify::verify::{Check, Status, VerifyReport, check_enclosure};
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::model::{ModelSpec, Params};
+
+impl RobustReport {
+    /// Parses a report strictly ([`from_value_exact`]): schema version
+    /// [`ROBUST_SCHEMA_VERSION`], no field missing, none unknown.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| Error::Certify(format!("invalid robustness report JSON: {e}")))?;
+        match value.get("schema_version") {
+            Some(v) if v.as_u64() == Some(u64::from(ROBUST_SCHEMA_VERSION)) => {}
+            found => {
+                return Err(Error::Certify(format!(
+                    "robustness report schema version {} is not supported: this margincert \
+                     reads version {ROBUST_SCHEMA_VERSION}; run `margincert robust` again",
+                    found.map_or_else(|| "(none)".to_string(), |v| v.to_string())
+                )));
+            }
+        }
+        from_value_exact(value, "robustness report")
+    }
+}
+
+/// The recomputation [`verify`] compares a report with: the dataset's checksum checked,
+/// then the radii computed with the report's options.
+pub fn recompute(
+    rep: &RobustReport,
+    spec: &ModelSpec,
+    params: &Params,
+    data: &Dataset,
+) -> Result<RobustReport> {
+    let sha = data.sha256();
+    if sha != rep.dataset.sha256 {
+        return Err(Error::Checksum {
+            what: format!("dataset {}", data.name),
+            expected: rep.dataset.sha256.clone(),
+            got: sha,
+        });
+    }
+    RobustSetup::new(spec, params, data)?.run(&rep.options())
+}
+
+/// Recomputes the radii of `rep` and checks each claim ([`recompute`], [`compare`]).
+pub fn verify(
+    rep: &RobustReport,
+    spec: &ModelSpec,
+    params: &Params,
+    data: &Dataset,
+) -> Result<VerifyReport> {
+    compare(rep, &recompute(rep, spec, params, data)?)
+}
+
+/// One check over every example: refuted when any example's claim is false, not confirmed
+/// when any is only tighter than the recomputation.
+fn per_example(claim: &str, outcomes: Vec<(usize, Status, String)>) -> Check {
+    let bad: Vec<&(usize, Status, String)> = outcomes
+        .iter()
+        .filter(|o| o.1 != Status::Confirmed)
+        .collect();
+    let status = if bad.iter().any(|o| o.1 == Status::Refuted) {
+        Status::Refuted
+    } else if bad.is_empty() {
+        Status::Confirmed
+    } else {
+        Status::Unconfirmed
+    };
+    let detail = if bad.is_empty() {
+        format!("all {} examples confirmed", outcomes.len())
+    } else {
+        let shown: Vec<String> = bad
+            .iter()
+            .take(4)
+            .map(|(n, _, d)| format!("example {n}: {d}"))
+            .collect();
+        format!(
+            "{} of {} examples fail: {}",
+            bad.len(),
+            outcomes.len(),
+            shown.join("; ")
+        )
+    };
+    Check {
+        claim: claim.into(),
+        status,
+        detail,
+    }
+}
+
+/// A claimed lower bound `c` against the recomputed one `r` (`{:e}`: every digit).
+fn lower(c: f64, r: f64) -> (Status, String) {
+    if c <= r {
+        (Status::Confirmed, String::new())
+    } else {
+        (
+            Status::Unconfirmed,
+            format!("claimed ≥ {c:e}, recomputed certified ≥ {r:e}: not confirmed"),
+        )
+    }
+}
+
+/// A claimed upper bound `c` against the recomputed one `r`.
+fn upper(c: f64, r: f64) -> (Status, String) {
+    if c >= r {
+        (Status::Confirmed, String::new())
+    } else {
+        (
+            Status::Unconfirmed,
+            format!("claimed ≤ {c:e}, recomputed ≤ {r:e}: not confirmed"),
+        )
+    }
+}
+
+fn fact(claim: &str, equal: bool, claimed: String, recomputed: String) -> Check {
+    Check {
+        claim: claim.into(),
+        status: if equal {
+            Status::Confirmed
+        } else {
+            Status::Refuted
+        },
+        detail: if equal {
+            "equals the recomputed value".into()
+        } else {
+            format!("claimed {claimed}, recomputed {recomputed}")
+        },
+    }
+}
+
+/// Checks every claim of `rep` against `re`, a recomputation with the same options and data
+/// ([`recompute`]); an error when `re` is about other data or options.
+pub fn compare(rep: &RobustReport, re: &RobustReport) -> Result<VerifyReport> {
+    if rep.dataset.sha256 != re.dataset.sha256 || rep.options() != re.options() {
+        return Err(Error::Certify(
+            "the recomputation is about other data or options than the report".into(),
+        ));
+    }
+    let mut checks = vec![
+        fact(
+            "schema_version",
+            rep.schema_version == re.schema_version,
+            rep.schema_version.to_string(),
+            re.schema_version.to_string(),
+        ),
+        fact(
+            "dataset",
+            rep.dataset == re.dataset,
+            format!("{:?}", rep.dataset),
+            format!("{:?}", re.dataset),
+        ),
+    ];
+    let (s, d) = upper(rep.lipschitz, re.lipschitz);
+    checks.push(Check {
+        claim: "lipschitz".into(),
+        status: s,
+        detail: if d.is_empty() {
+            format!("claimed ≤ {:e} holds", rep.lipschitz)
+        } else {
+            d
+        },
+    });
+    if rep.examples.len() != re.examples.len() {
+        checks.push(fact(
+            "examples",
+            false,
+            format!("{} examples", rep.examples.len()),
+            format!("{}", re.examples.len()),
+        ));
+        return Ok(VerifyReport { checks });
+    }
+    let pairs = || rep.examples.iter().zip(&re.examples).enumerate();
+    checks.push(per_example(
+        "examples.index, label",
+        pairs()
+            .map(|(n, (c, r))| {
+                let ok = c.index == r.index && c.label == r.label;
+                let st = if ok {
+                    Status::Confirmed
+                } else {
+                    Status::Refuted
+                };
+                let d = format!(
+                    "claimed index {} label {}, recomputed {} {}",
+                    c.index, c.label, r.index, r.label
+                );
+                (n, st, d)
+            })
+            .collect(),
+    ));
+    checks.push(per_example(
+        "examples.margin",
+        pairs()
+            .map(|(n, (c, r))| {
+                let e = |m: [f64; 2]| Enclosure { lo: m[0], hi: m[1] };
+                let k = check_enclosure("margin", &e(c.margin), &e(r.margin));
+                (n, k.status, k.detail)
+            })
+            .collect(),
+    ));
+    type Field = fn(&super::ExampleRadii) -> f64;
+    let lowers: [(&str, Field); 2] = [
+        ("examples.certified", |e| e.certified),
+        ("examples.margin_only", |e| e.margin_only),
+    ];
+    for (name, f) in lowers {
+        checks.push(per_example(
+            name,
+            pairs()
+                .map(|(n, (c, r))| {
+                    let (s, d) = lower(f(c), f(r));
+                    (n, s, d)
+                })
+                .collect(),
+        ));
+    }
+    checks.push(per_example(
+        "examples.crown",
+        pairs()
+            .map(|(n, (c, r))| match (c.crown, r.crown) {
+                (None, _) => (n, Status::Confirmed, String::new()),
+                (Some(x), Some(y)) => {
+                    let (s, d) = lower(x, y);
+                    (n, s, d)
+                }
+                (Some(x), None) => (
+                    n,
+                    Status::Refuted,
+                    format!("claimed {x:e}, but CROWN does not apply to this model or norm"),
+                ),
+            })
+            .collect(),
+    ));
+    checks.push(per_example(
+        "examples.attack",
+        pairs()
+            .map(|(n, (c, r))| {
+                let (s, d) = upper(c.attack, r.attack);
+                (n, s, d)
+            })
+            .collect(),
+    ));
+    // The summaries are the claimed radii's: derived from the claims, not recomputed.
+    let want = curve(&rep.examples, rep.eps_max, rep.curve.eps.len());
+    let first_diff = |a: &[f64], b: &[f64]| {
+        (a.len() != b.len())
+            .then(|| format!("{} points", a.len()))
+            .or_else(|| {
+                let i = a.iter().zip(b).position(|(x, y)| x != y)?;
+                Some(format!("point {i}: {:e} (the radii give {:e})", a[i], b[i]))
+            })
+    };
+    let diff = [
+        ("eps", &rep.curve.eps, &want.eps),
+        ("certified", &rep.curve.certified, &want.certified),
+        ("empirical", &rep.curve.empirical, &want.empirical),
+    ]
+    .into_iter()
+    .find_map(|(name, a, b)| first_diff(a, b).map(|d| format!("curve.{name} {d}")));
+    checks.push(fact(
+        "curve",
+        diff.is_none(),
+        diff.unwrap_or_default(),
+        "the curve of the claimed radii".into(),
+    ));
+    let violations = rep
+        .examples
+        .iter()
+        .filter(|e| e.certified > e.attack || e.crown.is_some_and(|c| c > e.attack))
+        .count();
+    checks.push(fact(
+        "violations",
+        rep.violations == violations,
+        rep.violations.to_string(),
+        violations.to_string(),
+    ));
+    Ok(VerifyReport { checks })
+}
