@@ -138,6 +138,9 @@ pub struct Row {
     pub epoch: usize,
     /// Certified enclosure of `q_min`.
     pub q_min: [f64; 2],
+    /// Certified enclosure of the paper's normalized margin `q_min / ∏ ‖W_i‖_F` (`None`: not
+    /// homogeneous).
+    pub layer_normalized: Option<[f64; 2]>,
     /// Certified enclosure of the normalized margin `q_min / ρ^L` (`None`: not homogeneous).
     pub normalized: Option<[f64; 2]>,
     /// Certified enclosure of `log10` of the summed loss.
@@ -146,6 +149,13 @@ pub struct Row {
     pub kkt_epsilon_upper: Option<f64>,
     /// Certified KKT `δ` upper bound (paper multipliers), when certified.
     pub kkt_delta_upper: Option<f64>,
+    /// Certified upper bound on the scale-free `ε/‖θ̃‖` of the paper multipliers (1 is what
+    /// `λ = 0` achieves).
+    pub kkt_epsilon_relative_upper: Option<f64>,
+    /// The same for the NNLS multipliers, when computed.
+    pub kkt_nnls_epsilon_relative_upper: Option<f64>,
+    /// Certified lower bound on `β` (cosine of `θ` and `−∇Loss` over the active set).
+    pub kkt_beta_lower: Option<f64>,
 }
 
 /// Certifies the checkpoint at `path` on `train` (the run's training split) with `loss` and
@@ -180,10 +190,21 @@ fn row_of(
         checkpoint: file_name(path),
         epoch: epoch_of(ck),
         q_min: [c.margin.q_min.lo, c.margin.q_min.hi],
+        layer_normalized: c
+            .normalized
+            .as_ref()
+            .map(|n| [n.by_layer_product.lo, n.by_layer_product.hi]),
         normalized: c.normalized.as_ref().map(|n| [n.by_rho.lo, n.by_rho.hi]),
         log10_loss: [c.loss.log10.lo, c.loss.log10.hi],
         kkt_epsilon_upper: c.kkt.as_ref().map(|k| k.paper.epsilon_upper),
         kkt_delta_upper: c.kkt.as_ref().map(|k| k.paper.delta_upper),
+        kkt_epsilon_relative_upper: c.kkt.as_ref().map(|k| k.paper.epsilon_relative_upper),
+        kkt_nnls_epsilon_relative_upper: c
+            .kkt
+            .as_ref()
+            .and_then(|k| k.nnls.as_ref())
+            .map(|n| n.epsilon_relative_upper),
+        kkt_beta_lower: c.kkt.as_ref().and_then(|k| k.beta_active_lower),
     })
 }
 
@@ -261,19 +282,24 @@ fn fmt_pair(p: [f64; 2]) -> String {
 /// The margin table (Table 1) as Markdown.
 pub fn markdown_table(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| run | checkpoint | epoch | q_min (certified) | q_min/rho^L (certified) | log10 loss (certified) | KKT eps upper | KKT delta upper |\n|---|---|---|---|---|---|---|---|\n",
+        "| run | checkpoint | epoch | q_min (certified) | q_min/prod ||W_i||_F (paper's, certified) | q_min/rho^L (certified) | log10 loss (certified) | eps/||theta~|| paper (<=) | eps/||theta~|| NNLS (<=) | beta (>=) | KKT eps upper | KKT delta upper |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3e}"));
+        let fix = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | [{:.3}, {:.3}] | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | [{:.3}, {:.3}] | {} | {} | {} | {} | {} |\n",
             r.run,
             r.checkpoint,
             r.epoch,
             fmt_pair(r.q_min),
+            r.layer_normalized.map_or("-".into(), fmt_pair),
             r.normalized.map_or("-".into(), fmt_pair),
             r.log10_loss[0],
             r.log10_loss[1],
+            fix(r.kkt_epsilon_relative_upper),
+            fix(r.kkt_nnls_epsilon_relative_upper),
+            fix(r.kkt_beta_lower),
             opt(r.kkt_epsilon_upper),
             opt(r.kkt_delta_upper),
         ));
@@ -365,6 +391,10 @@ pub fn reproduce(name: &str, out: &Path, full: bool, threads: usize) -> Result<R
         delta_series.push(Series {
             label: format!("{run_name}: log10 delta"),
             points: kkt(|r| r.kkt_delta_upper),
+        });
+        eps_series.push(Series {
+            label: format!("{run_name}: log10 eps/||theta~|| (scale-free)"),
+            points: kkt(|r| r.kkt_epsilon_relative_upper),
         });
         rows.extend(run_rows);
     }

@@ -44,11 +44,7 @@ impl Default for CertifyOptions {
             loss: LossKind::CrossEntropy,
             witness_examples: 16,
             precision: 128,
-            kkt: Some(KktOptions {
-                max_active: 64,
-                nnls_memory_bytes: 1 << 29,
-                ..KktOptions::default()
-            }),
+            kkt: Some(KktOptions::default()),
             forward: ForwardMode::Auto,
         }
     }

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use super::Summary;
 use crate::certify::bounds::Decision;
 use crate::certify::certificate::Certificate;
-use crate::certify::kkt::KktCertificate;
+use crate::certify::kkt::{KktCertificate, MultiplierBounds, QLoSource};
 use crate::certify::verify::{Check, Status, VerifyReport};
 
 /// How a three-valued decision reads in a summary.
@@ -158,10 +158,10 @@ impl Summary for KktCertificate {
             "KKT of (P) at theta~ = theta / q_lo^(1/L), L = {}, q_lo = {:e}\n  ({}; certified q_min in [{:e}, {:e}])",
             self.degree,
             self.q_lo,
-            if self.q_lo_verified {
-                "verified here"
-            } else {
-                "caller's bound"
+            match self.q_lo_source {
+                QLoSource::ThisPass => "q_lo <= q_min proved by this pass",
+                QLoSource::Caller =>
+                    "q_lo <= q_min proved by the margin certificate; this pass's pairwise enclosures are slightly wider",
             },
             self.q_min_lower,
             self.q_min_upper
@@ -197,6 +197,34 @@ impl Summary for KktCertificate {
                 let _ = writeln!(s, "  NNLS multipliers: not computed");
             }
         }
+        // The scale-free figures: epsilon / ||theta~|| (lambda = 0 gives 1) and beta.
+        let rel = |m: &MultiplierBounds| m.epsilon_relative_upper;
+        let (best, name) = match &self.nnls {
+            Some(n) if rel(n) < rel(&self.paper) => (rel(n), "NNLS"),
+            _ => (rel(&self.paper), "paper"),
+        };
+        let _ = writeln!(
+            s,
+            "  scale-free: epsilon/||theta~|| <= {:.6} (paper){}, ||theta~|| >= {:.6e}; tightest: {name} multipliers, {}",
+            rel(&self.paper),
+            self.nnls
+                .as_ref()
+                .map_or(String::new(), |n| format!(", <= {:.6} (NNLS)", rel(n))),
+            self.theta_tilde_norm_lower,
+            if best < 1.0 {
+                "below the trivial bound 1 (lambda = 0)"
+            } else {
+                "NOT below the trivial bound 1 (lambda = 0 does as well)"
+            }
+        );
+        let _ = writeln!(
+            s,
+            "  beta (cosine of theta and -grad Loss over the active set) {}",
+            self.beta_active_lower.map_or(
+                "not certified (paper epsilon/||theta~|| >= 1)".to_string(),
+                |b| format!(">= {b:.6} (certified)")
+            )
+        );
         let _ = writeln!(
             s,
             "  Euler identity <grad q, theta> = L q: {} of {} samples consistent{}",

@@ -55,8 +55,8 @@ fn every_forged_field_is_refused() {
         ),
         ("kkt.q_lo x10", Box::new(|v| scale(v, "/kkt/q_lo", 10.0))),
         (
-            "kkt.q_lo_verified",
-            Box::new(|v| set(v, "/kkt/q_lo_verified", json!(true))),
+            "kkt.q_lo_source",
+            Box::new(|v| set(v, "/kkt/q_lo_source", json!("this_pass"))),
         ),
         ("kkt.degree", Box::new(|v| set(v, "/kkt/degree", json!(7)))),
         (

@@ -455,7 +455,8 @@ fn adj_i32(c: &Constraint, outputs: usize) -> Vec<i32> {
 }
 
 /// Recomputes `‖θ̃ − Σ λ_c h_c‖` in 256-bit for exact λ (rationals) and one admissible
-/// gradient choice per constraint, and `max λ_c (q_c/q_lo − 1)` exactly.
+/// gradient choice per constraint, `max λ_c (q_c/q_lo − 1)` exactly, `‖θ̃‖`, and the cosine
+/// between `θ` and `Σ λ_c h_c`.
 #[allow(clippy::too_many_arguments)]
 fn reference_eps_delta(
     spec: &ModelSpec,
@@ -466,7 +467,7 @@ fn reference_eps_delta(
     q_lo: f64,
     l: u32,
     rng: &mut ChaCha8Rng,
-) -> (Float, Rational) {
+) -> (Float, Rational, Float, Float) {
     let outputs = spec.outputs().unwrap();
     let th = theta(params);
     let mut sum = vec![Rational::new(); th.len()];
@@ -492,12 +493,19 @@ fn reference_eps_delta(
     let a = Float::with_val(PREC, q_lo).pow(&exp);
     let al1 = Float::with_val(PREC, (&a).pow(l as i32 - 1));
     let mut acc = Float::with_val(PREC, 0);
+    let (mut tt, mut ss, mut ts) = (Rational::new(), Rational::new(), Rational::new());
     for (t, s) in th.iter().zip(&sum) {
         let d = Float::with_val(PREC, &a * Float::with_val(PREC, t))
             - Float::with_val(PREC, &al1 * Float::with_val(PREC, s));
         acc += Float::with_val(PREC, d.square_ref());
+        tt += Rational::from(t * t);
+        ss += Rational::from(s * s);
+        ts += Rational::from(t * s);
     }
-    (acc.sqrt(), delta)
+    let norm_tilde = Float::with_val(PREC, &a * Float::with_val(PREC, &tt).sqrt());
+    let cos = Float::with_val(PREC, &ts)
+        / (Float::with_val(PREC, &tt).sqrt() * Float::with_val(PREC, &ss).sqrt());
+    (acc.sqrt(), delta, norm_tilde, cos)
 }
 
 fn leq_f64(bound: f64, v: &Float) -> bool {
@@ -576,7 +584,26 @@ fn check_kkt(
         .iter()
         .map(|m| &kappa * rat64(m.weight))
         .collect();
-    let (eps, delta) = reference_eps_delta(&spec, &params, &data, &cons, &lam_p, q_lo, l, &mut rng);
+    let (eps, delta, norm_tilde, cos) =
+        reference_eps_delta(&spec, &params, &data, &cons, &lam_p, q_lo, l, &mut rng);
+    // The scale-free figures: ‖θ̃‖ from below, ε/‖θ̃‖ from above, β from below.
+    assert!(
+        Float::with_val(PREC, cert.theta_tilde_norm_lower) <= norm_tilde,
+        "||theta~|| lower bound {} above the reference {norm_tilde}",
+        cert.theta_tilde_norm_lower
+    );
+    let rel = Float::with_val(PREC, &eps / &norm_tilde);
+    assert!(
+        leq_f64(cert.paper.epsilon_relative_upper, &rel),
+        "paper eps/||theta~|| bound {} < reference {rel}",
+        cert.paper.epsilon_relative_upper
+    );
+    if let Some(b) = cert.beta_active_lower {
+        assert!(
+            Float::with_val(PREC, b) <= cos,
+            "beta lower bound {b} above the reference cosine {cos}"
+        );
+    }
     assert!(
         leq_f64(cert.paper.epsilon_upper, &eps),
         "paper eps bound {} < reference {}",
@@ -599,6 +626,12 @@ fn check_kkt(
             cert.paper.epsilon_upper
         );
         assert!(cert.paper.delta_upper <= delta.to_f64() * (1.0 + 1e-9) + 1e-9);
+        let r = rel.to_f64();
+        assert!(
+            cert.paper.epsilon_relative_upper <= r * (1.0 + 1e-9) + 1e-9,
+            "paper eps/||theta~|| bound {} far above exact {r}",
+            cert.paper.epsilon_relative_upper
+        );
     }
     let nn = cert.nnls.as_ref().expect("nnls requested");
     let lam_n: Vec<Rational> = cert
@@ -606,8 +639,14 @@ fn check_kkt(
         .iter()
         .map(|m| rat64(m.lambda_nnls))
         .collect();
-    let (eps_n, delta_n) =
+    let (eps_n, delta_n, norm_tilde_n, _) =
         reference_eps_delta(&spec, &params, &data, &cons, &lam_n, q_lo, l, &mut rng);
+    let rel_n = Float::with_val(PREC, &eps_n / &norm_tilde_n);
+    assert!(
+        leq_f64(nn.epsilon_relative_upper, &rel_n),
+        "nnls eps/||theta~|| bound {} < reference {rel_n}",
+        nn.epsilon_relative_upper
+    );
     assert!(
         leq_f64(nn.epsilon_upper, &eps_n),
         "nnls eps bound {} < reference {}",
@@ -984,20 +1023,34 @@ fn gd_trajectory_on_linear_svm_drives_eps_down() {
                 .fold(f64::INFINITY, f64::min);
             let q_lo = q_min.next_down();
             let cert = certify_kkt(&spec, &params, &data, &opts, q_lo).unwrap();
+            let nn = cert.nnls.as_ref().unwrap();
             history.push((
                 step,
                 cert.beta_estimate,
                 cert.paper.epsilon_upper,
-                cert.nnls.unwrap().epsilon_upper,
+                nn.epsilon_upper,
+                cert.paper.epsilon_relative_upper,
+                nn.epsilon_relative_upper,
+                cert.beta_active_lower,
             ));
         }
     }
-    eprintln!("(step, beta, eps_paper, eps_nnls): {history:?}");
+    eprintln!(
+        "(step, beta, eps_paper, eps_nnls, eps/||theta~|| paper, NNLS, certified beta >=): {history:?}"
+    );
     for pair in history.windows(2) {
         assert!(pair[1].1 > pair[0].1, "beta must rise: {history:?}");
         assert!(pair[1].2 < pair[0].2, "paper eps must fall: {history:?}");
+        // Scale-free: the certified relative eps falls and the certified beta rises.
+        assert!(pair[1].4 < pair[0].4, "paper eps/||theta~|| must fall");
+        assert!(pair[1].5 < pair[0].5, "NNLS eps/||theta~|| must fall");
+        assert!(
+            pair[1].6.unwrap() > pair[0].6.unwrap(),
+            "certified beta must rise"
+        );
     }
     assert!(history[2].3 < history[0].3 * 0.1, "{history:?}");
+    assert!(history[2].5 < history[0].5 * 0.1, "{history:?}");
 }
 
 /// End-to-end timing of `certify_kkt` on the paper's CNN (3.2M parameters) with 40
@@ -1050,7 +1103,11 @@ fn paper_cnn_kkt_end_to_end() {
         })
         .fold(f64::INFINITY, f64::min);
     let t = std::time::Instant::now();
-    let cert = certify_kkt(&spec, &params, &data, &KktOptions::default(), q_lo).unwrap();
+    let opts = KktOptions {
+        max_active: 256,
+        ..KktOptions::default()
+    };
+    let cert = certify_kkt(&spec, &params, &data, &opts, q_lo).unwrap();
     let el = t.elapsed();
     let nn = cert.nnls.as_ref().unwrap();
     eprintln!(
@@ -1073,7 +1130,10 @@ fn paper_cnn_kkt_end_to_end() {
         cert.euler.all_overlap
     );
     assert!(cert.euler.all_overlap);
-    assert!(cert.q_lo_verified);
+    assert_eq!(
+        cert.q_lo_source,
+        margincert::certify::kkt::QLoSource::ThisPass
+    );
     assert!(cert.paper.epsilon_upper >= cert.paper.epsilon_estimate);
     assert!(nn.epsilon_upper >= nn.epsilon_estimate);
 }

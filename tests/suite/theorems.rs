@@ -54,23 +54,54 @@ fn rows_with(
 }
 
 /// Theorem 4.1 (normalized margin increases after the loss threshold) and Theorem 4.4 /
-/// Corollary (KKT ε, δ → 0), on certified bounds: the certified lower bound of each later
-/// checkpoint's normalized margin exceeds the certified upper bound of each earlier one, and
-/// the certified KKT upper bounds decrease strictly along the kept checkpoints.
+/// Corollary (convergence to a KKT point) on the linear model, on certified bounds: the
+/// certified lower bound of each later checkpoint's normalized margin exceeds the certified
+/// upper bound of each earlier one, and the *scale-free* KKT figures converge: the certified
+/// `ε/‖θ̃‖` of both multiplier choices falls strictly and the certified lower bound on `β`
+/// rises strictly towards 1. (The absolute `ε` falls whenever the normalized margin grows,
+/// even with a fixed direction, so it is not evidence of convergence and is not asserted.)
 #[test]
-fn linear_certified_margin_increases_and_kkt_bounds_decrease() {
+fn linear_certified_margin_increases_and_scale_free_kkt_converges() {
     let (rows, _, _) = linear_rows("margin-kkt");
-    assert_margin_increases_and_kkt_decreases(&rows);
+    assert_margin_increases(&rows);
+    assert_falls(&rows, "paper eps/||theta~||", |r| {
+        r.kkt_epsilon_relative_upper
+    });
+    assert_falls(&rows, "NNLS eps/||theta~||", |r| {
+        r.kkt_nnls_epsilon_relative_upper
+    });
+    assert_falls(&rows, "-beta lower bound", |r| r.kkt_beta_lower.map(|b| -b));
+    let last = rows.last().unwrap();
+    assert!(last.kkt_beta_lower.unwrap() > 0.85, "{:?}", last);
+    assert!(
+        last.kkt_nnls_epsilon_relative_upper.unwrap() < 0.1,
+        "{:?}",
+        last
+    );
 }
 
-/// The same theorems on the two-layer bias-free ReLU net (degree L = 2) of
-/// `two-layer-relu.toml`.
+/// The two-layer bias-free ReLU net (degree L = 2) of `two-layer-relu.toml`: the normalized
+/// margin increases, and the NNLS multipliers' certified `ε/‖θ̃‖` falls strictly below the
+/// trivial 1 — a slow but scale-free approach to a KKT point. What the measurements do not
+/// support, and this test does not claim: the paper's multipliers stay at `ε/‖θ̃‖ ≈ 1.3`
+/// (worse than `λ = 0`, so no bound on `β` is certified): this short run is not in the
+/// theorem's asymptotic regime for them.
 #[test]
-fn two_layer_relu_certified_margin_increases_and_kkt_bounds_decrease() {
+fn two_layer_relu_certified_margin_increases_and_nnls_kkt_converges() {
     let (rows, _, cfg) = rows_of("two-layer-relu.toml", "two-layer");
     let split = cfg.data.load().unwrap();
     assert_eq!(cfg.spec(&split).unwrap().homogeneity().degree, Some(2));
-    assert_margin_increases_and_kkt_decreases(&rows);
+    assert_margin_increases(&rows);
+    assert_falls(&rows, "NNLS eps/||theta~||", |r| {
+        r.kkt_nnls_epsilon_relative_upper
+    });
+    assert!(
+        rows.last()
+            .unwrap()
+            .kkt_nnls_epsilon_relative_upper
+            .unwrap()
+            < 1.0
+    );
 }
 
 /// The linear and two-layer cases on all 0/1 images of the embedded 1,000 (instead of 40).
@@ -82,11 +113,29 @@ fn margin_and_kkt_theorems_on_all_embedded_zeros_and_ones() {
         ("two-layer-relu.toml", "two-layer-large"),
     ] {
         let (rows, _, _) = rows_with(file, tag, |c| c.data.train_subset = None);
-        assert_margin_increases_and_kkt_decreases(&rows);
+        assert_margin_increases(&rows);
+        assert_falls(&rows, "NNLS eps/||theta~||", |r| {
+            r.kkt_nnls_epsilon_relative_upper
+        });
     }
 }
 
-fn assert_margin_increases_and_kkt_decreases(rows: &[Row]) {
+fn print_rows(rows: &[Row]) {
+    for r in rows {
+        eprintln!(
+            "{} epoch {}: eps <= {:?}, eps/||theta~|| <= {:?} (paper) {:?} (NNLS), beta >= {:?}",
+            r.checkpoint,
+            r.epoch,
+            r.kkt_epsilon_upper,
+            r.kkt_epsilon_relative_upper,
+            r.kkt_nnls_epsilon_relative_upper,
+            r.kkt_beta_lower
+        );
+    }
+}
+
+fn assert_margin_increases(rows: &[Row]) {
+    print_rows(rows);
     assert!(
         rows.len() >= 4,
         "expected ≥ 4 checkpoints, got {}",
@@ -104,10 +153,25 @@ fn assert_margin_increases_and_kkt_decreases(rows: &[Row]) {
             b.checkpoint,
             nb
         );
-        let (ea, eb) = (a.kkt_epsilon_upper.unwrap(), b.kkt_epsilon_upper.unwrap());
-        let (da, db) = (a.kkt_delta_upper.unwrap(), b.kkt_delta_upper.unwrap());
-        assert!(eb < ea, "KKT epsilon bound rose: {ea} -> {eb}");
-        assert!(db < da, "KKT delta bound rose: {da} -> {db}");
+        let (pa, pb) = (a.layer_normalized.unwrap(), b.layer_normalized.unwrap());
+        assert!(pb[0] > pa[1], "q_min/prod ||W|| did not increase");
+    }
+}
+
+/// The certified figure `f` falls strictly along the checkpoints.
+fn assert_falls(rows: &[Row], what: &str, f: impl Fn(&Row) -> Option<f64>) {
+    for w in rows.windows(2) {
+        let (a, b) = (f(&w[0]), f(&w[1]));
+        let (a, b) = (
+            a.unwrap_or_else(|| panic!("{what} missing at {}", w[0].checkpoint)),
+            b.unwrap_or_else(|| panic!("{what} missing at {}", w[1].checkpoint)),
+        );
+        assert!(
+            b < a,
+            "{what} did not fall: {a} ({}) -> {b} ({})",
+            w[0].checkpoint,
+            w[1].checkpoint
+        );
     }
 }
 

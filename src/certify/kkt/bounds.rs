@@ -79,3 +79,42 @@ pub(super) fn delta_bound(sigma: Interval, mu: &[f64], hi: &[f64], q_lo: Interva
     }
     Ok(d)
 }
+
+/// Certified lower bound on `‖θ̃‖₂ = a‖θ‖₂`, `A ∋ a` (proofs/kkt.md, step 5): `Σ θ_i²` summed
+/// in inari intervals (every square and sum outward-rounded), its square root and the product
+/// with `A` outward-rounded, and the lower end taken.
+pub(super) fn theta_tilde_norm_lower(params: &Params, a: Interval) -> Result<f64> {
+    let mut s = pt(0.0)?;
+    for &v in params.values() {
+        let t = pt(v as f64)?;
+        s = s + t * t;
+    }
+    let n = (a * s.sqrt()).inf();
+    if !n.is_finite() {
+        return Err(Error::Certify(
+            "the norm of the rescaled parameters overflowed f64".into(),
+        ));
+    }
+    Ok(n.max(0.0))
+}
+
+/// Certified `ε/‖θ̃‖ ≤` the result, from `ε ≤ eps_upper` and `‖θ̃‖ ≥ norm_lower`
+/// (`+∞` when `norm_lower = 0`).
+pub(super) fn relative_upper(eps_upper: f64, norm_lower: f64) -> Result<f64> {
+    if norm_lower <= 0.0 {
+        return Ok(f64::INFINITY);
+    }
+    Ok((pt(eps_upper)? / pt(norm_lower)?).sup())
+}
+
+/// Certified lower bound on the cosine between `θ` and `Σ_c w_c h_c` for every choice of
+/// `h_c` in the gradient boxes, from the paper multipliers' `ε/‖θ̃‖ ≤ r` (proofs/kkt.md,
+/// step 5): when `r < 1`, `cos ≥ √(1 − r²)`; `None` otherwise (nothing is proved).
+pub(super) fn beta_lower(r: f64) -> Result<Option<f64>> {
+    if !(r < 1.0) {
+        return Ok(None);
+    }
+    let r = pt(r)?;
+    let c = (pt(1.0)? - r * r).sqrt();
+    Ok(Some(c.inf().max(0.0)))
+}

@@ -30,6 +30,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use self::bounds::{beta_lower, theta_tilde_norm_lower};
 pub use self::constraints::constraints;
 use self::constraints::margins;
 pub use self::euler::euler_check;
@@ -74,17 +75,23 @@ pub struct KktOptions {
     pub nnls_memory_bytes: usize,
 }
 
+/// The default cap on active constraints (`max_active`), the one default of the library,
+/// `certify --kkt-active` and `audit`: each active constraint costs one certified backward
+/// pass. How `ε` depends on it is measured in docs/REPRODUCTION.md ("KKT: the active-set
+/// cap").
+pub const DEFAULT_MAX_ACTIVE: usize = 64;
+
 impl Default for KktOptions {
     fn default() -> Self {
         Self {
             loss: LossKind::CrossEntropy,
-            max_active: 256,
+            max_active: DEFAULT_MAX_ACTIVE,
             cutoff: 1e-12,
             euler_samples: 8,
             batch: 32,
             nnls: true,
             nnls_delta_weight: 1.0,
-            nnls_memory_bytes: 1 << 30,
+            nnls_memory_bytes: 1 << 29,
         }
     }
 }
@@ -97,6 +104,12 @@ pub struct MultiplierBounds {
     pub epsilon_upper: f64,
     /// Certified: `λ_c (q_c(θ̃) − 1) ≤ delta_upper` for every constraint `c`.
     pub delta_upper: f64,
+    /// Certified: `ε/‖θ̃‖₂ ≤ epsilon_relative_upper`, the scale-free `ε` (for the paper
+    /// multipliers `√(2(1−β))`; `λ = 0` gives 1, so a value below 1 beats the trivial
+    /// multipliers). `‖θ̃‖` grows as the normalized margin shrinks, so the absolute `ε` falls
+    /// with normalization alone; this one does not.
+    #[serde(with = "crate::certify::bounds::ext_f64")]
+    pub epsilon_relative_upper: f64,
     /// Estimate (f64, midpoints): `‖θ̃ − Σ λ_c h_c‖₂`.
     pub epsilon_estimate: f64,
     /// Number of constraints with `λ_c > 0`.
@@ -154,6 +167,18 @@ pub struct ActiveMultiplier {
     pub lambda_nnls: f64,
 }
 
+/// Which certified bound makes `q_lo ≤ q_min` (the feasibility of `θ̃`) proven.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QLoSource {
+    /// `q_lo ≤` this pass's own certified lower bound of every constraint.
+    ThisPass,
+    /// `q_lo` is the caller's certified bound (in a certificate: `margin.q_min.lo`, proved
+    /// by the margin pass). This pass's pairwise enclosures are a little wider, so they do
+    /// not re-prove it on their own; the feasibility rests on the caller's proof.
+    Caller,
+}
+
 /// Certified approximate-KKT bounds of problem (P) at `θ̃ = θ / q_lo^{1/L}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -168,9 +193,14 @@ pub struct KktCertificate {
     pub q_min_lower: f64,
     /// Upper bound on `q_min` certified here.
     pub q_min_upper: f64,
-    /// True when `q_lo ≤ q_min_lower`, i.e. the feasibility of `θ̃` is certified by this
-    /// run alone (otherwise it rests on the caller's bound).
-    pub q_lo_verified: bool,
+    /// Which certified bound proves `q_lo ≤ q_min`, i.e. that `θ̃` is feasible.
+    pub q_lo_source: QLoSource,
+    /// Certified lower bound on `‖θ̃‖₂ = ‖θ‖₂ / q_lo^{1/L}` (= `γ̄^{−1/L}` at `q_lo = q_min`).
+    pub theta_tilde_norm_lower: f64,
+    /// Certified lower bound on `β`, the cosine between `θ` and `Σ_c w_c h_c` (the direction
+    /// of `−∇Loss` over the active constraints) for every `h_c` in the gradient boxes, from
+    /// the paper multipliers' relative `ε`; `None` when that is not below 1 (nothing proved).
+    pub beta_active_lower: Option<f64>,
     /// `ρ = ‖θ‖₂` (f64 estimate).
     pub rho_estimate: f64,
     /// Number of constraints of (P).
@@ -263,7 +293,7 @@ fn validate(spec: &ModelSpec, data: &Dataset, opts: &KktOptions, q_lo: f64) -> R
 ///
 /// `q_lo` must be a certified lower bound on `q_min` (e.g. from the margin certificate):
 /// it makes `θ̃` feasible. It is checked against the bounds computed here: a `q_lo` above
-/// a certified upper bound of some margin is an error; `q_lo_verified` says whether it is
+/// a certified upper bound of some margin is an error; `q_lo_source` says whether it is
 /// below this run's own certified lower bound.
 ///
 /// Errors: non-homogeneous spec, shape mismatches, `q_lo` not finite and positive, bad
@@ -352,7 +382,16 @@ fn certify_validated(
     let scale = PaperScale::estimate(params, &out.sum.mid, l, q_lo, q_min_est)?;
     let resc = Rescaling::new(l, q_lo)?;
     let his: Vec<f64> = active_vals.iter().map(|v| v.1).collect();
-    let paper = paper_bounds(params, &out.sum, &scale, &resc, &act.weights, &his)?;
+    let tt_lower = theta_tilde_norm_lower(params, resc.a)?;
+    let paper = paper_bounds(
+        params,
+        &out.sum,
+        &scale,
+        &resc,
+        &act.weights,
+        &his,
+        tt_lower,
+    )?;
     // NNLS multipliers on the first nnls_m active constraints.
     let nnls_in = NnlsInputs {
         net: &net,
@@ -364,6 +403,7 @@ fn certify_validated(
         his: &his,
         resc,
         q_lo,
+        theta_tilde_lower: tt_lower,
     };
     let (nnls, lambda_nnls) = nnls_bounds(&nnls_in, &items, out.kept, nnls_m, l, opts)?;
 
@@ -386,7 +426,13 @@ fn certify_validated(
         q_lo,
         q_min_lower,
         q_min_upper,
-        q_lo_verified: q_lo <= q_min_lower,
+        q_lo_source: if q_lo <= q_min_lower {
+            QLoSource::ThisPass
+        } else {
+            QLoSource::Caller
+        },
+        theta_tilde_norm_lower: tt_lower,
+        beta_active_lower: beta_lower(paper.epsilon_relative_upper)?,
         rho_estimate: scale.rho,
         constraints: cons.len(),
         active: act.active.len(),

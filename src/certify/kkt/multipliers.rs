@@ -5,7 +5,7 @@
 use inari::Interval;
 use rayon::prelude::*;
 
-use super::bounds::{delta_bound, epsilon_bound, pt};
+use super::bounds::{delta_bound, epsilon_bound, pt, relative_upper};
 use super::constraints::log_weights;
 use super::pass::{Item, run_pass};
 use super::{KktOptions, MultiplierBounds};
@@ -172,6 +172,7 @@ pub(super) fn paper_bounds(
     resc: &Rescaling,
     weights: &[f64],
     his: &[f64],
+    theta_tilde_lower: f64,
 ) -> Result<MultiplierBounds> {
     let kappa_iv = pt(scale.kappa)?;
     let (eps_p, eps_p_est) = epsilon_bound(params, sum, resc.a, resc.a_l1 * kappa_iv)?;
@@ -179,6 +180,7 @@ pub(super) fn paper_bounds(
     Ok(MultiplierBounds {
         epsilon_upper: eps_p,
         delta_upper: delta_p,
+        epsilon_relative_upper: relative_upper(eps_p, theta_tilde_lower)?,
         epsilon_estimate: eps_p_est,
         positive: weights.len(),
         lambda_sum_estimate: scale.kappa * weights.iter().sum::<f64>(),
@@ -206,6 +208,8 @@ pub(super) struct NnlsInputs<'a> {
     pub(super) resc: Rescaling,
     /// The caller's certified lower bound on `q_min`.
     pub(super) q_lo: f64,
+    /// Certified lower bound on `‖θ̃‖₂`.
+    pub(super) theta_tilde_lower: f64,
 }
 
 /// NNLS multipliers on the first `kept.len()` active constraints (whose midpoint gradients
@@ -229,6 +233,7 @@ pub(super) fn nnls_bounds(
         his,
         resc,
         q_lo,
+        theta_tilde_lower,
     } = *inp;
     let (a, a_l1, q_iv) = (resc.a, resc.a_l1, resc.q);
     let n = bw.n_params();
@@ -292,6 +297,7 @@ pub(super) fn nnls_bounds(
         Some(MultiplierBounds {
             epsilon_upper: eps_n,
             delta_upper: delta_n,
+            epsilon_relative_upper: relative_upper(eps_n, theta_tilde_lower)?,
             epsilon_estimate: eps_n_est,
             positive: items2.len(),
             lambda_sum_estimate: lambda_nnls.iter().sum(),
