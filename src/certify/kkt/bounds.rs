@@ -87,7 +87,7 @@ pub(super) fn theta_tilde_norm_lower(params: &Params, a: Interval) -> Result<f64
     let mut s = pt(0.0)?;
     for &v in params.values() {
         let t = pt(v as f64)?;
-        s = s + t * t;
+        s += t * t;
     }
     let n = (a * s.sqrt()).inf();
     if !n.is_finite() {
@@ -111,7 +111,7 @@ pub(super) fn relative_upper(eps_upper: f64, norm_lower: f64) -> Result<f64> {
 /// `h_c` in the gradient boxes, from the paper multipliers' `ε/‖θ̃‖ ≤ r` (proofs/kkt.md,
 /// step 5): when `r < 1`, `cos ≥ √(1 − r²)`; `None` otherwise (nothing is proved).
 pub(super) fn beta_lower(r: f64) -> Result<Option<f64>> {
-    if !(r < 1.0) {
+    if r.is_nan() || r >= 1.0 {
         return Ok(None);
     }
     let r = pt(r)?;
