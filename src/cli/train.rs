@@ -232,6 +232,8 @@ pub struct Plan {
     pub cfg: TrainConfig,
     /// The optimizer state to resume from, if any.
     pub state: Option<TrainState>,
+    /// The checkpoint the state comes from, when resuming.
+    pub resumed_from: Option<PathBuf>,
     /// The data (recorded in every checkpoint).
     pub data: DataChoice,
 }
@@ -247,6 +249,7 @@ impl Plan {
             spec,
             cfg: c.train,
             state: None,
+            resumed_from: None,
             data: c.data,
         })
     }
@@ -290,6 +293,7 @@ impl Plan {
             params: c.params,
             cfg,
             state: Some(info.state),
+            resumed_from: Some(path.to_path_buf()),
             data: info.data,
         })
     }
@@ -331,25 +335,27 @@ impl Plan {
             spec,
             cfg,
             state: None,
+            resumed_from: None,
             data,
         })
     }
 
-    /// Trains into `out` (locked for the run), printing a line per epoch unless `quiet`. A
-    /// fresh run replaces a previous run there only when `overwrite` is set.
+    /// Trains into `out`, printing a line per epoch unless `quiet`. `out` is locked for the
+    /// run (a second run into it is refused before anything is written); a fresh run replaces
+    /// a previous run there only when `overwrite` is set, and a resumed one continues only
+    /// the run whose checkpoint it is ([`RunDir::ensure_resumable_from`]).
     pub fn execute(self, out: &Path, quiet: bool, nthreads: usize, overwrite: bool) -> Result<()> {
-        let dir = RunDir::lock(out)?;
-        self.execute_in(&dir, quiet, nthreads, overwrite)
-    }
-
-    /// [`Plan::execute`] in a directory the caller has locked.
-    fn execute_in(self, dir: &RunDir, quiet: bool, nthreads: usize, overwrite: bool) -> Result<()> {
-        let out = dir.path();
         margincert::io::ensure_not_input(out, &self.data.input_files()?)?;
-        let start = match (self.state, overwrite) {
-            (Some(s), _) => Start::Resume(s),
-            (None, true) => Start::Overwrite,
-            (None, false) => {
+        let dir = RunDir::lock(out)?;
+        let start = match (self.state, &self.resumed_from, overwrite) {
+            (Some(s), from, _) => {
+                if let Some(ckpt) = from {
+                    dir.ensure_resumable_from(ckpt)?;
+                }
+                Start::Resume(s)
+            }
+            (None, _, true) => Start::Overwrite,
+            (None, _, false) => {
                 dir.ensure_fresh()?;
                 Start::Fresh
             }
@@ -369,7 +375,7 @@ impl Plan {
             nthreads
         );
         let summary = run_in(
-            dir,
+            &dir,
             start,
             &self.spec,
             self.params,
@@ -396,15 +402,7 @@ impl Plan {
     }
 }
 
-/// `margincert train`: the flags are checked, then the output directory is locked (a second
-/// run into it fails here, before any data is read), then the run is resolved and executed.
+/// `margincert train`.
 pub fn cmd(a: &TrainArgs, nthreads: usize) -> Result<()> {
-    a.validate()?;
-    let dir = RunDir::lock(&a.out_dir())?;
-    if let Some(ckpt) = &a.resume {
-        dir.ensure_resumable_from(ckpt)?;
-    } else if !a.overwrite {
-        dir.ensure_fresh()?;
-    }
-    Plan::from_args(a, nthreads)?.execute_in(&dir, a.quiet, nthreads, a.overwrite)
+    Plan::from_args(a, nthreads)?.execute(&a.out_dir(), a.quiet, nthreads, a.overwrite)
 }
