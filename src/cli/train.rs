@@ -406,3 +406,35 @@ impl Plan {
 pub fn cmd(a: &TrainArgs, nthreads: usize) -> Result<()> {
     Plan::from_args(a, nthreads)?.execute(&a.out_dir(), a.quiet, nthreads, a.overwrite)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_levels_have_one_form() {
+        assert_eq!(parse_stop_loss("1e-800").unwrap(), -800.0);
+        assert!((parse_stop_loss("5e-3").unwrap() - 5e-3f64.log10()).abs() < 1e-12);
+        assert_eq!(parse_save_at("1E-10").unwrap(), -10.0);
+        assert_eq!(parse_save_at("1e0").unwrap(), 0.0);
+        for bad in [
+            "0.001", "-100", "0.5", "1e0.5", "0e5", "-1e-3", "nane3", "1e",
+        ] {
+            assert!(parse_stop_loss(bad).is_err(), "{bad}");
+        }
+        assert!(parse_save_at("5e-1").is_err());
+        assert_eq!(threshold_file_of("1e-10"), "loss-1e-10.safetensors");
+    }
+
+    fn threshold_file_of(t: &str) -> String {
+        margincert::run::threshold_file(parse_save_at(t).unwrap())
+    }
+
+    #[test]
+    fn steps_are_finite_and_positive() {
+        assert_eq!(parse_step("0.25").unwrap(), 0.25);
+        for bad in ["0", "-0.5", "nan", "inf", "x"] {
+            assert!(parse_step(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -22,15 +22,14 @@ fn reference(dir: &Path) {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
-/// Continues the run in `dir` until one process ends successfully (at most `limit` tries).
-fn finish(dir: &Path, limit: usize) {
-    for _ in 0..limit {
-        let o = output(continue_run(dir, None));
-        if o.status.success() {
-            return;
-        }
-        panic!("resume failed: {}", String::from_utf8_lossy(&o.stderr));
-    }
+/// Continues the interrupted run in `dir` to its end, in one process.
+fn finish(dir: &Path) {
+    let o = output(continue_run(dir, None));
+    assert!(
+        o.status.success(),
+        "resume failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 /// Runs the tiny run into `dir` (with `extra` flags) until the injected `fault` aborts it.
@@ -77,7 +76,7 @@ fn a_kill_at_each_point_resumes_to_the_uninterrupted_run() {
     for fault in faults {
         let dir = tmp.path().join(fault.replace(':', "-"));
         interrupted(&dir, &[], fault);
-        finish(&dir, 1);
+        finish(&dir);
         assert_same_run(&dir, &want, fault);
     }
 }
@@ -109,7 +108,7 @@ fn random_kills(seed: u64, runs: usize, kills_per_run: usize) -> usize {
             }
             child.wait().unwrap();
         }
-        finish(&dir, 1);
+        finish(&dir);
         assert_same_run(&dir, &want, &format!("seed {seed}, run {r}"));
         assert!(temp_files(&dir).is_empty(), "{:?}", temp_files(&dir));
     }
@@ -191,7 +190,7 @@ fn orphaned_temp_files_are_removed_on_resume() {
     std::fs::write(&orphan, vec![0u8; 319_000]).unwrap();
     let other = dir.join("keep.tmp");
     std::fs::write(&other, "x").unwrap();
-    finish(&dir, 1);
+    finish(&dir);
     assert!(!orphan.exists(), "orphan left");
     assert!(other.exists());
 }
@@ -224,7 +223,7 @@ fn an_unterminated_metrics_line_is_cut_on_resume() {
         plots.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", text(&o));
-    finish(&dir, 1);
+    finish(&dir);
     assert_same_run(&dir, &want, "torn line");
 }
 
@@ -286,7 +285,7 @@ fn resume_refuses_conflicting_settings() {
     // Resuming an older checkpoint over the run's later one is refused.
     let older = tmp.path().join("older.safetensors");
     std::fs::copy(&last, &older).unwrap();
-    finish(&dir, 1);
+    finish(&dir);
     let o = margincert(&[
         "train",
         "--resume",
