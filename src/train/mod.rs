@@ -517,3 +517,38 @@ fn check_fit(spec: &ModelSpec, outputs: usize, cfg: &TrainConfig, data: &Dataset
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(schedule: Schedule) -> TrainConfig {
+        TrainConfig {
+            loss: LossKind::CrossEntropy,
+            batch: 10,
+            epochs: 1,
+            seed: 0,
+            schedule,
+            save_at_log10: vec![-10.0],
+            stop_log10_loss: None,
+        }
+    }
+
+    #[test]
+    fn steps_must_be_finite_and_positive() {
+        cfg(Schedule::paper_loss_based()).validate().unwrap();
+        cfg(Schedule::Constant { lr: 0.5 }).validate().unwrap();
+        for (s, needle) in [
+            (Schedule::Constant { lr: -0.5 }, "--lr"),
+            (Schedule::Constant { lr: 0.0 }, "--lr"),
+            (Schedule::loss_based(-1.0), "--alpha0"),
+            (Schedule::loss_based(f64::NAN), "--alpha0"),
+        ] {
+            let e = cfg(s).validate().unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        }
+        let mut c = cfg(Schedule::paper_loss_based());
+        c.stop_log10_loss = Some(f64::NAN);
+        assert!(c.validate().is_err());
+    }
+}

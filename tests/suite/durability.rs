@@ -385,6 +385,9 @@ fn bad_flags_are_refused() {
         "0",
     ]);
     assert_clean_failure(&r, "at least 1 step");
+    // `certify --kkt-active 0` used to be refused with a message about the cutoff.
+    let r = margincert(&["certify", ck.to_str().unwrap(), "--kkt-active", "0"]);
+    assert_clean_failure(&r, "--kkt-active 0");
     // The accepted forms still work and name their files as written.
     let r = output({
         let mut c = test_command(None);
