@@ -91,19 +91,24 @@ const THREADS_PER_CORE: usize = 4;
 fn threads(n: usize) -> Result<usize> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let n = if n == 0 { cores } else { n };
-    let cap = match std::env::var("MARGINCERT_MAX_THREADS") {
-        Ok(v) => v.trim().parse::<usize>().map_err(|_| {
-            Error::Invalid(format!(
-                "MARGINCERT_MAX_THREADS={v}: expected a number of threads"
-            ))
-        })?,
-        Err(_) => THREADS_PER_CORE * cores,
+    let (cap, why) = match std::env::var("MARGINCERT_MAX_THREADS") {
+        Ok(v) => (
+            v.trim().parse::<usize>().map_err(|_| {
+                Error::Invalid(format!(
+                    "MARGINCERT_MAX_THREADS={v}: expected a number of threads"
+                ))
+            })?,
+            "MARGINCERT_MAX_THREADS".to_string(),
+        ),
+        Err(_) => (
+            THREADS_PER_CORE * cores,
+            format!("{THREADS_PER_CORE} per available core, {cores} cores"),
+        ),
     };
     if n > cap {
         return Err(Error::Invalid(format!(
-            "--threads {n} is more than {cap} ({THREADS_PER_CORE} per available core, {cores} \
-             cores): oversubscribed threads only slow every epoch down. Use --threads {cores}, \
-             or set MARGINCERT_MAX_THREADS={n} to allow it"
+            "--threads {n} is more than {cap} ({why}): oversubscribed threads only slow every \
+             epoch down. Use --threads {cores}, or set MARGINCERT_MAX_THREADS={n} to allow it"
         )));
     }
     rayon::ThreadPoolBuilder::new()
