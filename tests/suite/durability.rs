@@ -152,6 +152,34 @@ fn a_second_run_into_a_locked_directory_is_refused() {
     reference(&dir);
 }
 
+/// Two runs started together into one directory (they used to interleave their metrics
+/// lines and lose one run's result): exactly one runs, the other is refused (by the lock, or
+/// by the first run's files when it starts late), and the directory holds exactly one
+/// uninterrupted run.
+#[test]
+fn two_runs_started_together_leave_one_intact_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let want = tmp.path().join("reference");
+    reference(&want);
+    let dir = tmp.path().join("run");
+    let a = spawn(tiny(&dir, &[], None));
+    let b = spawn(tiny(&dir, &[], None));
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(
+        a.status.success() != b.status.success(),
+        "exactly one run succeeds: {:?} {:?}",
+        a.status,
+        b.status
+    );
+    let loser = if a.status.success() { &b } else { &a };
+    let err = String::from_utf8_lossy(&loser.stderr);
+    assert!(
+        err.contains("in use") || err.contains("holds a previous run"),
+        "{err}"
+    );
+    assert_same_run(&dir, &want, "two runs");
+}
+
 /// A fresh run into a directory holding a run is refused (the old run's files would stay
 /// beside the new one's); --overwrite deletes exactly the previous run's files.
 #[test]
