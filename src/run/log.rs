@@ -22,6 +22,10 @@ use crate::error::{Error, Result};
 use crate::train::EpochMetrics;
 
 /// An open metrics log.
+///
+/// Invariant: the file holds whole lines only, each synced, except at worst one torn line at
+/// the end after an interruption (appends are single writes at the end of the file, and a
+/// resumed log starts cut back to its last whole line of the checkpoint's epoch).
 #[derive(Debug)]
 pub struct MetricsLog {
     path: PathBuf,

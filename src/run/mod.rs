@@ -36,7 +36,7 @@ use log::MetricsLog;
 /// Where and how a run reports.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
-    /// Output directory (created if missing).
+    /// Output directory (created if missing; locked for the whole run, see [`RunDir`]).
     pub out: PathBuf,
     /// The data, recorded in checkpoints.
     pub data: DataChoice,
