@@ -72,6 +72,20 @@ impl RunConfig {
                 "[model] needs exactly one of `preset` or `spec`",
             ));
         }
+        for (key, v) in [
+            ("train_subset", c.data.train_subset),
+            ("test_subset", c.data.test_subset),
+        ] {
+            if v == Some(0) {
+                return Err(Error::format(
+                    path,
+                    format!("[data] {key} = 0 selects no examples: give N >= 1 or remove it"),
+                ));
+            }
+        }
+        c.train
+            .validate()
+            .map_err(|e| Error::format(path, format!("[train]: {e}")))?;
         Ok(c)
     }
 

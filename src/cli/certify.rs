@@ -117,6 +117,13 @@ impl CertifyArgs {
 
 /// `margincert certify`.
 pub fn cmd(a: &CertifyArgs) -> Result<()> {
+    if !a.no_kkt && a.kkt_active == 0 {
+        return Err(Error::Invalid(
+            "--kkt-active 0 leaves the KKT certificate no constraint: give at least 1, or \
+             --no-kkt to skip it"
+                .into(),
+        ));
+    }
     let model = a.model.load(&a.checkpoint)?;
     for n in &model.notes {
         eprintln!("import: {n}");

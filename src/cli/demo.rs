@@ -49,6 +49,6 @@ pub fn cmd(a: &DemoArgs, nthreads: usize) -> Result<()> {
     c.train.batch = a.batch;
     c.train.epochs = a.epochs;
     c.train.stop_log10_loss = Some(a.stop_loss);
-    Plan::from_config(c)?.execute(&a.out, false, nthreads)?;
+    Plan::from_config(c)?.execute(&a.out, false, nthreads, true)?;
     super::certify::cmd(&CertifyArgs::defaults_for(a.out.join("last.safetensors"))?)
 }

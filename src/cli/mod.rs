@@ -82,13 +82,35 @@ enum Command {
     Reproduce(reproduce::ReproduceArgs),
 }
 
-/// Builds the global thread pool with `n` threads (0: all cores); returns the count.
+/// Most worker threads per available core (more only adds switching: 2,000 threads made a
+/// tiny epoch take a minute); `MARGINCERT_MAX_THREADS` raises the cap.
+const THREADS_PER_CORE: usize = 4;
+
+/// Builds the global thread pool with `n` threads (0: all cores); returns the count. Refuses
+/// more than [`THREADS_PER_CORE`] per available core unless `MARGINCERT_MAX_THREADS` allows it.
 fn threads(n: usize) -> Result<usize> {
-    let n = if n == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        n
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let n = if n == 0 { cores } else { n };
+    let (cap, why) = match std::env::var("MARGINCERT_MAX_THREADS") {
+        Ok(v) => (
+            v.trim().parse::<usize>().map_err(|_| {
+                Error::Invalid(format!(
+                    "MARGINCERT_MAX_THREADS={v}: expected a number of threads"
+                ))
+            })?,
+            "MARGINCERT_MAX_THREADS".to_string(),
+        ),
+        Err(_) => (
+            THREADS_PER_CORE * cores,
+            format!("{THREADS_PER_CORE} per available core, {cores} cores"),
+        ),
     };
+    if n > cap {
+        return Err(Error::Invalid(format!(
+            "--threads {n} is more than {cap} ({why}): oversubscribed threads only slow every \
+             epoch down. Use --threads {cores}, or set MARGINCERT_MAX_THREADS={n} to allow it"
+        )));
+    }
     rayon::ThreadPoolBuilder::new()
         .num_threads(n)
         .build_global()

@@ -29,8 +29,8 @@ pub struct RobustArgs {
     /// Largest radius searched (default 3.0 for L2, 0.3 for L-inf).
     #[arg(long)]
     pub eps_max: Option<f64>,
-    /// Bisection steps on the radius (certified and attack).
-    #[arg(long, default_value_t = 10)]
+    /// Bisection steps on the radius (certified and attack); at least 1.
+    #[arg(long, default_value_t = 10, value_parser = parse_steps)]
     pub steps: usize,
     /// PGD random restarts.
     #[arg(long, default_value_t = 3)]
@@ -38,6 +38,16 @@ pub struct RobustArgs {
     /// Output directory.
     #[arg(long, default_value = "robust-out")]
     pub out: PathBuf,
+}
+
+/// Parses `--steps`: a bisection needs at least one step (with none, every radius is 0 and
+/// the table reports nothing certified).
+fn parse_steps(t: &str) -> std::result::Result<usize, String> {
+    match t.trim().parse::<usize>() {
+        Ok(0) => Err("0: the bisection needs at least 1 step (10 by default)".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("'{t}': {e}")),
+    }
 }
 
 /// `margincert robust`.

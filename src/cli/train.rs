@@ -12,20 +12,49 @@ use margincert::data::Dataset;
 use margincert::error::{Error, Result};
 use margincert::loss::LossKind;
 use margincert::model::{ModelSpec, Params, presets};
-use margincert::run::{RunOptions, run};
+use margincert::run::{RunDir, RunOptions, Start, run_in};
 use margincert::train::{Schedule, TrainConfig, TrainState};
 
-use super::args::{LossArg, parse_loss_level};
+use super::args::LossArg;
 use super::data::DataArgs;
+
+/// The run flags that `--resume` takes from the checkpoint and `--config` from its file:
+/// given with either, they are refused (a flag never silently loses to another source).
+const RUN_SETTINGS: [&str; 13] = [
+    "model",
+    "spec",
+    "data",
+    "binary",
+    "train_subset",
+    "test_subset",
+    "loss",
+    "batch",
+    "lr",
+    "alpha0",
+    "stop_loss",
+    "save_at",
+    "seed",
+];
+
+/// The preset trained when neither `--model` nor `--spec` is given.
+const DEFAULT_MODEL: &str = "mnist-cnn";
+/// Epochs of a fresh run without `--epochs`.
+const DEFAULT_EPOCHS: usize = 100;
+/// Minibatch size without `--batch`.
+const DEFAULT_BATCH: usize = 100;
+/// Initial step of the loss-based schedule without `--alpha0`.
+const DEFAULT_ALPHA0: f64 = 0.1;
+/// Output directory of a fresh run without `--out`.
+const DEFAULT_OUT: &str = "out/train";
 
 // The model of a training run: a preset or a spec file.
 #[derive(Args, Debug)]
 pub struct ModelArgs {
     /// A preset: mnist-cnn (the paper's, no bias), mnist-cnn-bias (every layer, not
     /// homogeneous), mnist-cnn-first-bias (the paper's "without bias" mode), cifar-vgg, mlp
-    /// (784-1000-1000), small-mlp (one hidden layer of 100), linear.
-    #[arg(long, default_value = "mnist-cnn", conflicts_with = "spec")]
-    pub model: String,
+    /// (784-1000-1000), small-mlp (one hidden layer of 100), linear. [default: mnist-cnn]
+    #[arg(long, conflicts_with = "spec")]
+    pub model: Option<String>,
     /// A model spec file (JSON or TOML) instead of a preset.
     #[arg(long)]
     pub spec: Option<PathBuf>,
@@ -37,12 +66,66 @@ impl ModelArgs {
         match &self.spec {
             Some(p) => ModelSpec::from_file(p),
             None => presets::by_name(
-                &self.model,
+                self.model.as_deref().unwrap_or(DEFAULT_MODEL),
                 data.shape,
                 if binary { 1 } else { data.classes },
             ),
         }
     }
+}
+
+/// Parses a learning rate or initial step: a finite number > 0 (a step of 0 never moves, a
+/// negative one climbs the loss).
+fn parse_step(t: &str) -> std::result::Result<f64, String> {
+    let v: f64 = t.trim().parse().map_err(|e| format!("'{t}': {e}"))?;
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(format!(
+            "'{t}': a step size must be a finite number > 0, e.g. 0.1"
+        ))
+    }
+}
+
+/// Parses a loss level written as a value in scientific notation, `MeN` (`M` > 0, `N` an
+/// integer, which may lie far outside f64 range, e.g. `1e-800`), into its `log10`. Plain
+/// numbers are refused: `0.001` or `-100` could mean the loss or its exponent. With
+/// `power_of_ten`, `M` must be 1 (the level names a file `loss-1eN.safetensors`).
+fn parse_level(t: &str, power_of_ten: bool) -> std::result::Result<f64, String> {
+    let form = if power_of_ten {
+        "a power of ten 1eN with an integer N, e.g. 1e-10"
+    } else {
+        "a loss value MeN with M > 0 and an integer N, e.g. 1e-100 or 5e-3"
+    };
+    let Some((m, e)) = t.trim().split_once(['e', 'E']) else {
+        return Err(format!(
+            "'{t}': write the loss level as {form} (a plain number is ambiguous: the loss or \
+             its log10?)"
+        ));
+    };
+    let m: f64 = m
+        .parse()
+        .map_err(|_| format!("'{t}': write it as {form}"))?;
+    let e: i64 = e
+        .parse()
+        .map_err(|_| format!("'{t}': write it as {form}"))?;
+    if !(m.is_finite() && m > 0.0) || (power_of_ten && m != 1.0) {
+        return Err(format!("'{t}': write it as {form}"));
+    }
+    if e.unsigned_abs() > 1 << 40 {
+        return Err(format!("'{t}': the exponent is out of range"));
+    }
+    Ok(m.log10() + e as f64)
+}
+
+/// `--stop-loss`: a loss value `MeN`.
+fn parse_stop_loss(t: &str) -> std::result::Result<f64, String> {
+    parse_level(t, false)
+}
+
+/// `--save-at`: a power of ten `1eN`.
+fn parse_save_at(t: &str) -> std::result::Result<f64, String> {
+    parse_level(t, true)
 }
 
 // `margincert train` flags.
@@ -53,44 +136,90 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub data: DataArgs,
     /// Loss (summed in the theory; the optimizer uses the mean, as the paper's code).
-    #[arg(long, value_enum, default_value = "cross-entropy")]
-    pub loss: LossArg,
-    /// Minibatch size; 0 = full batch (gradient descent).
-    #[arg(long, default_value_t = 100)]
-    pub batch: usize,
-    /// Use a constant learning rate instead of the paper's loss-based schedule.
+    /// [default: cross-entropy]
+    #[arg(long, value_enum)]
+    pub loss: Option<LossArg>,
+    /// Minibatch size; 0 = full batch (gradient descent). [default: 100]
     #[arg(long)]
+    pub batch: Option<usize>,
+    /// Use this constant learning rate (finite, > 0) instead of the paper's loss-based
+    /// schedule.
+    #[arg(long, value_parser = parse_step, conflicts_with = "alpha0")]
     pub lr: Option<f64>,
-    /// Initial step of the loss-based schedule.
-    #[arg(long, default_value_t = 0.1)]
-    pub alpha0: f64,
-    /// Epochs to run (accepted epochs; rolled-back attempts do not count).
-    #[arg(long, default_value_t = 100)]
-    pub epochs: usize,
-    /// Stop once the mean training loss is below this (e.g. 1e-100; any exponent works).
-    #[arg(long, value_parser = parse_loss_level)]
+    /// Initial step of the loss-based schedule (finite, > 0). [default: 0.1]
+    #[arg(long, value_parser = parse_step)]
+    pub alpha0: Option<f64>,
+    /// Epochs to run (accepted epochs; rolled-back attempts do not count). [default: 100]
+    /// With --resume: the run's own budget unless given (then it replaces the budget, e.g.
+    /// to extend the run; it may not be below the checkpoint's epoch). With --config: replaces
+    /// the file's.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Stop once the mean training loss is below this value, written MeN (e.g. 1e-100, 5e-3;
+    /// any exponent works). A plain number such as 0.001 is refused.
+    #[arg(long, value_parser = parse_stop_loss)]
     pub stop_loss: Option<f64>,
-    /// Keep checkpoints when the loss first falls below these levels (the paper:
-    /// 1e-10,1e-15,1e-20,1e-120).
-    #[arg(long, value_delimiter = ',', value_parser = parse_loss_level)]
+    /// Keep checkpoints loss-1eN.safetensors when the loss first falls below these powers of
+    /// ten, written 1eN (the paper: 1e-10,1e-15,1e-20,1e-120).
+    #[arg(long, value_delimiter = ',', value_parser = parse_save_at)]
     pub save_at: Vec<f64>,
-    /// Seed of the initialisation and of the data order.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Output directory: metrics.jsonl, last.safetensors, loss-1e*.safetensors.
-    #[arg(long, default_value = "out/train")]
-    pub out: PathBuf,
-    /// Resume from a checkpoint written by `margincert train` (its model, data and settings;
-    /// `--epochs` may extend the run). Same thread count = the same bits as an uninterrupted run.
-    #[arg(long, conflicts_with = "config")]
+    /// Seed of the initialisation and of the data order. [default: 0]
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Output directory: metrics.jsonl, last.safetensors, loss-1e*.safetensors, plots.
+    /// One run at a time (it is locked while a run writes). [default: out/train; with
+    /// --resume, the checkpoint's directory]
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Replace the previous run in --out: delete its metrics.jsonl, checkpoints and plots
+    /// (only the files a run writes) before starting. Without it a fresh run into a
+    /// directory holding a run is refused.
+    #[arg(long, conflicts_with = "resume")]
+    pub overwrite: bool,
+    /// Resume from a checkpoint written by `margincert train`: its model, data, settings and
+    /// epoch budget (--epochs may change the budget; the model, data and optimizer flags are
+    /// refused). The metrics log is cut back to the checkpoint's epoch, so an interrupted run
+    /// resumed with the same thread count ends with the same files as an uninterrupted one.
+    #[arg(long, conflicts_with = "config", conflicts_with_all = RUN_SETTINGS)]
     pub resume: Option<PathBuf>,
     /// A run config (TOML, see fixtures/configs/): model, data and training settings in one
-    /// file; the model, data and optimizer flags are then ignored.
-    #[arg(long)]
+    /// file. --epochs replaces its budget; the model, data and optimizer flags are refused.
+    #[arg(long, conflicts_with_all = RUN_SETTINGS)]
     pub config: Option<PathBuf>,
     /// Do not print a line per epoch.
     #[arg(long)]
     pub quiet: bool,
+}
+
+impl TrainArgs {
+    /// The output directory: `--out`, else the resumed checkpoint's directory, else
+    /// [`DEFAULT_OUT`].
+    fn out_dir(&self) -> PathBuf {
+        if let Some(o) = &self.out {
+            return o.clone();
+        }
+        match self.resume.as_deref().map(Path::parent) {
+            Some(Some(p)) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            Some(_) => PathBuf::from("."),
+            None => PathBuf::from(DEFAULT_OUT),
+        }
+    }
+
+    /// Checks the values clap cannot: subset sizes of at least one example.
+    fn validate(&self) -> Result<()> {
+        for (flag, v) in [
+            ("--train-subset", self.data.train_subset),
+            ("--test-subset", self.data.test_subset),
+        ] {
+            if v == Some(0) {
+                return Err(Error::Invalid(format!(
+                    "{flag} 0 selects no examples: give N >= 1, or leave the flag out for the \
+                     whole split"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A run ready to start: what `train` resolved from its flags, a config or a checkpoint.
@@ -103,6 +232,8 @@ pub struct Plan {
     pub cfg: TrainConfig,
     /// The optimizer state to resume from, if any.
     pub state: Option<TrainState>,
+    /// The checkpoint the state comes from, when resuming.
+    pub resumed_from: Option<PathBuf>,
     /// The data (recorded in every checkpoint).
     pub data: DataChoice,
 }
@@ -110,6 +241,7 @@ pub struct Plan {
 impl Plan {
     /// A fresh run of config `c` (He-normal initialisation with the config's seed).
     pub fn from_config(c: RunConfig) -> Result<Self> {
+        c.train.validate()?;
         let split = c.data.load()?;
         let spec = c.spec(&split)?;
         Ok(Plan {
@@ -117,12 +249,14 @@ impl Plan {
             spec,
             cfg: c.train,
             state: None,
+            resumed_from: None,
             data: c.data,
         })
     }
 
-    /// Resumes the run that wrote the checkpoint at `path`, extended to `epochs`.
-    fn resume(path: &Path, epochs: usize, nthreads: usize) -> Result<Self> {
+    /// Resumes the run that wrote the checkpoint at `path` with its own settings and budget,
+    /// or the budget `epochs` when given.
+    fn resume(path: &Path, epochs: Option<usize>, nthreads: usize) -> Result<Self> {
         let c = Checkpoint::load(path)?;
         let info = c.train.ok_or_else(|| {
             Error::Invalid(format!(
@@ -131,7 +265,23 @@ impl Plan {
             ))
         })?;
         let mut cfg = info.config;
-        cfg.epochs = epochs.max(info.state.epoch);
+        if let Some(e) = epochs {
+            if e < info.state.epoch {
+                return Err(Error::Invalid(format!(
+                    "--epochs {e} is below the checkpoint's epoch {}: the budget counts all the \
+                     run's epochs; give at least {0}, or leave --epochs out to keep the run's \
+                     budget of {}",
+                    info.state.epoch, cfg.epochs
+                )));
+            }
+            if e != cfg.epochs {
+                eprintln!(
+                    "note: the run's budget changes from {} to {e} epochs",
+                    cfg.epochs
+                );
+            }
+            cfg.epochs = e;
+        }
         if info.threads != nthreads {
             eprintln!(
                 "note: the run used {} threads, this one {nthreads}: the result may differ in the last bits",
@@ -143,46 +293,73 @@ impl Plan {
             params: c.params,
             cfg,
             state: Some(info.state),
+            resumed_from: Some(path.to_path_buf()),
             data: info.data,
         })
     }
 
     /// The run `a` describes: a resumed checkpoint, a run config, or the flags.
     pub fn from_args(a: &TrainArgs, nthreads: usize) -> Result<Self> {
+        a.validate()?;
         if let Some(path) = &a.resume {
             return Self::resume(path, a.epochs, nthreads);
         }
         if let Some(path) = &a.config {
-            return Self::from_config(RunConfig::from_file(path)?);
+            let mut c = RunConfig::from_file(path)?;
+            if let Some(e) = a.epochs {
+                c.train.epochs = e;
+            }
+            return Self::from_config(c);
         }
         let data = a.data.choice();
         let split = data.load()?;
-        let loss = LossKind::from(a.loss);
+        let loss = a.loss.map_or(LossKind::default(), LossKind::from);
         let spec = a.model.build(&split.train, loss.is_binary())?;
         let schedule = match a.lr {
             Some(lr) => Schedule::Constant { lr },
-            None => Schedule::loss_based(a.alpha0),
+            None => Schedule::loss_based(a.alpha0.unwrap_or(DEFAULT_ALPHA0)),
         };
+        let seed = a.seed.unwrap_or(0);
+        let cfg = TrainConfig {
+            loss,
+            batch: a.batch.unwrap_or(DEFAULT_BATCH),
+            epochs: a.epochs.unwrap_or(DEFAULT_EPOCHS),
+            seed,
+            schedule,
+            save_at_log10: a.save_at.clone(),
+            stop_log10_loss: a.stop_loss,
+        };
+        cfg.validate()?;
         Ok(Plan {
-            params: Params::he_normal(&spec, a.seed)?,
+            params: Params::he_normal(&spec, seed)?,
             spec,
-            cfg: TrainConfig {
-                loss,
-                batch: a.batch,
-                epochs: a.epochs,
-                seed: a.seed,
-                schedule,
-                save_at_log10: a.save_at.clone(),
-                stop_log10_loss: a.stop_loss,
-            },
+            cfg,
             state: None,
+            resumed_from: None,
             data,
         })
     }
 
-    /// Trains into `out`, printing a line per epoch unless `quiet`.
-    pub fn execute(self, out: &Path, quiet: bool, nthreads: usize) -> Result<()> {
+    /// Trains into `out`, printing a line per epoch unless `quiet`. `out` is locked for the
+    /// run (a second run into it is refused before anything is written); a fresh run replaces
+    /// a previous run there only when `overwrite` is set, and a resumed one continues only
+    /// the run whose checkpoint it is ([`RunDir::ensure_resumable_from`]).
+    pub fn execute(self, out: &Path, quiet: bool, nthreads: usize, overwrite: bool) -> Result<()> {
         margincert::io::ensure_not_input(out, &self.data.input_files()?)?;
+        let dir = RunDir::lock(out)?;
+        let start = match (self.state, &self.resumed_from, overwrite) {
+            (Some(s), from, _) => {
+                if let Some(ckpt) = from {
+                    dir.ensure_resumable_from(ckpt)?;
+                }
+                Start::Resume(s)
+            }
+            (None, _, true) => Start::Overwrite,
+            (None, _, false) => {
+                dir.ensure_fresh()?;
+                Start::Fresh
+            }
+        };
         let split = self.data.load()?;
         eprintln!(
             "training {} ({} parameters, {}) on {} ({} train / {} test examples), {} threads",
@@ -197,13 +374,14 @@ impl Plan {
             split.test.len(),
             nthreads
         );
-        let summary = run(
+        let summary = run_in(
+            &dir,
+            start,
             &self.spec,
             self.params,
             self.cfg,
             &split.train,
             Some(&split.test),
-            self.state,
             &RunOptions {
                 out: out.to_path_buf(),
                 data: self.data,
@@ -226,5 +404,37 @@ impl Plan {
 
 /// `margincert train`.
 pub fn cmd(a: &TrainArgs, nthreads: usize) -> Result<()> {
-    Plan::from_args(a, nthreads)?.execute(&a.out, a.quiet, nthreads)
+    Plan::from_args(a, nthreads)?.execute(&a.out_dir(), a.quiet, nthreads, a.overwrite)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_levels_have_one_form() {
+        assert_eq!(parse_stop_loss("1e-800").unwrap(), -800.0);
+        assert!((parse_stop_loss("5e-3").unwrap() - 5e-3f64.log10()).abs() < 1e-12);
+        assert_eq!(parse_save_at("1E-10").unwrap(), -10.0);
+        assert_eq!(parse_save_at("1e0").unwrap(), 0.0);
+        for bad in [
+            "0.001", "-100", "0.5", "1e0.5", "0e5", "-1e-3", "nane3", "1e",
+        ] {
+            assert!(parse_stop_loss(bad).is_err(), "{bad}");
+        }
+        assert!(parse_save_at("5e-1").is_err());
+        assert_eq!(threshold_file_of("1e-10"), "loss-1e-10.safetensors");
+    }
+
+    fn threshold_file_of(t: &str) -> String {
+        margincert::run::threshold_file(parse_save_at(t).unwrap())
+    }
+
+    #[test]
+    fn steps_are_finite_and_positive() {
+        assert_eq!(parse_step("0.25").unwrap(), 0.25);
+        for bad in ["0", "-0.5", "nan", "inf", "x"] {
+            assert!(parse_step(bad).is_err(), "{bad}");
+        }
+    }
 }

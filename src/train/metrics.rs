@@ -94,7 +94,8 @@ pub struct EpochMetrics {
     pub smoothed_margin: Option<f64>,
     /// For k = 1..=5, how many training examples have `q_n - q_min <= ln(10^k)`.
     pub near_min: Vec<usize>,
-    /// Seconds since the run started.
+    /// Seconds of training since the run started (summed over the sessions of a resumed
+    /// run).
     pub seconds: f64,
 }
 

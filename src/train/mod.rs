@@ -87,6 +87,53 @@ pub struct TrainConfig {
     pub stop_log10_loss: Option<f64>,
 }
 
+impl TrainConfig {
+    /// Checks the settings: a constant rate or initial step that is finite and positive (a
+    /// negative one climbs the loss, NaN poisons the weights), growth and shrink factors
+    /// above 1, a finite non-negative minimum step, and finite loss levels.
+    pub fn validate(&self) -> Result<()> {
+        let positive = |what: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(Error::Invalid(format!(
+                    "{what} must be a finite number > 0, not {v}"
+                )))
+            }
+        };
+        match &self.schedule {
+            Schedule::Constant { lr } => positive("the learning rate (--lr, schedule.lr)", *lr)?,
+            Schedule::LossBased {
+                alpha0,
+                r_up,
+                r_down,
+                min_alpha,
+            } => {
+                positive("the initial step (--alpha0, schedule.alpha0)", *alpha0)?;
+                for (name, v) in [("schedule.r_up", *r_up), ("schedule.r_down", *r_down)] {
+                    if !(v.is_finite() && v > 1.0) {
+                        return Err(Error::Invalid(format!(
+                            "{name} must be a finite number > 1, not {v}"
+                        )));
+                    }
+                }
+                if !(min_alpha.is_finite() && *min_alpha >= 0.0) {
+                    return Err(Error::Invalid(format!(
+                        "schedule.min_alpha must be a finite number >= 0, not {min_alpha}"
+                    )));
+                }
+            }
+        }
+        let levels = self.save_at_log10.iter().chain(&self.stop_log10_loss);
+        if let Some(v) = levels.into_iter().find(|v| !v.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "a loss level (save_at_log10, stop_log10_loss) is not finite: {v}"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// The state that, with the parameters and the config, resumes a run exactly.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainState {
@@ -157,6 +204,7 @@ impl<'a> Trainer<'a> {
         test: Option<&'a Dataset>,
         state: Option<TrainState>,
     ) -> Result<Self> {
+        cfg.validate()?;
         params.check(spec)?;
         let net = Network::new(spec)?;
         check_fit(spec, net.outputs(), &cfg, train)?;
@@ -468,4 +516,39 @@ fn check_fit(spec: &ModelSpec, outputs: usize, cfg: &TrainConfig, data: &Dataset
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(schedule: Schedule) -> TrainConfig {
+        TrainConfig {
+            loss: LossKind::CrossEntropy,
+            batch: 10,
+            epochs: 1,
+            seed: 0,
+            schedule,
+            save_at_log10: vec![-10.0],
+            stop_log10_loss: None,
+        }
+    }
+
+    #[test]
+    fn steps_must_be_finite_and_positive() {
+        cfg(Schedule::paper_loss_based()).validate().unwrap();
+        cfg(Schedule::Constant { lr: 0.5 }).validate().unwrap();
+        for (s, needle) in [
+            (Schedule::Constant { lr: -0.5 }, "--lr"),
+            (Schedule::Constant { lr: 0.0 }, "--lr"),
+            (Schedule::loss_based(-1.0), "--alpha0"),
+            (Schedule::loss_based(f64::NAN), "--alpha0"),
+        ] {
+            let e = cfg(s).validate().unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        }
+        let mut c = cfg(Schedule::paper_loss_based());
+        c.stop_log10_loss = Some(f64::NAN);
+        assert!(c.validate().is_err());
+    }
 }

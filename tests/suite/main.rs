@@ -15,6 +15,7 @@ mod audit_report;
 mod cli;
 mod data;
 mod deep;
+mod durability;
 mod forgeries;
 mod gradients;
 mod import;

@@ -5,8 +5,18 @@
 //! This module sits above [`crate::train`] (the loop in memory), [`crate::checkpoint`] (the
 //! file format) and [`crate::config`] (the run file): it is the one place that ties them
 //! together, so that none of them depends on another.
+//!
+//! Durability (docs/RELIABILITY.md): one writer per directory ([`dir::RunDir`], an exclusive
+//! lock), metrics lines written whole and synced before the checkpoint they belong to, the
+//! log cut back to the checkpoint on resume ([`log`]), orphaned temporary files removed, and
+//! no fresh run over a previous one unless asked ([`Start`]). [`fault`] injects the kills
+//! the tests resume from.
 
-use std::io::{IsTerminal, Write};
+pub mod dir;
+pub mod fault;
+pub mod log;
+
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -19,11 +29,14 @@ use crate::error::{Error, Result};
 use crate::io::write_atomic;
 use crate::model::{ModelSpec, Params};
 use crate::train::{EpochMetrics, EpochOutcome, TrainConfig, TrainState, Trainer};
+pub use dir::{LAST_FILE, METRICS_FILE, RunDir};
+use fault::{Faults, Point};
+use log::MetricsLog;
 
 /// Where and how a run reports.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
-    /// Output directory (created if missing).
+    /// Output directory (created if missing; locked for the whole run, see [`RunDir`]).
     pub out: PathBuf,
     /// The data, recorded in checkpoints.
     pub data: DataChoice,
@@ -71,7 +84,22 @@ fn checkpoint(
     }
 }
 
-/// Runs (or resumes, when `resume` holds a state) a training run to its end.
+/// How a run starts in its directory.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Start {
+    /// A new run; refused when the directory holds a previous run's files
+    /// ([`RunDir::ensure_fresh`]).
+    Fresh,
+    /// A new run replacing the previous run's files ([`RunDir::clear_previous`]).
+    Overwrite,
+    /// The run whose checkpoint holds this state, continued: the metrics log is cut back to
+    /// the state's epoch ([`log::MetricsLog::resume`]) and appended to.
+    Resume(TrainState),
+}
+
+/// Runs (or resumes, when `resume` holds a state) a training run to its end in `opts.out`,
+/// which it locks for the whole run ([`RunDir::lock`]). A fresh run into a directory that
+/// holds a previous run is refused ([`Start::Fresh`]).
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     spec: &ModelSpec,
@@ -82,45 +110,126 @@ pub fn run(
     resume: Option<TrainState>,
     opts: &RunOptions,
 ) -> Result<RunSummary> {
-    std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
-    let metrics_path = opts.out.join("metrics.jsonl");
-    let resuming = resume.is_some();
+    let dir = RunDir::lock(&opts.out)?;
+    let start = resume.map_or(Start::Fresh, Start::Resume);
+    run_in(&dir, start, spec, params, cfg, train, test, opts)
+}
+
+/// Seconds of training: those recorded before a resume plus this process's (or always 0
+/// under the test clock of [`fault`]).
+struct Clock {
+    base: f64,
+    started: Instant,
+    zero: bool,
+}
+
+impl Clock {
+    fn seconds(&self) -> f64 {
+        if self.zero {
+            0.0
+        } else {
+            self.base + self.started.elapsed().as_secs_f64()
+        }
+    }
+}
+
+/// [`run`] in a directory already locked by the caller (`dir`, which must be `opts.out`):
+/// the caller can then refuse a second run before loading any data.
+///
+/// Per accepted epoch, in this order: the metrics line is appended and synced; the threshold
+/// checkpoints are written; `last.safetensors` is replaced atomically and the directory
+/// synced. A fresh run writes its epoch-0 line and checkpoint the same way before the first
+/// epoch, so that an interrupted run always has a checkpoint to resume from. See
+/// [`log`] for why a kill at any point then resumes to the uninterrupted run's files.
+#[allow(clippy::too_many_arguments)]
+pub fn run_in(
+    dir: &RunDir,
+    start: Start,
+    spec: &ModelSpec,
+    params: Params,
+    cfg: TrainConfig,
+    train: &Dataset,
+    test: Option<&Dataset>,
+    opts: &RunOptions,
+) -> Result<RunSummary> {
+    if dir.path() != opts.out {
+        return Err(Error::Invalid(format!(
+            "the locked directory {} is not the run's output {}",
+            dir.path().display(),
+            opts.out.display()
+        )));
+    }
+    let faults = Faults::from_env()?;
+    let metrics_path = dir.path().join(METRICS_FILE);
+    let last_path = dir.path().join(LAST_FILE);
+    let resuming = matches!(start, Start::Resume(_));
+    let resume = match start {
+        Start::Fresh => {
+            dir.ensure_fresh()?;
+            None
+        }
+        Start::Overwrite => {
+            dir.clear_previous()?;
+            None
+        }
+        Start::Resume(s) => Some(s),
+    };
     let mut trainer = Trainer::new(spec, params, cfg.clone(), train, test, resume)?;
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(resuming)
-        .write(true)
-        .truncate(!resuming)
-        .open(&metrics_path)
-        .map_err(|e| Error::io(&metrics_path, e))?;
-    let started = Instant::now();
-    let mut last = None;
-    if !resuming {
+    let mut clock = Clock {
+        base: 0.0,
+        started: Instant::now(),
+        zero: faults.zero_clock(),
+    };
+    let (mut log, mut last) = if resuming {
+        let epoch = trainer.state().epoch;
+        let (log, last, dropped) = MetricsLog::resume(&metrics_path, epoch)?;
+        if dropped > 0 {
+            eprintln!(
+                "note: cut {dropped} bytes off {} after epoch {epoch} (written after the \
+                 checkpoint by the interrupted run; they are recomputed)",
+                metrics_path.display()
+            );
+        }
+        if let Some(m) = &last {
+            clock.base = m.seconds;
+        }
+        (log, last)
+    } else {
+        let mut log = MetricsLog::create(&metrics_path)?;
         let m = trainer.metrics(0.0)?;
-        write_line(&mut log, &metrics_path, &m)?;
+        log.append(&m, &faults)?;
+        faults.hit(Point::AfterMetrics, 0);
         if opts.print_epochs {
             println!("{}", m.line());
         }
-        last = Some(m);
-    }
+        checkpoint(&trainer, opts, Some(&m)).save(&last_path)?;
+        dir.sync()?;
+        faults.hit(Point::AfterCheckpoint, 0);
+        (log, Some(m))
+    };
     let bar = progress_bar(cfg.epochs as u64, trainer.state().epoch as u64);
-    let last_path = opts.out.join("last.safetensors");
     let mut kept = Vec::new();
     let mut rollbacks = 0;
     let reason = loop {
-        match trainer.step_epoch(started)? {
-            EpochOutcome::Done(m) => {
-                write_line(&mut log, &metrics_path, &m)?;
+        match trainer.step_epoch(clock.started)? {
+            EpochOutcome::Done(mut m) => {
+                let epoch = m.epoch;
+                m.seconds = clock.seconds();
+                log.append(&m, &faults)?;
+                faults.hit(Point::AfterMetrics, epoch);
                 for t in trainer.newly_passed_thresholds() {
-                    let p = opts.out.join(threshold_file(t));
+                    let p = dir.path().join(threshold_file(t));
                     checkpoint(&trainer, opts, Some(&m)).save(&p)?;
                     kept.push(p);
                 }
+                faults.hit(Point::AfterKept, epoch);
                 checkpoint(&trainer, opts, Some(&m)).save(&last_path)?;
+                dir.sync()?;
+                faults.hit(Point::AfterCheckpoint, epoch);
                 if opts.print_epochs {
                     bar.suspend(|| println!("{}", m.line()));
                 }
-                bar.set_position(m.epoch as u64);
+                bar.set_position(epoch as u64);
                 bar.set_message(format!(
                     "log10 loss {:.2}, q_min/rho^L {}",
                     m.log10_loss,
@@ -138,7 +247,9 @@ pub fn run(
     };
     bar.finish_and_clear();
     checkpoint(&trainer, opts, last.as_ref()).save(&last_path)?;
-    write_plots(&metrics_path, &opts.out)?;
+    dir.sync()?;
+    faults.hit(Point::BeforePlots, trainer.state().epoch);
+    write_plots(log.path(), dir.path())?;
     Ok(RunSummary {
         reason,
         last,
@@ -150,7 +261,8 @@ pub fn run(
 
 /// Trains `cfg` from its He-normal initialisation (seed `cfg.train.seed`) on `split` (the
 /// test split is evaluated each epoch) into `out`, quietly, with `threads` workers: the run
-/// `margincert train --config` performs.
+/// `margincert reproduce` performs for each of its configs. A previous run's files in `out`
+/// are replaced ([`Start::Overwrite`]).
 pub fn train_from_scratch(
     cfg: &RunConfig,
     split: &Split,
@@ -158,13 +270,15 @@ pub fn train_from_scratch(
     threads: usize,
 ) -> Result<RunSummary> {
     let spec = cfg.spec(split)?;
-    run(
+    let dir = RunDir::lock(out)?;
+    run_in(
+        &dir,
+        Start::Overwrite,
         &spec,
         Params::he_normal(&spec, cfg.train.seed)?,
         cfg.train.clone(),
         &split.train,
         Some(&split.test),
-        None,
         &RunOptions {
             out: out.to_path_buf(),
             data: cfg.data.clone(),
@@ -174,16 +288,24 @@ pub fn train_from_scratch(
     )
 }
 
-/// Reads a `metrics.jsonl` log (one [`EpochMetrics`] per line).
+/// Reads a `metrics.jsonl` log (one [`EpochMetrics`] per line). An unterminated last line
+/// that does not parse is a write cut short by an interruption and is skipped; any other bad
+/// line is an error.
 pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| Error::format(path, format!("line {}: {e}", i + 1)))
-        })
-        .collect()
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let mut out = Vec::with_capacity(lines.len());
+    for (i, l) in lines.iter().enumerate() {
+        if l.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str(l) {
+            Ok(m) => out.push(m),
+            Err(_) if i + 1 == lines.len() && !l.ends_with('\n') => {}
+            Err(e) => return Err(Error::format(path, format!("line {}: {e}", i + 1))),
+        }
+    }
+    Ok(out)
 }
 
 /// Writes `loss.svg` and `margin.svg` (loss and normalized margins against epoch) into
@@ -201,11 +323,6 @@ pub fn write_plots(metrics: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
         }
     }
     Ok(written)
-}
-
-fn write_line(log: &mut std::fs::File, path: &Path, m: &EpochMetrics) -> Result<()> {
-    let line = serde_json::to_string(m).map_err(|e| Error::Invalid(e.to_string()))?;
-    writeln!(log, "{line}").map_err(|e| Error::io(path, e))
 }
 
 fn progress_bar(len: u64, pos: u64) -> ProgressBar {

@@ -1,0 +1,117 @@
+//! A run directory seen from the tests: the tiny training run the durability tests kill and
+//! resume, and comparisons of two run directories file by file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use super::cli::command;
+
+/// The tiny run (small MLP, 100 + 50 embedded images, 10 epochs with roll-backs, a threshold
+/// checkpoint at epoch 5) as `train` flags, without `--out` and `--epochs`.
+pub const TINY: [&str; 12] = [
+    "train",
+    "--model",
+    "small-mlp",
+    "--train-subset",
+    "100",
+    "--test-subset",
+    "50",
+    "--batch",
+    "25",
+    "--save-at",
+    "1e0",
+    "--quiet",
+];
+
+/// The binary with 2 threads and the stopped clock (`MARGINCERT_TEST_CLOCK=zero`, so that two
+/// runs write identical bytes), plus `MARGINCERT_FAULT=fault` when given.
+pub fn test_command(fault: Option<&str>) -> Command {
+    let mut c = command();
+    c.args(["--threads", "2"])
+        .env("MARGINCERT_TEST_CLOCK", "zero")
+        .env_remove("MARGINCERT_FAULT")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(f) = fault {
+        c.env("MARGINCERT_FAULT", f);
+    }
+    c
+}
+
+/// The tiny run into `out` (fresh, or with `extra` flags such as `--overwrite`), for 10
+/// epochs unless `extra` says `--epochs`.
+pub fn tiny(out: &Path, extra: &[&str], fault: Option<&str>) -> Command {
+    let mut c = test_command(fault);
+    c.args(TINY).arg("--out").arg(out).args(extra);
+    if !extra.contains(&"--epochs") {
+        c.args(["--epochs", "10"]);
+    }
+    c
+}
+
+/// Continues the interrupted run in `out`: `--resume out/last.safetensors` when a checkpoint
+/// is there, else the tiny run again with `--overwrite` (a run killed before its first
+/// checkpoint has nothing to resume).
+pub fn continue_run(out: &Path, fault: Option<&str>) -> Command {
+    let last = out.join("last.safetensors");
+    if last.exists() {
+        let mut c = test_command(fault);
+        c.args(["train", "--quiet", "--resume"]).arg(&last);
+        c
+    } else {
+        tiny(out, &["--overwrite"], fault)
+    }
+}
+
+/// Runs `c` to its end.
+pub fn output(mut c: Command) -> Output {
+    c.output().expect("the binary runs")
+}
+
+/// Spawns `c`.
+pub fn spawn(mut c: Command) -> Child {
+    c.spawn().expect("the binary starts")
+}
+
+/// A safetensors file as (header JSON, data bytes): equal for two files that differ only in
+/// the order of the header's keys (safetensors writes its metadata map in hash order, which
+/// changes from process to process).
+pub fn safetensors_content(path: &Path) -> (serde_json::Value, Vec<u8>) {
+    let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&b[8..8 + n]).unwrap();
+    (header, b[8 + n..].to_vec())
+}
+
+/// The files of a run directory by name, with their content (safetensors files through
+/// [`safetensors_content`]); the lock file is left out.
+pub fn run_files(dir: &Path) -> BTreeMap<String, (Option<serde_json::Value>, Vec<u8>)> {
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p: PathBuf = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if name == ".margincert.lock" {
+            continue;
+        }
+        let v = if name.ends_with(".safetensors") {
+            let (h, d) = safetensors_content(&p);
+            (Some(h), d)
+        } else {
+            (None, std::fs::read(&p).unwrap())
+        };
+        out.insert(name, v);
+    }
+    out
+}
+
+/// Asserts that run directory `got` holds exactly the files of `want`, with the same content
+/// (metrics log and plots byte for byte, checkpoints tensor bytes and metadata).
+pub fn assert_same_run(got: &Path, want: &Path, what: &str) {
+    let (g, w) = (run_files(got), run_files(want));
+    let names = |m: &BTreeMap<String, _>| m.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(names(&g), names(&w), "{what}: other files");
+    for (name, content) in &w {
+        assert!(g[name] == *content, "{what}: {name} differs");
+    }
+}
