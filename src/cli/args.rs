@@ -170,18 +170,45 @@ pub fn parse_pair(s: &str) -> std::result::Result<(u8, u8), String> {
     Ok((a, b))
 }
 
-/// Parses `1e-100` (possibly below f64 range) or `-100` into a log10 level.
-pub fn parse_loss_level(t: &str) -> std::result::Result<f64, String> {
-    if let Some((m, e)) = t.split_once(['e', 'E']) {
-        let m: f64 = m.parse().map_err(|e| format!("'{t}': {e}"))?;
-        let e: f64 = e.parse().map_err(|e| format!("'{t}': {e}"))?;
-        if m <= 0.0 {
-            return Err(format!("'{t}': a loss level must be positive"));
-        }
-        Ok(m.log10() + e)
+/// Parses a loss level written as a value in scientific notation, `MeN` (`M` > 0, `N` an
+/// integer, which may lie far outside f64 range, e.g. `1e-800`), into its `log10`. Plain
+/// numbers are refused: `0.001` or `-100` could mean the loss or its exponent. With
+/// `power_of_ten`, `M` must be 1 (the level names a file `loss-1eN.safetensors`).
+fn parse_level(t: &str, power_of_ten: bool) -> std::result::Result<f64, String> {
+    let form = if power_of_ten {
+        "a power of ten 1eN with an integer N, e.g. 1e-10"
     } else {
-        t.parse().map_err(|e| format!("'{t}': {e}"))
+        "a loss value MeN with M > 0 and an integer N, e.g. 1e-100 or 5e-3"
+    };
+    let Some((m, e)) = t.trim().split_once(['e', 'E']) else {
+        return Err(format!(
+            "'{t}': write the loss level as {form} (a plain number is ambiguous: the loss or \
+             its log10?)"
+        ));
+    };
+    let m: f64 = m
+        .parse()
+        .map_err(|_| format!("'{t}': write it as {form}"))?;
+    let e: i64 = e
+        .parse()
+        .map_err(|_| format!("'{t}': write it as {form}"))?;
+    if !(m.is_finite() && m > 0.0) || (power_of_ten && m != 1.0) {
+        return Err(format!("'{t}': write it as {form}"));
     }
+    if e.unsigned_abs() > 1 << 40 {
+        return Err(format!("'{t}': the exponent is out of range"));
+    }
+    Ok(m.log10() + e as f64)
+}
+
+/// `--stop-loss`: a loss value `MeN`.
+pub fn parse_stop_loss(t: &str) -> std::result::Result<f64, String> {
+    parse_level(t, false)
+}
+
+/// `--save-at`: a power of ten `1eN`.
+pub fn parse_save_at(t: &str) -> std::result::Result<f64, String> {
+    parse_level(t, true)
 }
 
 #[cfg(test)]
@@ -215,9 +242,10 @@ mod tests {
 
     #[test]
     fn loss_levels_below_f64_range_parse() {
-        assert_eq!(parse_loss_level("1e-800").unwrap(), -800.0);
-        assert_eq!(parse_loss_level("-100").unwrap(), -100.0);
-        assert!(parse_loss_level("0e5").is_err());
+        assert_eq!(parse_stop_loss("1e-800").unwrap(), -800.0);
+        // A plain number is ambiguous (the loss or its log10?): refused.
+        assert!(parse_stop_loss("-100").is_err());
+        assert!(parse_stop_loss("0e5").is_err());
         assert_eq!(parse_pair("3, 5").unwrap(), (3, 5));
         assert!(parse_pair("3,3").is_err());
     }

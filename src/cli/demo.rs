@@ -8,7 +8,7 @@ use clap::Args;
 use margincert::config::RunConfig;
 use margincert::error::{Error, Result};
 
-use super::args::parse_loss_level;
+use super::args::parse_stop_loss;
 use super::certify::CertifyArgs;
 use super::train::Plan;
 
@@ -19,7 +19,7 @@ pub struct DemoArgs {
     #[arg(long, default_value = "out/demo")]
     pub out: PathBuf,
     /// Stop once the mean training loss is below this level.
-    #[arg(long, default_value = "1e-100", value_parser = parse_loss_level)]
+    #[arg(long, default_value = "1e-100", value_parser = parse_stop_loss)]
     pub stop_loss: f64,
     /// Maximum epochs.
     #[arg(long, default_value_t = 2000)]

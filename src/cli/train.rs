@@ -15,7 +15,7 @@ use margincert::model::{ModelSpec, Params, presets};
 use margincert::run::{RunDir, RunOptions, Start, run_in};
 use margincert::train::{Schedule, TrainConfig, TrainState};
 
-use super::args::LossArg;
+use super::args::{LossArg, parse_save_at, parse_stop_loss};
 use super::data::DataArgs;
 
 /// The run flags that `--resume` takes from the checkpoint and `--config` from its file:
@@ -85,47 +85,6 @@ fn parse_step(t: &str) -> std::result::Result<f64, String> {
             "'{t}': a step size must be a finite number > 0, e.g. 0.1"
         ))
     }
-}
-
-/// Parses a loss level written as a value in scientific notation, `MeN` (`M` > 0, `N` an
-/// integer, which may lie far outside f64 range, e.g. `1e-800`), into its `log10`. Plain
-/// numbers are refused: `0.001` or `-100` could mean the loss or its exponent. With
-/// `power_of_ten`, `M` must be 1 (the level names a file `loss-1eN.safetensors`).
-fn parse_level(t: &str, power_of_ten: bool) -> std::result::Result<f64, String> {
-    let form = if power_of_ten {
-        "a power of ten 1eN with an integer N, e.g. 1e-10"
-    } else {
-        "a loss value MeN with M > 0 and an integer N, e.g. 1e-100 or 5e-3"
-    };
-    let Some((m, e)) = t.trim().split_once(['e', 'E']) else {
-        return Err(format!(
-            "'{t}': write the loss level as {form} (a plain number is ambiguous: the loss or \
-             its log10?)"
-        ));
-    };
-    let m: f64 = m
-        .parse()
-        .map_err(|_| format!("'{t}': write it as {form}"))?;
-    let e: i64 = e
-        .parse()
-        .map_err(|_| format!("'{t}': write it as {form}"))?;
-    if !(m.is_finite() && m > 0.0) || (power_of_ten && m != 1.0) {
-        return Err(format!("'{t}': write it as {form}"));
-    }
-    if e.unsigned_abs() > 1 << 40 {
-        return Err(format!("'{t}': the exponent is out of range"));
-    }
-    Ok(m.log10() + e as f64)
-}
-
-/// `--stop-loss`: a loss value `MeN`.
-fn parse_stop_loss(t: &str) -> std::result::Result<f64, String> {
-    parse_level(t, false)
-}
-
-/// `--save-at`: a power of ten `1eN`.
-fn parse_save_at(t: &str) -> std::result::Result<f64, String> {
-    parse_level(t, true)
 }
 
 // `margincert train` flags.
