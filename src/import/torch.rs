@@ -23,7 +23,7 @@ use crate::model::{LayerParams, ModelSpec, Params};
 
 /// Reads `path` and imports it (see [`from_bytes`]).
 pub fn load(path: &Path, spec: Option<&ModelSpec>, opts: &ImportOptions) -> Result<Imported> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::import::read_model_file(path)?;
     from_bytes(&bytes, path, spec, opts)
 }
 

@@ -167,6 +167,9 @@ impl<'a> Trainer<'a> {
             return Err(Error::Invalid("the training set is empty".into()));
         }
         let batch = effective_batch(cfg.batch, train.len());
+        // Before any buffer is sized: activations and their gradients for a batch (or for
+        // the evaluation chunk, when larger).
+        crate::model::check_batch(&spec.plan()?, batch.max(EVAL_CHUNK), 8, "a training batch")?;
         let ws = Workspace::new(&net, batch);
         let grads = params.zeros_like();
         let mut me = Self {
