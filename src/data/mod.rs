@@ -23,9 +23,12 @@ mod idx;
 mod kind;
 mod source;
 
-pub use cifar::{CIFAR_PIXELS, CIFAR_RECORD, cifar_from_bytes, load_cifar, read_class_names};
+pub use cifar::{
+    CIFAR_PIXELS, CIFAR_RECORD, cifar_from_bytes, cifar_from_bytes_limited, load_cifar,
+    read_class_names,
+};
 pub use idx::{
-    IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, idx_from_bytes, load_idx, parse_idx_images,
+    IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, idx_from_bytes, idx_from_bytes_limited, load_idx, parse_idx_images,
     parse_idx_labels,
 };
 pub use kind::{
