@@ -206,7 +206,8 @@ pub fn read_safetensors(r: impl Read, size: Option<u64>, path: &Path) -> Result<
             bytes.len() - 8
         )));
     }
-    let data_len = declared_data_len(&bytes[8..]).map_err(|m| bad(format!("not a safetensors file: {m}")))?;
+    let data_len =
+        declared_data_len(&bytes[8..]).map_err(|m| bad(format!("not a safetensors file: {m}")))?;
     let total = (8 + n).checked_add(data_len);
     limits::check_amount(
         &limits::FILE_BYTES,

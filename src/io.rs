@@ -143,7 +143,9 @@ pub fn decode_into_limited(
     let too_much = |need: Amount| {
         Error::format(
             path,
-            limits::DATASET_BYTES.exceeded(need, limit as u64, "the data").to_string(),
+            limits::DATASET_BYTES
+                .exceeded(need, limit as u64, "the data")
+                .to_string(),
         )
     };
     if !is_gzip(bytes) {
@@ -300,7 +302,10 @@ mod tests {
         assert_eq!(out.len(), 10_001);
         let mut out = vec![7];
         let e = decode_into_limited(Path::new("z"), &z, &mut out, 9_999).unwrap_err();
-        assert!(e.to_string().contains("more than 9.8 KB (9999 bytes)"), "{e}");
+        assert!(
+            e.to_string().contains("more than 9.8 KB (9999 bytes)"),
+            "{e}"
+        );
         assert_eq!(out, [7]);
     }
 

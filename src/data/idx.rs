@@ -157,14 +157,12 @@ pub fn idx_from_bytes_limited(
     let mut ib = Vec::new();
     decode_into_limited(images_path, images, &mut ib, limit)?;
     let mut lb = Vec::new();
-    decode_into_limited(labels_path, labels, &mut lb, limit - ib.len()).map_err(|e| {
-        match e {
-            Error::Format { path, msg } => Error::Format {
-                path,
-                msg: format!("{msg} (with the {} bytes of the images)", ib.len()),
-            },
-            other => other,
-        }
+    decode_into_limited(labels_path, labels, &mut lb, limit - ib.len()).map_err(|e| match e {
+        Error::Format { path, msg } => Error::Format {
+            path,
+            msg: format!("{msg} (with the {} bytes of the images)", ib.len()),
+        },
+        other => other,
     })?;
     let (shape, n, pixels) = parse_idx_images(images_path, ib)?;
     let labels = parse_idx_labels(labels_path, lb, classes)?;

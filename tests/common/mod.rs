@@ -4,3 +4,4 @@ pub mod cli;
 pub mod data;
 pub mod exact;
 pub mod nets;
+pub mod onnx;

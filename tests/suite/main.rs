@@ -20,6 +20,7 @@ mod gradients;
 mod import;
 mod kkt;
 mod layers;
+mod limits;
 mod mutations;
 mod pipeline;
 mod regression;

@@ -56,7 +56,8 @@ impl<'a> GraphReader<'a> {
         crate::limits::ONNX_NODES
             .check(graph.node.len() as u64, "the ONNX graph")
             .map_err(|e| Error::format(path, e.to_string()))?;
-        let mut inits: HashMap<&str, &TensorProto> = HashMap::with_capacity(graph.initializer.len());
+        let mut inits: HashMap<&str, &TensorProto> =
+            HashMap::with_capacity(graph.initializer.len());
         for t in &graph.initializer {
             if inits.insert(t.name.as_str(), t).is_some() {
                 return Err(Error::format(
@@ -177,7 +178,10 @@ impl<'a> GraphReader<'a> {
         let index = self.layers.len();
         // shape of the new layer's output (the spec may not be complete: no flat-output check)
         self.shape = step(&layer, self.shape).map_err(|m| {
-            Error::format(self.path, format!("layer {index} ({}): {m}", layer.describe()))
+            Error::format(
+                self.path,
+                format!("layer {index} ({}): {m}", layer.describe()),
+            )
         })?;
         if matches!(layer, Layer::Flatten | Layer::Dense { .. }) {
             self.flattened = true;
