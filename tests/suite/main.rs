@@ -16,6 +16,7 @@ mod cli;
 mod data;
 mod deep;
 mod forgeries;
+mod fuzz;
 mod gradients;
 mod import;
 mod kkt;
