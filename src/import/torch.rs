@@ -54,6 +54,14 @@ pub fn from_bytes(
                 .ok_or_else(|| {
                     bad("no model spec: give one (--spec FILE) naming the layers of this state_dict".into())
                 })?;
+            // A spec in the metadata is margincert's: its format must be the one it wrote.
+            crate::checkpoint::check_format(
+                meta.metadata()
+                    .as_ref()
+                    .and_then(|m| m.get("format"))
+                    .map(String::as_str),
+            )
+            .map_err(bad)?;
             notes.push("model spec taken from the file's metadata".into());
             ModelSpec::parse(&text).map_err(|e| bad(e.to_string()))?
         }

@@ -311,6 +311,11 @@ fn the_checkpoint_format_is_checked() {
     );
     let e = err_of(Checkpoint::from_bytes(&with_format(None), p));
     assert!(e.contains("no 'format' key in the metadata"), "{e}");
+    // The import of a safetensors file taking its spec from the metadata checks it too.
+    let torch = |b: &[u8]| import::torch::from_bytes(b, p, None, &Default::default());
+    torch(&with_format(Some(FORMAT))).unwrap();
+    let e = err_of(torch(&with_format(Some("other/1"))));
+    assert!(e.contains("metadata 'format' is \"other/1\""), "{e}");
     // Every committed native checkpoint carries the right value.
     for dir in ["expected", "import"] {
         for f in std::fs::read_dir(fixture(dir)).unwrap() {
