@@ -56,8 +56,9 @@ pub const PARAM_BYTES: Limit = Limit {
 /// im2col scratch of each convolution, for one batch (f32: 4 bytes per value; the
 /// certified passes hold balls of two f64: 16 bytes). 16 GiB. Checked for one example by
 /// [`crate::model::ModelSpec::plan`], for the certified passes' chunk by
-/// [`crate::model::CheckedModel::new`], and for a training batch (or the evaluation chunk,
-/// when larger) by the trainer ([`crate::model::check_batch`]).
+/// [`crate::model::CheckedModel::new`], and for a training batch (activations and their
+/// gradients, 8 bytes per value) and the 1000-example evaluation chunk by the trainer
+/// ([`crate::model::check_batch`]).
 pub const ACTIVATION_BYTES: Limit = Limit {
     what: "activations",
     env: "MARGINCERT_MAX_ACTIVATION_BYTES",

@@ -526,6 +526,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_preset_fits_the_default_limits() {
+        for name in crate::model::presets::NAMES {
+            for input in [Shape::new(1, 28, 28), Shape::new(3, 32, 32)] {
+                let Ok(spec) = crate::model::presets::by_name(name, input, 10) else {
+                    continue;
+                };
+                let plan = spec.plan().unwrap();
+                let f = Footprint::of(&plan);
+                let (p, a) = (f.param_bytes().unwrap(), f.activation_bytes(1, 4).unwrap());
+                assert!(p < limits::PARAM_BYTES.default / 8, "{name}: {p}");
+                check_batch(&plan, 128, limits::CERTIFIED_VALUE_BYTES, "c").unwrap();
+                check_batch(&plan, 1000, 4, "t").unwrap();
+                check_batch(&plan, 128, 8, "t").unwrap();
+                assert!(a > 0);
+            }
+        }
+    }
+
+    #[test]
+    fn the_footprint_counts_params_outputs_and_columns() {
+        let spec = ModelSpec {
+            name: String::new(),
+            input: Shape::new(2, 5, 5),
+            layers: vec![
+                Layer::conv(3, 3, 1, Padding::Valid, true),
+                Layer::Relu,
+                Layer::Flatten,
+                Layer::dense(4, false),
+            ],
+        };
+        let f = Footprint::of(&spec.plan().unwrap());
+        // conv 3*2*3*3 + 3, dense 4*27.
+        assert_eq!(f.params, Some(54 + 3 + 108));
+        // input 50, conv out 27 + columns 9*2*9 = 162, relu 27, flatten 27, dense 4.
+        assert_eq!(f.values_per_example, Some(50 + 27 + 162 + 27 + 27 + 4));
+        assert_eq!(spec.num_params().unwrap(), 165);
+    }
+
+    #[test]
     fn same_padding_matches_tensorflow() {
         let w = Window::new(5, 1, Padding::Same, 28, 28).unwrap();
         assert_eq!((w.pad_top, w.out_h), (2, 28));
