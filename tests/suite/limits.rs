@@ -97,7 +97,7 @@ fn an_onnx_conv_to_65536_channels_is_an_error_not_an_abort() {
         &spec, &params, &data, &opts,
     ));
     assert!(e.contains("activations"), "{e}");
-    // Training: the batch (or the 1000-example evaluation chunk) is checked first.
+    // Training: the batch and the 1000-example evaluation chunk are checked first.
     let cfg = TrainConfig {
         loss: LossKind::CrossEntropy,
         batch: 2,
