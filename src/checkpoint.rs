@@ -188,7 +188,7 @@ pub fn read_safetensors(r: impl Read, size: Option<u64>, path: &Path) -> Result<
         ))
     })?;
     let n = u64::from_le_bytes(len8);
-    if n < 2 || n > limits::SAFETENSORS_HEADER_BYTES {
+    if !(2..=limits::SAFETENSORS_HEADER_BYTES).contains(&n) {
         return Err(bad(format!(
             "not a safetensors file: header length {n} is outside 2..={}",
             limits::SAFETENSORS_HEADER_BYTES

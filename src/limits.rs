@@ -252,7 +252,7 @@ fn suggestion(limit: u64, bytes: bool) -> String {
         return v.to_string();
     }
     for (shift, s) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
-        if v % (1u64 << shift) == 0 {
+        if v.is_multiple_of(1u64 << shift) {
             return format!("{}{s}", v >> shift);
         }
     }
