@@ -293,10 +293,12 @@ pub fn params_from_tensors(spec: &ModelSpec, tensors: &SafeTensors<'_>) -> Resul
             bias,
         });
     }
+    // A set, not a list: the check stays linear in the tensor count.
+    let expected: std::collections::HashSet<&str> = expected.iter().map(String::as_str).collect();
     let mut extra: Vec<String> = tensors
         .names()
         .into_iter()
-        .filter(|n| !expected.iter().any(|e| e == *n))
+        .filter(|n| !expected.contains(*n))
         .map(|n| n.to_string())
         .collect();
     if !extra.is_empty() {

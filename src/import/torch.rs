@@ -118,7 +118,7 @@ pub fn params_from(
                 Some(b)
             }
             None => {
-                if names.contains(&bname) {
+                if names.binary_search(&bname).is_ok() {
                     return Err(Error::Shape(format!(
                         "layer {} ({}): the file has a bias '{bname}' the spec does not declare \
                          (set bias = true on that layer, or the network is not the spec's)",
@@ -136,6 +136,8 @@ pub fn params_from(
             bias,
         });
     }
+    // Sets, not lists: the checks stay linear in the tensor count.
+    let used: std::collections::HashSet<&String> = used.iter().collect();
     let extra: Vec<&String> = names.iter().filter(|n| !used.contains(n)).collect();
     if !extra.is_empty() {
         return Err(Error::Shape(format!(
@@ -149,8 +151,10 @@ pub fn params_from(
         )));
     }
     if let Some(m) = &opts.map {
+        let weight_indices: std::collections::HashSet<usize> =
+            weight_plans.iter().map(|p| p.index).collect();
         for (i, stem) in &m.layers {
-            if !weight_plans.iter().any(|p| p.index == *i) {
+            if !weight_indices.contains(i) {
                 return Err(Error::Spec(format!(
                     "the tensor map names layer {i} ('{stem}'), which is not a weight layer of the spec"
                 )));
