@@ -243,7 +243,7 @@ fn onnx_files_the_checker_rejects_are_refused() {
 }
 
 /// 20 000 chained Relu nodes took 47 s (each layer re-planned the whole chain); the import
-/// is now linear. Measured on the dev machine in a debug build: about 0.1 s.
+/// is now linear. In a debug build: 21 s before the fix, 0.08 s after (whole test).
 #[test]
 fn onnx_import_is_linear_in_the_node_count() {
     let bytes = ob::bytes(&ob::relu_chain(20_000));
