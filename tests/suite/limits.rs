@@ -108,6 +108,23 @@ fn an_onnx_conv_to_65536_channels_is_an_error_not_an_abort() {
         stop_log10_loss: None,
     };
     let e = err_of(Trainer::new(&spec, params, cfg, &data, None, None).map(|_| ()));
+    // The command that aborted: a clean error naming the variable.
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("wide.onnx");
+    std::fs::write(&f, ob::bytes(&wide_conv_onnx())).unwrap();
+    let o = margincert(&[
+        "certify",
+        f.to_str().unwrap(),
+        "--data",
+        "embedded",
+        "--binary",
+        "0,1",
+        "--subset",
+        "20",
+        "--out",
+        dir.path().join("c.json").to_str().unwrap(),
+    ]);
+    assert_clean_failure(&o, "MARGINCERT_MAX_ACTIVATION_BYTES");
     assert!(
         e.contains("an evaluation chunk of 1000 example(s) needs 191.9 GB"),
         "{e}"
