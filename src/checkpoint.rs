@@ -9,6 +9,7 @@
 //! then renamed over the destination, so a crash never leaves a half-written checkpoint.
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::DataChoice;
 use crate::error::{Error, Result};
 use crate::io::{f32_le_bytes, le_f32, sha256_hex, write_atomic};
+use crate::limits;
 use crate::model::{LayerParams, ModelSpec, Params};
 use crate::train::{EpochMetrics, TrainConfig, TrainState};
 
@@ -106,6 +108,7 @@ impl Checkpoint {
         let spec_text = meta.get("spec").ok_or_else(|| {
             bad("no model spec in the metadata (key 'spec'); for a PyTorch state_dict give the spec separately".into())
         })?;
+        check_format(meta.get("format").map(String::as_str)).map_err(bad)?;
         let spec = ModelSpec::parse(spec_text).map_err(|e| bad(e.to_string()))?;
         let train = meta
             .get("train")
@@ -127,12 +130,138 @@ impl Checkpoint {
         Ok(Self::load_with_digest(path)?.0)
     }
 
-    /// Reads a checkpoint and returns it with the SHA-256 (hex) of the file.
+    /// Reads a checkpoint ([`read_safetensors_file`]: bounded by its own header and by
+    /// [`limits::FILE_BYTES`]) and returns it with the SHA-256 (hex) of the file.
     pub fn load_with_digest(path: &Path) -> Result<(Self, String)> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = read_safetensors_file(path)?;
         let digest = sha256_hex(&bytes);
         Ok((Self::from_bytes(&bytes, path)?, digest))
     }
+}
+
+/// Checks the `format` metadata value of a checkpoint: it must be [`FORMAT`]. The error
+/// says what was found and what is expected.
+pub fn check_format(found: Option<&str>) -> std::result::Result<(), String> {
+    match found {
+        Some(FORMAT) => Ok(()),
+        Some(other) => Err(format!(
+            "metadata 'format' is {other:?}, expected {FORMAT:?}: written by another program \
+             or another version of margincert"
+        )),
+        None => Err(format!(
+            "no 'format' key in the metadata (expected {FORMAT:?}): not a margincert \
+             checkpoint; import a PyTorch state_dict with --spec instead"
+        )),
+    }
+}
+
+/// Reads a safetensors file without trusting its size: the 8-byte header length (at most
+/// [`limits::SAFETENSORS_HEADER_BYTES`]), then the JSON header, whose tensor offsets declare
+/// how many data bytes follow. The whole file must be exactly that long: a regular file of
+/// another size (e.g. padded with gigabytes of zeros) is refused from its metadata before its
+/// data is read, and any other file (a pipe, `/dev/zero`) is read only up to the declared
+/// length plus one byte. The declared size is also checked against [`limits::FILE_BYTES`].
+pub fn read_safetensors_file(path: &Path) -> Result<Vec<u8>> {
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let meta = f.metadata().map_err(|e| Error::io(path, e))?;
+    if meta.is_dir() {
+        return Err(Error::Checkpoint {
+            path: path.to_path_buf(),
+            msg: "is a directory, not a safetensors file".into(),
+        });
+    }
+    read_safetensors(f, meta.is_file().then_some(meta.len()), path)
+}
+
+/// [`read_safetensors_file`] on an open reader; `size` is the file's size when known from
+/// its metadata (a regular file), `path` names it in errors.
+pub fn read_safetensors(r: impl Read, size: Option<u64>, path: &Path) -> Result<Vec<u8>> {
+    let bad = |msg: String| Error::Checkpoint {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let mut r = std::io::BufReader::new(r);
+    let mut len8 = [0u8; 8];
+    r.read_exact(&mut len8).map_err(|e| {
+        bad(format!(
+            "not a safetensors file: cannot read the 8-byte header length ({e})"
+        ))
+    })?;
+    let n = u64::from_le_bytes(len8);
+    if !(2..=limits::SAFETENSORS_HEADER_BYTES).contains(&n) {
+        return Err(bad(format!(
+            "not a safetensors file: header length {n} is outside 2..={}",
+            limits::SAFETENSORS_HEADER_BYTES
+        )));
+    }
+    let mut bytes = Vec::with_capacity(8 + n as usize);
+    bytes.extend_from_slice(&len8);
+    (&mut r)
+        .take(n)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 != 8 + n {
+        return Err(bad(format!(
+            "truncated safetensors header: {} of {n} bytes",
+            bytes.len() - 8
+        )));
+    }
+    let data_len =
+        declared_data_len(&bytes[8..]).map_err(|m| bad(format!("not a safetensors file: {m}")))?;
+    let total = (8 + n).checked_add(data_len);
+    limits::check_amount(
+        &limits::FILE_BYTES,
+        total,
+        format!("the safetensors file {}", path.display()),
+    )
+    .map_err(|e| bad(e.to_string()))?;
+    let total = total.unwrap_or(u64::MAX);
+    if let Some(len) = size
+        && len != total
+    {
+        return Err(bad(format!(
+            "the header declares a file of {total} bytes ({data_len} bytes of tensor data), \
+             the file has {len} bytes"
+        )));
+    }
+    bytes.reserve_exact(crate::io::clamp(data_len));
+    (&mut r)
+        .take(data_len)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    if (bytes.len() as u64) < total {
+        return Err(bad(format!(
+            "truncated: the header declares {total} bytes, the file has {}",
+            bytes.len()
+        )));
+    }
+    let mut one = [0u8; 1];
+    if r.read(&mut one).map_err(|e| Error::io(path, e))? != 0 {
+        return Err(bad(format!(
+            "data after the {total} bytes the header declares"
+        )));
+    }
+    Ok(bytes)
+}
+
+/// The number of data bytes a safetensors JSON header declares: the largest end offset of
+/// its tensors (the safetensors crate checks the rest once the file is read).
+fn declared_data_len(header: &[u8]) -> std::result::Result<u64, String> {
+    let map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(header).map_err(|e| format!("invalid JSON header ({e})"))?;
+    let mut end = 0u64;
+    for (name, v) in &map {
+        if name == "__metadata__" {
+            continue;
+        }
+        let e = v
+            .get("data_offsets")
+            .and_then(|o| o.get(1))
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| format!("tensor '{name}' has no valid data_offsets"))?;
+        end = end.max(e);
+    }
+    Ok(end)
 }
 
 /// Builds [`Params`] for `spec` from named f32 tensors, with clear errors for missing,
@@ -164,10 +293,12 @@ pub fn params_from_tensors(spec: &ModelSpec, tensors: &SafeTensors<'_>) -> Resul
             bias,
         });
     }
+    // A set, not a list: the check stays linear in the tensor count.
+    let expected: std::collections::HashSet<&str> = expected.iter().map(String::as_str).collect();
     let mut extra: Vec<String> = tensors
         .names()
         .into_iter()
-        .filter(|n| !expected.iter().any(|e| e == *n))
+        .filter(|n| !expected.contains(*n))
         .map(|n| n.to_string())
         .collect();
     if !extra.is_empty() {

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::limits::{self, Amount, Limit};
 
 // ---------------------------------------------------------------------------------------------
 // Never write over an input.
@@ -117,9 +118,10 @@ pub fn is_gzip(bytes: &[u8]) -> bool {
     bytes.starts_with(&[0x1f, 0x8b])
 }
 
-/// Largest decompressed size accepted from one gzip file (2 GiB; the largest official file,
-/// MNIST's training images, is 47 MB): a guard against decompression bombs.
-pub const MAX_DECOMPRESSED: usize = 2 << 30;
+/// Largest decompressed size [`decode_into`] and [`decode`] accept by default: the default
+/// of [`limits::DATASET_BYTES`] (a dataset's loader passes what is left of the dataset's
+/// budget to [`decode_into_limited`] instead).
+pub const MAX_DECOMPRESSED: usize = limits::DATASET_BYTES.default as usize;
 
 /// Appends the content of `bytes` to `out`: gunzipped when `bytes` start with the gzip magic
 /// (all members of a multi-member stream, at most [`MAX_DECOMPRESSED`] bytes), copied
@@ -128,15 +130,28 @@ pub fn decode_into(path: &Path, bytes: &[u8], out: &mut Vec<u8>) -> Result<usize
     decode_into_limited(path, bytes, out, MAX_DECOMPRESSED)
 }
 
-/// [`decode_into`] with a decompressed-size `limit` instead of [`MAX_DECOMPRESSED`]; when
-/// the content exceeds it, `out` is restored to its length on entry.
-fn decode_into_limited(
+/// [`decode_into`] with a `limit` on the bytes appended (decompressed, or copied) instead
+/// of [`MAX_DECOMPRESSED`]; when the content exceeds it, `out` is restored to its length on
+/// entry and the error names [`limits::DATASET_BYTES`]. Decompression stops one byte past
+/// the limit: a bomb never inflates further.
+pub fn decode_into_limited(
     path: &Path,
     bytes: &[u8],
     out: &mut Vec<u8>,
     limit: usize,
 ) -> Result<usize> {
+    let too_much = |need: Amount| {
+        Error::format(
+            path,
+            limits::DATASET_BYTES
+                .exceeded(need, limit as u64, "the data")
+                .to_string(),
+        )
+    };
     if !is_gzip(bytes) {
+        if bytes.len() > limit {
+            return Err(too_much(Amount::Exact(bytes.len() as u64)));
+        }
         out.extend_from_slice(bytes);
         return Ok(bytes.len());
     }
@@ -147,17 +162,18 @@ fn decode_into_limited(
         out.reserve(hint.min(256 << 20).min(limit));
     }
     let start = out.len();
-    flate2::read::MultiGzDecoder::new(bytes)
+    let res = flate2::read::MultiGzDecoder::new(bytes)
         .take(limit as u64 + 1)
-        .read_to_end(out)
-        .map_err(|e| Error::format(path, format!("invalid gzip data: {e}")))?;
+        .read_to_end(out);
+    if let Err(e) = res {
+        out.truncate(start);
+        return Err(Error::format(path, format!("invalid gzip data: {e}")));
+    }
     let n = out.len() - start;
     if n > limit {
         out.truncate(start);
-        return Err(Error::format(
-            path,
-            format!("gzip data decompresses to more than {limit} bytes"),
-        ));
+        out.shrink_to(start);
+        return Err(too_much(Amount::AtLeast(limit as u64)));
     }
     Ok(n)
 }
@@ -169,14 +185,74 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Reads a file, gunzipping it when its content starts with the gzip magic (whatever its name).
+/// Reads a file (at most [`limits::FILE_BYTES`]), gunzipping it when its content starts
+/// with the gzip magic (whatever its name), to at most [`limits::DATASET_BYTES`].
 pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = read_file_limited(path, &limits::FILE_BYTES)?;
     if is_gzip(&bytes) {
-        decode(path, &bytes)
+        let mut out = Vec::new();
+        let limit = limits::DATASET_BYTES.value()?;
+        decode_into_limited(path, &bytes, &mut out, clamp(limit))?;
+        Ok(out)
     } else {
         Ok(bytes)
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bounded reads.
+
+/// A `u64` limit as a `usize` (saturating on 32-bit targets).
+pub fn clamp(v: u64) -> usize {
+    usize::try_from(v).unwrap_or(usize::MAX)
+}
+
+/// Reads a whole file, refusing one larger than the value of `limit` in force
+/// ([`Limit::value`]). See [`read_file_max`].
+pub fn read_file_limited(path: &Path, limit: &Limit) -> Result<Vec<u8>> {
+    read_file_max(path, limit, limit.value()?)
+}
+
+/// Reads a whole file of at most `max` bytes. A regular file's size is taken from its
+/// metadata and refused before anything is read; anything else (a pipe, a character device
+/// such as `/dev/zero`) is read through a reader that stops one byte past `max`. The error
+/// names `limit` (its variable) and the size found.
+pub fn read_file_max(path: &Path, limit: &Limit, max: u64) -> Result<Vec<u8>> {
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let meta = f.metadata().map_err(|e| Error::io(path, e))?;
+    if meta.is_dir() {
+        return Err(Error::io(
+            path,
+            io::Error::new(io::ErrorKind::InvalidInput, "is a directory, not a file"),
+        ));
+    }
+    let subject = format!("reading {}", path.display());
+    let mut out = Vec::new();
+    if meta.is_file() {
+        limit
+            .check_against(meta.len(), max, &subject)
+            .map_err(|e| Error::format(path, e.to_string()))?;
+        out.reserve_exact(clamp(meta.len()));
+    }
+    // Also bounds a regular file that grows while being read.
+    f.take(max.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| Error::io(path, e))?;
+    if out.len() as u64 > max {
+        return Err(Error::format(
+            path,
+            limit
+                .exceeded(Amount::AtLeast(max), max, &subject)
+                .to_string(),
+        ));
+    }
+    Ok(out)
+}
+
+/// Reads a UTF-8 text file of at most the value of `limit` in force (see [`read_file_max`]).
+pub fn read_text_limited(path: &Path, limit: &Limit) -> Result<String> {
+    let bytes = read_file_limited(path, limit)?;
+    String::from_utf8(bytes).map_err(|e| Error::format(path, format!("not UTF-8 text: {e}")))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -226,7 +302,10 @@ mod tests {
         assert_eq!(out.len(), 10_001);
         let mut out = vec![7];
         let e = decode_into_limited(Path::new("z"), &z, &mut out, 9_999).unwrap_err();
-        assert!(e.to_string().contains("more than 9999 bytes"), "{e}");
+        assert!(
+            e.to_string().contains("more than 9.8 KB (9999 bytes)"),
+            "{e}"
+        );
         assert_eq!(out, [7]);
     }
 

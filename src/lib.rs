@@ -16,6 +16,7 @@ pub mod error;
 pub mod fetch;
 pub mod import;
 pub mod io;
+pub mod limits;
 pub mod linalg;
 pub mod loss;
 pub mod model;

@@ -9,7 +9,7 @@ use clap::Args;
 
 use margincert::certify::ForwardMode;
 use margincert::checkpoint::Checkpoint;
-use margincert::error::{Error, Result};
+use margincert::error::Result;
 use margincert::import::{Format, ImportOptions, TensorMap, from_bytes};
 use margincert::io::sha256_hex;
 use margincert::loss::LossKind;
@@ -59,7 +59,7 @@ impl ModelArgs {
     /// flag as a native checkpoint (keeping its training record), anything else through
     /// [`margincert::import`].
     pub fn load(&self, path: &Path) -> Result<LoadedModel> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = margincert::import::read_model_file(path)?;
         let sha256 = sha256_hex(&bytes);
         let format = match Format::parse_cli(&self.format)? {
             Some(f) => f,

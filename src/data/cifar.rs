@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use super::{CLASSES, Dataset};
 use crate::error::{Error, Result};
-use crate::io::decode_into;
+use crate::io::{clamp, decode_into_limited, read_file_limited};
+use crate::limits;
 use crate::model::Shape;
 
 /// Bytes of one CIFAR-10 record: one label byte, then 3 x 32 x 32 pixel bytes (R, G, B planes).
@@ -15,35 +16,65 @@ pub const CIFAR_PIXELS: usize = 3 * 32 * 32;
 
 /// Builds a CIFAR-10 dataset (shape `[3, 32, 32]`, 10 classes) from the raw bytes of binary
 /// batches, each gzipped or plain, concatenated in the given order. Each batch must be a
-/// whole number of 3073-byte records with labels `< 10`.
+/// whole number of 3073-byte records with labels `< 10`. The batches together may hold at
+/// most [`limits::DATASET_BYTES`] (decompressed).
 pub fn cifar_from_bytes(name: &str, batches: &[(PathBuf, Vec<u8>)]) -> Result<Dataset> {
+    cifar_from_bytes_limited(name, batches, limits::DATASET_BYTES.value()?)
+}
+
+/// [`cifar_from_bytes`] with an explicit bound on the decompressed bytes of all the batches
+/// together.
+pub fn cifar_from_bytes_limited(
+    name: &str,
+    batches: &[(PathBuf, Vec<u8>)],
+    limit: u64,
+) -> Result<Dataset> {
     let mut buf = Vec::new();
     for (path, raw) in batches {
-        let start = buf.len();
-        let len = decode_into(path, raw, &mut buf)?;
-        if len % CIFAR_RECORD != 0 {
-            return Err(Error::format(
-                path,
-                format!(
-                    "CIFAR-10 batch of {len} bytes is not a whole number of {CIFAR_RECORD}-byte \
-                     records ({} records and {} bytes left over)",
-                    len / CIFAR_RECORD,
-                    len % CIFAR_RECORD
-                ),
-            ));
-        }
-        if let Some((i, &l)) = buf[start..]
-            .iter()
-            .step_by(CIFAR_RECORD)
-            .enumerate()
-            .find(|&(_, &l)| l as usize >= CLASSES)
-        {
-            return Err(Error::format(
-                path,
-                format!("label {l} of record {i} out of range for {CLASSES} classes"),
-            ));
-        }
+        append_batch(&mut buf, path, raw, limit)?;
     }
+    finish(name, buf)
+}
+
+/// Decodes one batch onto `buf` within what is left of `limit` (for all batches together)
+/// and checks its records.
+fn append_batch(buf: &mut Vec<u8>, path: &Path, raw: &[u8], limit: u64) -> Result<()> {
+    let start = buf.len();
+    let left = clamp(limit).saturating_sub(start);
+    let len = decode_into_limited(path, raw, buf, left).map_err(|e| match e {
+        Error::Format { path, msg } if start > 0 => Error::Format {
+            path,
+            msg: format!("{msg} (with the {start} bytes of the batches before it)"),
+        },
+        other => other,
+    })?;
+    if len % CIFAR_RECORD != 0 {
+        return Err(Error::format(
+            path,
+            format!(
+                "CIFAR-10 batch of {len} bytes is not a whole number of {CIFAR_RECORD}-byte \
+                 records ({} records and {} bytes left over)",
+                len / CIFAR_RECORD,
+                len % CIFAR_RECORD
+            ),
+        ));
+    }
+    if let Some((i, &l)) = buf[start..]
+        .iter()
+        .step_by(CIFAR_RECORD)
+        .enumerate()
+        .find(|&(_, &l)| l as usize >= CLASSES)
+    {
+        return Err(Error::format(
+            path,
+            format!("label {l} of record {i} out of range for {CLASSES} classes"),
+        ));
+    }
+    Ok(())
+}
+
+/// Splits the concatenated records into labels and CHW pixels.
+fn finish(name: &str, mut buf: Vec<u8>) -> Result<Dataset> {
     // Compact in place: record i's pixels move to i * 3072, which never overtakes the unread
     // records (i * 3072 + 3072 <= (i + 1) * 3073).
     let n = buf.len() / CIFAR_RECORD;
@@ -58,19 +89,23 @@ pub fn cifar_from_bytes(name: &str, batches: &[(PathBuf, Vec<u8>)]) -> Result<Da
     Dataset::new(name, Shape::new(3, 32, 32), buf, labels, CLASSES)
 }
 
-/// Loads CIFAR-10 binary batch files (each gzipped or plain), concatenated in order.
+/// Loads CIFAR-10 binary batch files (each gzipped or plain, at most
+/// [`limits::FILE_BYTES`] as stored), concatenated in order, one file in memory at a time;
+/// all of them together may hold at most [`limits::DATASET_BYTES`] (decompressed).
 pub fn load_cifar(name: &str, files: &[PathBuf]) -> Result<Dataset> {
-    let mut batches = Vec::with_capacity(files.len());
+    let limit = limits::DATASET_BYTES.value()?;
+    let mut buf = Vec::new();
     for f in files {
-        batches.push((f.clone(), std::fs::read(f).map_err(|e| Error::io(f, e))?));
+        let raw = read_file_limited(f, &limits::FILE_BYTES)?;
+        append_batch(&mut buf, f, &raw, limit)?;
     }
-    cifar_from_bytes(name, &batches)
+    finish(name, buf)
 }
 
 /// Reads a class-name list such as CIFAR-10's `batches.meta.txt`: one name per line, empty
 /// lines (and surrounding white space) skipped.
 pub fn read_class_names(path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = crate::io::read_text_limited(path, &limits::TEXT_BYTES)?;
     Ok(text
         .lines()
         .map(str::trim)

@@ -5,7 +5,8 @@ use std::path::Path;
 
 use super::Dataset;
 use crate::error::{Error, Result};
-use crate::io::{be_u32, decode};
+use crate::io::{be_u32, clamp, decode_into_limited, read_file_limited};
+use crate::limits;
 use crate::model::Shape;
 
 /// Magic number of an IDX file of unsigned bytes with 3 dimensions (images).
@@ -123,7 +124,8 @@ pub fn parse_idx_labels(path: &Path, mut bytes: Vec<u8>, classes: usize) -> Resu
 }
 
 /// Builds a dataset from the raw (gzipped or plain) bytes of an IDX images file and an IDX
-/// labels file. The paths only name the sources in errors.
+/// labels file, which together may hold at most [`limits::DATASET_BYTES`] (decompressed).
+/// The paths only name the sources in errors.
 pub fn idx_from_bytes(
     name: &str,
     images_path: &Path,
@@ -132,8 +134,38 @@ pub fn idx_from_bytes(
     labels: &[u8],
     classes: usize,
 ) -> Result<Dataset> {
-    let (shape, n, pixels) = parse_idx_images(images_path, decode(images_path, images)?)?;
-    let labels = parse_idx_labels(labels_path, decode(labels_path, labels)?, classes)?;
+    let limit = limits::DATASET_BYTES.value()?;
+    idx_from_bytes_limited(
+        name,
+        (images_path, images),
+        (labels_path, labels),
+        classes,
+        limit,
+    )
+}
+
+/// [`idx_from_bytes`] with an explicit bound on the decompressed bytes of both files
+/// together; each file is `(path, raw bytes)`.
+pub fn idx_from_bytes_limited(
+    name: &str,
+    (images_path, images): (&Path, &[u8]),
+    (labels_path, labels): (&Path, &[u8]),
+    classes: usize,
+    limit: u64,
+) -> Result<Dataset> {
+    let limit = clamp(limit);
+    let mut ib = Vec::new();
+    decode_into_limited(images_path, images, &mut ib, limit)?;
+    let mut lb = Vec::new();
+    decode_into_limited(labels_path, labels, &mut lb, limit - ib.len()).map_err(|e| match e {
+        Error::Format { path, msg } => Error::Format {
+            path,
+            msg: format!("{msg} (with the {} bytes of the images)", ib.len()),
+        },
+        other => other,
+    })?;
+    let (shape, n, pixels) = parse_idx_images(images_path, ib)?;
+    let labels = parse_idx_labels(labels_path, lb, classes)?;
     if labels.len() != n {
         return Err(Error::format(
             labels_path,
@@ -147,9 +179,11 @@ pub fn idx_from_bytes(
     Dataset::new(name, shape, pixels, labels, classes)
 }
 
-/// Loads a dataset from an IDX images file and an IDX labels file, each gzipped or plain.
+/// Loads a dataset from an IDX images file and an IDX labels file, each gzipped or plain
+/// (at most [`limits::FILE_BYTES`] as stored, [`limits::DATASET_BYTES`] together
+/// decompressed).
 pub fn load_idx(name: &str, images: &Path, labels: &Path, classes: usize) -> Result<Dataset> {
-    let ib = std::fs::read(images).map_err(|e| Error::io(images, e))?;
-    let lb = std::fs::read(labels).map_err(|e| Error::io(labels, e))?;
+    let ib = read_file_limited(images, &limits::FILE_BYTES)?;
+    let lb = read_file_limited(labels, &limits::FILE_BYTES)?;
     idx_from_bytes(name, images, &ib, labels, &lb, classes)
 }

@@ -23,10 +23,13 @@ mod idx;
 mod kind;
 mod source;
 
-pub use cifar::{CIFAR_PIXELS, CIFAR_RECORD, cifar_from_bytes, load_cifar, read_class_names};
+pub use cifar::{
+    CIFAR_PIXELS, CIFAR_RECORD, cifar_from_bytes, cifar_from_bytes_limited, load_cifar,
+    read_class_names,
+};
 pub use idx::{
-    IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, idx_from_bytes, load_idx, parse_idx_images,
-    parse_idx_labels,
+    IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, idx_from_bytes, idx_from_bytes_limited, load_idx,
+    parse_idx_images, parse_idx_labels,
 };
 pub use kind::{
     CIFAR10_META, CIFAR10_META_SHA256, CIFAR10_SHA256, CLASSES, DataKind, FASHION_MNIST_SHA256,

@@ -12,12 +12,14 @@ pub mod onnx;
 pub mod torch;
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
+use crate::limits;
 
 /// An imported network and what the import did to it.
 ///
@@ -63,7 +65,7 @@ impl TensorMap {
 
     /// Reads a map file.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::io::read_text_limited(path, &limits::TEXT_BYTES)?;
         Self::parse(&text).map_err(|e| Error::format(path, e.to_string()))
     }
 
@@ -120,14 +122,51 @@ impl Format {
     }
 }
 
-/// Reads and imports the model file at `path` ([`from_bytes`]).
+/// Reads the bytes of a model file (a checkpoint, a safetensors state_dict or an ONNX model)
+/// without trusting its size: a safetensors file (recognised by its first 9 bytes) is read
+/// as far as its header declares ([`crate::checkpoint::read_safetensors`], which refuses a
+/// file of another size before reading its data); anything else must be a regular file of
+/// at most [`limits::FILE_BYTES`], checked from its metadata before reading. A stream that is
+/// not safetensors (a pipe, `/dev/zero`) is refused after those 9 bytes.
+pub fn read_model_file(path: &Path) -> Result<Vec<u8>> {
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let meta = f.metadata().map_err(|e| Error::io(path, e))?;
+    if meta.is_dir() {
+        return Err(Error::format(path, "is a directory, not a model file"));
+    }
+    let onnx_name = path.extension().is_some_and(|e| e == "onnx");
+    let mut head = Vec::with_capacity(9);
+    (&mut f)
+        .take(9)
+        .read_to_end(&mut head)
+        .map_err(|e| Error::io(path, e))?;
+    let size = meta.is_file().then_some(meta.len());
+    if !onnx_name && head.len() == 9 && head[8] == b'{' {
+        return crate::checkpoint::read_safetensors(
+            std::io::Cursor::new(head).chain(f),
+            size,
+            path,
+        );
+    }
+    if size.is_none() {
+        return Err(Error::format(
+            path,
+            "not a regular file and not a safetensors stream (its first bytes are not a \
+             safetensors header): copy the model to a file first",
+        ));
+    }
+    drop(f);
+    crate::io::read_file_limited(path, &limits::FILE_BYTES)
+}
+
+/// Reads ([`read_model_file`]) and imports the model file at `path` ([`from_bytes`]).
 pub fn load(
     path: &Path,
     format: Option<Format>,
     spec: Option<&crate::model::ModelSpec>,
     opts: &ImportOptions,
 ) -> Result<Imported> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = read_model_file(path)?;
     from_bytes(&bytes, path, format, spec, opts)
 }
 

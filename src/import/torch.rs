@@ -23,7 +23,7 @@ use crate::model::{LayerParams, ModelSpec, Params};
 
 /// Reads `path` and imports it (see [`from_bytes`]).
 pub fn load(path: &Path, spec: Option<&ModelSpec>, opts: &ImportOptions) -> Result<Imported> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::import::read_model_file(path)?;
     from_bytes(&bytes, path, spec, opts)
 }
 
@@ -54,6 +54,14 @@ pub fn from_bytes(
                 .ok_or_else(|| {
                     bad("no model spec: give one (--spec FILE) naming the layers of this state_dict".into())
                 })?;
+            // A spec in the metadata is margincert's: its format must be the one it wrote.
+            crate::checkpoint::check_format(
+                meta.metadata()
+                    .as_ref()
+                    .and_then(|m| m.get("format"))
+                    .map(String::as_str),
+            )
+            .map_err(bad)?;
             notes.push("model spec taken from the file's metadata".into());
             ModelSpec::parse(&text).map_err(|e| bad(e.to_string()))?
         }
@@ -110,7 +118,7 @@ pub fn params_from(
                 Some(b)
             }
             None => {
-                if names.contains(&bname) {
+                if names.binary_search(&bname).is_ok() {
                     return Err(Error::Shape(format!(
                         "layer {} ({}): the file has a bias '{bname}' the spec does not declare \
                          (set bias = true on that layer, or the network is not the spec's)",
@@ -128,6 +136,8 @@ pub fn params_from(
             bias,
         });
     }
+    // Sets, not lists: the checks stay linear in the tensor count.
+    let used: std::collections::HashSet<&String> = used.iter().collect();
     let extra: Vec<&String> = names.iter().filter(|n| !used.contains(n)).collect();
     if !extra.is_empty() {
         return Err(Error::Shape(format!(
@@ -141,8 +151,10 @@ pub fn params_from(
         )));
     }
     if let Some(m) = &opts.map {
+        let weight_indices: std::collections::HashSet<usize> =
+            weight_plans.iter().map(|p| p.index).collect();
         for (i, stem) in &m.layers {
-            if !weight_plans.iter().any(|p| p.index == *i) {
+            if !weight_indices.contains(i) {
                 return Err(Error::Spec(format!(
                     "the tensor map names layer {i} ('{stem}'), which is not a weight layer of the spec"
                 )));

@@ -27,5 +27,5 @@ mod spec;
 
 pub use homogeneity::Homogeneity;
 pub use params::{LayerParams, Params};
-pub use plan::{CheckedModel, LayerPlan, Op, Window};
+pub use plan::{CheckedModel, Footprint, LayerPlan, Op, Window, check_batch};
 pub use spec::{Layer, ModelSpec, Padding, Shape};

@@ -3,6 +3,7 @@
 
 use super::{Layer, LayerParams, ModelSpec, Padding, Params, Shape};
 use crate::error::{Error, Result};
+use crate::limits;
 
 /// Geometry of a convolution or pooling window applied to a given input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,10 +28,20 @@ pub struct Window {
 
 impl Window {
     /// Window geometry for kernel `k`, stride `s`, padding `p` on an `h x w` input.
+    ///
+    /// Every size is computed with checked arithmetic: a geometry whose sizes overflow is an
+    /// error, never a wrapped value. Explicit padding may be at most `max(k, h, w)` (more adds
+    /// output rows and columns that see nothing but padding, beyond a whole input's worth).
     pub fn new(k: usize, s: usize, p: Padding, h: usize, w: usize) -> Result<Self> {
         if k == 0 || s == 0 {
             return Err(Error::Spec("kernel and stride must be at least 1".into()));
         }
+        let overflow = || {
+            Error::Spec(format!(
+                "the geometry of a {k}x{k} window at stride {s} with padding {p:?} on a \
+                 {h}x{w} input overflows"
+            ))
+        };
         let (pt, pl, oh, ow) = match p {
             Padding::Valid => {
                 if h < k || w < k {
@@ -41,18 +52,34 @@ impl Window {
                 (0, 0, (h - k) / s + 1, (w - k) / s + 1)
             }
             Padding::Explicit(p) => {
-                if h + 2 * p < k || w + 2 * p < k {
+                let most = k.max(h).max(w);
+                if p > most {
+                    return Err(Error::Spec(format!(
+                        "explicit padding {p} is larger than the kernel ({k}) and the input \
+                         ({h}x{w}); at most {most} is accepted"
+                    )));
+                }
+                let hp = p.checked_mul(2).and_then(|q| q.checked_add(h));
+                let wp = p.checked_mul(2).and_then(|q| q.checked_add(w));
+                let (hp, wp) = hp.zip(wp).ok_or_else(overflow)?;
+                if hp < k || wp < k {
                     return Err(Error::Spec(format!(
                         "a {k}x{k} window does not fit a {h}x{w} input padded by {p}"
                     )));
                 }
-                (p, p, (h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1)
+                (p, p, (hp - k) / s + 1, (wp - k) / s + 1)
             }
             Padding::Same => {
                 let oh = h.div_ceil(s);
                 let ow = w.div_ceil(s);
-                let ph = ((oh - 1) * s + k).saturating_sub(h);
-                let pw = ((ow - 1) * s + k).saturating_sub(w);
+                let span = |o: usize| {
+                    o.checked_sub(1)
+                        .and_then(|o| o.checked_mul(s))
+                        .and_then(|x| x.checked_add(k))
+                };
+                let (sh, sw) = span(oh).zip(span(ow)).ok_or_else(overflow)?;
+                let ph = sh.saturating_sub(h);
+                let pw = sw.saturating_sub(w);
                 (ph / 2, pw / 2, oh, ow)
             }
         };
@@ -221,9 +248,22 @@ impl ModelSpec {
     }
 
     /// Resolves shapes and windows of every layer.
+    ///
+    /// Every size is checked: shapes whose element count overflows are refused, and the
+    /// plan is checked against [`crate::limits::LAYERS`], [`crate::limits::PARAM_BYTES`] and
+    /// (for one example) [`crate::limits::ACTIVATION_BYTES`] before anything is allocated.
     pub fn plan(&self) -> Result<Vec<LayerPlan>> {
-        if self.input.is_empty() {
-            return Err(Error::Spec("the input shape is empty".into()));
+        crate::limits::LAYERS.check(self.layers.len() as u64, "the model spec")?;
+        match self.input.checked_len() {
+            None => {
+                return Err(Error::Spec(format!(
+                    "the input shape {}x{}x{} has more elements than fit in memory \
+                     (the product overflows)",
+                    self.input.c, self.input.h, self.input.w
+                )));
+            }
+            Some(0) => return Err(Error::Spec("the input shape is empty".into())),
+            Some(_) => {}
         }
         let mut shape = self.input;
         let mut plans = Vec::with_capacity(self.layers.len());
@@ -292,6 +332,12 @@ impl ModelSpec {
                     (shape, Op::LeakyRelu { slope })
                 }
             };
+            if output.checked_len().is_none() {
+                return Err(ctx(format!(
+                    "the output shape {}x{}x{} overflows",
+                    output.c, output.h, output.w
+                )));
+            }
             plans.push(LayerPlan {
                 index,
                 layer: layer.clone(),
@@ -306,6 +352,7 @@ impl ModelSpec {
                 "the network output must be flat, got {shape}"
             )));
         }
+        check_model(&plans)?;
         Ok(plans)
     }
 
@@ -317,13 +364,13 @@ impl ModelSpec {
             .map_or(self.input.len(), |p| p.output.len()))
     }
 
-    /// Total number of scalar parameters.
+    /// Total number of scalar parameters (bounded by [`crate::limits::PARAM_BYTES`]).
     pub fn num_params(&self) -> Result<usize> {
-        Ok(self
-            .plan()?
-            .iter()
-            .map(|p| p.weight_shape().map_or(0, |s| s.iter().product()) + p.bias_len().unwrap_or(0))
-            .sum())
+        let plan = self.plan()?;
+        let n = Footprint::of(&plan)
+            .params
+            .ok_or_else(|| Error::Spec("the parameter count overflows".into()))?;
+        usize::try_from(n).map_err(|_| Error::Spec("the parameter count overflows".into()))
     }
 }
 
@@ -341,10 +388,18 @@ pub struct CheckedModel {
 }
 
 impl CheckedModel {
-    /// Resolves the plan of `spec` and checks `params` against it.
+    /// Resolves the plan of `spec` and checks `params` against it, and the activations of
+    /// the certified passes (a chunk of [`crate::limits::CERTIFIED_CHUNK`] examples, balls of
+    /// two f64) against [`crate::limits::ACTIVATION_BYTES`].
     pub fn new(spec: ModelSpec, params: Params) -> Result<Self> {
         params.check(&spec)?;
         let plan = spec.plan()?;
+        check_batch(
+            &plan,
+            crate::limits::CERTIFIED_CHUNK as usize,
+            crate::limits::CERTIFIED_VALUE_BYTES,
+            "a certified pass",
+        )?;
         Ok(Self { spec, plan, params })
     }
 
@@ -384,9 +439,130 @@ impl CheckedModel {
     }
 }
 
+/// What a resolved model needs, computed with checked arithmetic (`None`: overflows u64).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Footprint {
+    /// Scalar parameters (weights and biases).
+    pub params: Option<u64>,
+    /// Activation values of one example: the input, every layer's output and each
+    /// convolution's im2col columns.
+    pub values_per_example: Option<u64>,
+}
+
+impl Footprint {
+    /// The footprint of a resolved plan whose shapes are already known not to overflow
+    /// `usize` (as [`crate::model::ModelSpec::plan`] ensures).
+    pub fn of(plan: &[LayerPlan]) -> Self {
+        let mut params = Some(0u64);
+        let mut values = plan
+            .first()
+            .map_or(Some(0), |p| p.input.checked_len().map(|n| n as u64));
+        for p in plan {
+            let layer_params = p.op.weight_shape().map_or(Some(0u64), |s| {
+                s.iter()
+                    .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
+                    .and_then(|w| w.checked_add(p.op.bias_len().unwrap_or(0) as u64))
+            });
+            params = params.zip(layer_params).and_then(|(a, b)| a.checked_add(b));
+            let out = p.output.checked_len().map(|n| n as u64);
+            let cols = match p.op {
+                Op::Conv { c_in, window, .. } => (window.k as u64)
+                    .checked_mul(window.k as u64)
+                    .and_then(|x| x.checked_mul(c_in as u64))
+                    .and_then(|x| x.checked_mul(window.out_h as u64))
+                    .and_then(|x| x.checked_mul(window.out_w as u64)),
+                _ => Some(0),
+            };
+            values = values
+                .zip(out)
+                .and_then(|(a, b)| a.checked_add(b))
+                .zip(cols)
+                .and_then(|(a, b)| a.checked_add(b));
+        }
+        Self {
+            params,
+            values_per_example: values,
+        }
+    }
+
+    /// Bytes of the f32 parameters, `None` on overflow.
+    pub fn param_bytes(&self) -> Option<u64> {
+        self.params.and_then(|p| p.checked_mul(limits::F32_BYTES))
+    }
+
+    /// Bytes of the activations of `batch` examples at `value_bytes` bytes per value.
+    pub fn activation_bytes(&self, batch: u64, value_bytes: u64) -> Option<u64> {
+        self.values_per_example
+            .and_then(|v| v.checked_mul(batch))
+            .and_then(|v| v.checked_mul(value_bytes))
+    }
+}
+
+/// Checks a resolved plan against [`limits::PARAM_BYTES`] and, for one f32 example,
+/// against [`limits::ACTIVATION_BYTES`].
+fn check_model(plan: &[LayerPlan]) -> Result<()> {
+    let f = Footprint::of(plan);
+    limits::check_amount(&limits::PARAM_BYTES, f.param_bytes(), "the model")?;
+    limits::check_amount(
+        &limits::ACTIVATION_BYTES,
+        f.activation_bytes(1, limits::F32_BYTES),
+        "one example through the model (f32)",
+    )
+}
+
+/// Checks the activations of `batch` examples at `value_bytes` bytes per value against
+/// [`limits::ACTIVATION_BYTES`]; `pass` names the pass in the message (e.g. "a training batch").
+pub fn check_batch(plan: &[LayerPlan], batch: usize, value_bytes: u64, pass: &str) -> Result<()> {
+    let f = Footprint::of(plan);
+    limits::check_amount(
+        &limits::ACTIVATION_BYTES,
+        f.activation_bytes(batch as u64, value_bytes),
+        format!("{pass} of {batch} example(s)"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_preset_fits_the_default_limits() {
+        for name in crate::model::presets::NAMES {
+            for input in [Shape::new(1, 28, 28), Shape::new(3, 32, 32)] {
+                let Ok(spec) = crate::model::presets::by_name(name, input, 10) else {
+                    continue;
+                };
+                let plan = spec.plan().unwrap();
+                let f = Footprint::of(&plan);
+                let (p, a) = (f.param_bytes().unwrap(), f.activation_bytes(1, 4).unwrap());
+                assert!(p < limits::PARAM_BYTES.default / 8, "{name}: {p}");
+                check_batch(&plan, 128, limits::CERTIFIED_VALUE_BYTES, "c").unwrap();
+                check_batch(&plan, 1000, 4, "t").unwrap();
+                check_batch(&plan, 128, 8, "t").unwrap();
+                assert!(a > 0);
+            }
+        }
+    }
+
+    #[test]
+    fn the_footprint_counts_params_outputs_and_columns() {
+        let spec = ModelSpec {
+            name: String::new(),
+            input: Shape::new(2, 5, 5),
+            layers: vec![
+                Layer::conv(3, 3, 1, Padding::Valid, true),
+                Layer::Relu,
+                Layer::Flatten,
+                Layer::dense(4, false),
+            ],
+        };
+        let f = Footprint::of(&spec.plan().unwrap());
+        // conv 3*2*3*3 + 3, dense 4*27.
+        assert_eq!(f.params, Some(54 + 3 + 108));
+        // input 50, conv out 27 + columns 9*2*9 = 162, relu 27, flatten 27, dense 4.
+        assert_eq!(f.values_per_example, Some(50 + 27 + 162 + 27 + 27 + 4));
+        assert_eq!(spec.num_params().unwrap(), 165);
+    }
 
     #[test]
     fn same_padding_matches_tensorflow() {

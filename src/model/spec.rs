@@ -29,9 +29,17 @@ impl Shape {
     pub const fn flat(n: usize) -> Self {
         Self { c: n, h: 1, w: 1 }
     }
-    /// Number of scalars.
+    /// Number of scalars. For a shape from a file, call [`Shape::checked_len`] first (a
+    /// resolved plan guarantees it for every shape in it): the product may overflow.
     pub const fn len(&self) -> usize {
         self.c * self.h * self.w
+    }
+    /// Number of scalars, `None` when `c * h * w` overflows `usize`.
+    pub const fn checked_len(&self) -> Option<usize> {
+        match self.c.checked_mul(self.h) {
+            Some(ch) => ch.checked_mul(self.w),
+            None => None,
+        }
     }
     /// True when the shape holds no scalar.
     pub const fn is_empty(&self) -> bool {
@@ -236,9 +244,9 @@ impl ModelSpec {
         Ok(spec)
     }
 
-    /// Reads a spec file (`.json` or `.toml`).
+    /// Reads a spec file (`.json` or `.toml`), at most [`crate::limits::TEXT_BYTES`].
     pub fn from_file(path: &std::path::Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::io::read_text_limited(path, &crate::limits::TEXT_BYTES)?;
         Self::parse(&text)
     }
 

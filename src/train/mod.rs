@@ -215,6 +215,11 @@ impl<'a> Trainer<'a> {
             return Err(Error::Invalid("the training set is empty".into()));
         }
         let batch = effective_batch(cfg.batch, train.len());
+        // Before any buffer is sized: activations and their gradients for a batch, and the
+        // activations of an evaluation chunk.
+        let plan = spec.plan()?;
+        crate::model::check_batch(&plan, batch, 8, "a training batch")?;
+        crate::model::check_batch(&plan, EVAL_CHUNK, 4, "an evaluation chunk")?;
         let ws = Workspace::new(&net, batch);
         let grads = params.zeros_like();
         let mut me = Self {

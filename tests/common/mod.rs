@@ -4,4 +4,5 @@ pub mod cli;
 pub mod data;
 pub mod exact;
 pub mod nets;
+pub mod onnx;
 pub mod runs;

@@ -33,6 +33,8 @@ pub(super) struct GraphReader<'a> {
     pub(super) input_name: String,
     /// The output shape of the layers so far.
     pub(super) shape: Shape,
+    /// Whether a `Flatten` or `Dense` layer was pushed (a conv may not follow).
+    pub(super) flattened: bool,
     /// The layers so far.
     pub(super) layers: Vec<Layer>,
     /// The parameters of the weight layers so far.
@@ -51,11 +53,23 @@ impl<'a> GraphReader<'a> {
         opts: &'a ImportOptions,
         path: &'a Path,
     ) -> Result<Self> {
-        let inits: HashMap<&str, &TensorProto> = graph
-            .initializer
-            .iter()
-            .map(|t| (t.name.as_str(), t))
-            .collect();
+        crate::limits::ONNX_NODES
+            .check(graph.node.len() as u64, "the ONNX graph")
+            .map_err(|e| Error::format(path, e.to_string()))?;
+        let mut inits: HashMap<&str, &TensorProto> =
+            HashMap::with_capacity(graph.initializer.len());
+        for t in &graph.initializer {
+            if inits.insert(t.name.as_str(), t).is_some() {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "duplicate initializer '{}': two tensors of one name make the graph \
+                         ambiguous (onnx.checker refuses it)",
+                        t.name
+                    ),
+                ));
+            }
+        }
         let inputs: Vec<_> = graph
             .input
             .iter()
@@ -70,6 +84,20 @@ impl<'a> GraphReader<'a> {
                 ),
             ));
         };
+        let elem = input
+            .type_
+            .as_ref()
+            .map_or(0, |t| t.tensor_type().elem_type);
+        if elem != onnx_protobuf::tensor_proto::DataType::FLOAT as i32 {
+            return Err(Error::format(
+                path,
+                format!(
+                    "graph input '{}' has ONNX element type {elem}; only FLOAT (1) inputs are \
+                     imported (the certificate is about real-valued inputs p / 255)",
+                    input.name
+                ),
+            ));
+        }
         let dims: Vec<i64> = input
             .type_
             .as_ref()
@@ -128,6 +156,7 @@ impl<'a> GraphReader<'a> {
             input: shape,
             input_name: input.name.clone(),
             shape,
+            flattened: false,
             layers: Vec::new(),
             params: Vec::new(),
             conv: Conversions::default(),
@@ -143,23 +172,21 @@ impl<'a> GraphReader<'a> {
         )
     }
 
-    /// Appends `layer` (with its parameters, for weight layers) and updates the output shape.
+    /// Appends `layer` (with its parameters, for weight layers) and updates the output shape
+    /// from the previous one (constant time: the import stays linear in the node count).
     pub(super) fn push(&mut self, layer: Layer, params: Option<WeightsOf>) -> Result<()> {
         let index = self.layers.len();
-        self.layers.push(layer);
-        let spec = ModelSpec {
-            name: String::new(),
-            input: self.input,
-            layers: self.layers.clone(),
-        };
         // shape of the new layer's output (the spec may not be complete: no flat-output check)
-        let mut shape = self.input;
-        for (i, l) in spec.layers.iter().enumerate() {
-            shape = step(l, shape).map_err(|m| {
-                Error::format(self.path, format!("layer {i} ({}): {m}", l.describe()))
-            })?;
+        self.shape = step(&layer, self.shape).map_err(|m| {
+            Error::format(
+                self.path,
+                format!("layer {index} ({}): {m}", layer.describe()),
+            )
+        })?;
+        if matches!(layer, Layer::Flatten | Layer::Dense { .. }) {
+            self.flattened = true;
         }
-        self.shape = shape;
+        self.layers.push(layer);
         if let Some((weight_shape, weight, bias)) = params {
             self.params.push(LayerParams {
                 index,
@@ -167,6 +194,43 @@ impl<'a> GraphReader<'a> {
                 weight,
                 bias,
             });
+        }
+        Ok(())
+    }
+
+    /// Checks what onnx.checker checks of a node before it is read: no attribute twice (the
+    /// ONNX reference takes the last, a first-match reader the first: two networks), and
+    /// the input count of its operator.
+    fn check_node(&self, k: usize, node: &NodeProto) -> Result<()> {
+        let mut seen = std::collections::HashSet::with_capacity(node.attribute.len());
+        for a in &node.attribute {
+            if !seen.insert(a.name.as_str()) {
+                return Err(self.err(
+                    k,
+                    node,
+                    format!("duplicate attribute '{}' (onnx.checker refuses it)", a.name),
+                ));
+            }
+        }
+        let (lo, hi) = match node.op_type.as_str() {
+            "Constant" => (0, 0),
+            "Identity" | "Relu" | "LeakyRelu" | "Flatten" | "MaxPool" | "AveragePool" => (1, 1),
+            "Reshape" | "MatMul" | "Add" => (2, 2),
+            "Gemm" | "Conv" => (2, 3),
+            _ => return Ok(()),
+        };
+        let n = node.input.len();
+        if n < lo || n > hi {
+            let want = if lo == hi {
+                format!("{lo}")
+            } else {
+                format!("{lo} to {hi}")
+            };
+            return Err(self.err(
+                k,
+                node,
+                format!("{} takes {want} input(s), this node has {n}", node.op_type),
+            ));
         }
         Ok(())
     }
@@ -180,6 +244,7 @@ impl<'a> GraphReader<'a> {
         while k < nodes.len() {
             let node = &nodes[k];
             let op = node.op_type.as_str();
+            self.check_node(k, node)?;
             if op == "Constant" {
                 if let (Some(out), Some(a)) = (node.output.first(), attr(node, "value"))
                     && let Some(t) = a.t.as_ref()
@@ -281,6 +346,9 @@ impl<'a> GraphReader<'a> {
                             && n.input[0] == out
                             && self.tensor(&n.input[1]).is_some()
                     });
+                    if let Some(n) = bias {
+                        self.check_node(k + 1, n)?;
+                    }
                     let bias_name = bias.map(|n| n.input[1].clone());
                     self.dense(k, node, false, bias_name)?;
                     if let Some(n) = bias {

@@ -41,7 +41,7 @@ use graph::GraphReader;
 
 /// Reads `path` and imports it (see [`from_bytes`]).
 pub fn load(path: &Path, opts: &ImportOptions) -> Result<Imported> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::import::read_model_file(path)?;
     from_bytes(&bytes, path, opts)
 }
 

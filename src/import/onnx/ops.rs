@@ -85,16 +85,7 @@ impl GraphReader<'_> {
 
     /// A `Conv` node as a `Conv2d` layer.
     pub(super) fn conv_node(&mut self, k: usize, node: &NodeProto) -> Result<()> {
-        if self.shape.is_flat()
-            && self.layers.iter().any(|l| match l {
-                Layer::Flatten | Layer::Dense { .. } => true,
-                Layer::Conv2d { .. }
-                | Layer::MaxPool { .. }
-                | Layer::AvgPool { .. }
-                | Layer::Relu
-                | Layer::LeakyRelu { .. } => false,
-            })
-        {
+        if self.shape.is_flat() && self.flattened {
             return Err(self.err(k, node, "Conv after Flatten/Dense is not supported"));
         }
         let (wname, t) = self.weight(k, node)?;
@@ -245,10 +236,8 @@ impl GraphReader<'_> {
     }
 }
 
-/// Largest kernel, stride or padding accepted (window geometry stays far from overflow).
-const MAX_GEOMETRY: i64 = 1 << 16;
-
-/// Refuses geometry values outside `0..=MAX_GEOMETRY`.
+/// Refuses geometry values outside `0..=`[`crate::limits::MAX_ONNX_WINDOW`].
 fn geometry_ok(v: &[i64]) -> bool {
-    v.iter().all(|&x| (0..=MAX_GEOMETRY).contains(&x))
+    v.iter()
+        .all(|&x| (0..=crate::limits::MAX_ONNX_WINDOW).contains(&x))
 }
