@@ -86,8 +86,9 @@ impl Checkpoint {
                 serde_json::to_string(t).map_err(|e| Error::Invalid(e.to_string()))?,
             );
         }
-        safetensors::serialize(views, Some(meta))
-            .map_err(|e| Error::Invalid(format!("serializing the checkpoint: {e}")))
+        let bytes = safetensors::serialize(views, Some(meta))
+            .map_err(|e| Error::Invalid(format!("serializing the checkpoint: {e}")))?;
+        canonical_header(bytes)
     }
 
     /// Writes the checkpoint atomically (temporary file in the same directory, fsync, rename).
@@ -137,6 +138,31 @@ impl Checkpoint {
         let digest = sha256_hex(&bytes);
         Ok((Self::from_bytes(&bytes, path)?, digest))
     }
+}
+
+/// Rewrites the JSON header of safetensors `bytes` with its keys sorted, so that the same
+/// checkpoint always gives the same bytes: the safetensors writer emits the metadata map in
+/// hash order, which differs between processes. The header keeps its length (same keys and
+/// values, compact JSON, padded with spaces as written), so the data offsets are unchanged.
+fn canonical_header(mut bytes: Vec<u8>) -> Result<Vec<u8>> {
+    let bad = |what: &str| Error::Invalid(format!("canonicalizing the checkpoint header: {what}"));
+    let n = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .ok_or_else(|| bad("too short"))?;
+    let n = usize::try_from(n).map_err(|_| bad("header length"))?;
+    let header = bytes.get(8..8 + n).ok_or_else(|| bad("header length"))?;
+    // `serde_json::Value` objects are ordered maps (no `preserve_order` feature): sorted keys.
+    let value: serde_json::Value =
+        serde_json::from_slice(header).map_err(|e| bad(&e.to_string()))?;
+    let text = serde_json::to_string(&value).map_err(|e| bad(&e.to_string()))?;
+    if text.len() > n {
+        return Err(bad("the sorted header is longer"));
+    }
+    let slot = &mut bytes[8..8 + n];
+    slot[..text.len()].copy_from_slice(text.as_bytes());
+    slot[text.len()..].fill(b' ');
+    Ok(bytes)
 }
 
 /// Checks the `format` metadata value of a checkpoint: it must be [`FORMAT`]. The error
@@ -356,6 +382,33 @@ mod tests {
         assert_eq!(Checkpoint::load(&p).unwrap(), c);
         // Only the checkpoint is left in the directory: no temporary file.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// The same checkpoint always serializes to the same bytes (the safetensors writer's
+    /// metadata map is in per-process hash order; the header is rewritten sorted), and the
+    /// canonical bytes read back to the same checkpoint.
+    #[test]
+    fn serialization_is_deterministic() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/expected/tiny-cnn-last.safetensors");
+        let c = Checkpoint::load(&path).unwrap();
+        assert!(
+            c.train.is_some(),
+            "three metadata keys: format, spec, train"
+        );
+        let first = c.to_bytes().unwrap();
+        for _ in 0..16 {
+            assert_eq!(c.to_bytes().unwrap(), first);
+        }
+        assert_eq!(Checkpoint::from_bytes(&first, Path::new("x")).unwrap(), c);
+        let n = u64::from_le_bytes(first[..8].try_into().unwrap()) as usize;
+        let header = std::str::from_utf8(&first[8..8 + n]).unwrap();
+        let (f, s, t) = (
+            header.find("\"format\"").unwrap(),
+            header.find("\"spec\"").unwrap(),
+            header.find("\"train\"").unwrap(),
+        );
+        assert!(f < s && s < t, "{header}");
     }
 
     #[test]

@@ -74,19 +74,8 @@ pub fn spawn(mut c: Command) -> Child {
     c.spawn().expect("the binary starts")
 }
 
-/// A safetensors file as (header JSON, data bytes): equal for two files that differ only in
-/// the order of the header's keys (safetensors writes its metadata map in hash order, which
-/// changes from process to process).
-pub fn safetensors_content(path: &Path) -> (serde_json::Value, Vec<u8>) {
-    let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
-    let header: serde_json::Value = serde_json::from_slice(&b[8..8 + n]).unwrap();
-    (header, b[8 + n..].to_vec())
-}
-
-/// The files of a run directory by name, with their content (safetensors files through
-/// [`safetensors_content`]); the lock file is left out.
-pub fn run_files(dir: &Path) -> BTreeMap<String, (Option<serde_json::Value>, Vec<u8>)> {
+/// The files of a run directory by name, with their bytes; the lock file is left out.
+pub fn run_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let p: PathBuf = e.unwrap().path();
@@ -94,19 +83,14 @@ pub fn run_files(dir: &Path) -> BTreeMap<String, (Option<serde_json::Value>, Vec
         if name == ".margincert.lock" {
             continue;
         }
-        let v = if name.ends_with(".safetensors") {
-            let (h, d) = safetensors_content(&p);
-            (Some(h), d)
-        } else {
-            (None, std::fs::read(&p).unwrap())
-        };
-        out.insert(name, v);
+        out.insert(name, std::fs::read(&p).unwrap());
     }
     out
 }
 
 /// Asserts that run directory `got` holds exactly the files of `want`, with the same content
-/// (metrics log and plots byte for byte, checkpoints tensor bytes and metadata).
+/// byte for byte (metrics log, plots and checkpoints: a checkpoint's header is written with
+/// sorted keys, so the same state gives the same bytes).
 pub fn assert_same_run(got: &Path, want: &Path, what: &str) {
     let (g, w) = (run_files(got), run_files(want));
     let names = |m: &BTreeMap<String, _>| m.keys().cloned().collect::<Vec<_>>();
