@@ -62,7 +62,7 @@ pub struct RunConfig {
 impl RunConfig {
     /// Reads and checks a TOML config.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::io::read_text_limited(path, &crate::limits::TEXT_BYTES)?;
         let mut c: RunConfig = toml::from_str(&text)
             .map_err(|e| Error::format(path, format!("invalid run config: {e}")))?;
         c.origin = Some(path.to_path_buf());

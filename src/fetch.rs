@@ -86,13 +86,18 @@ pub fn install(reader: impl Read, dir: &Path, name: &str, expected: &str) -> Res
     Ok(target)
 }
 
-/// Copies `reader` into a new temporary file in `dir` (removed when dropped).
-fn write_temp(mut reader: impl Read, dir: &Path) -> Result<tempfile::NamedTempFile> {
+/// Copies `reader` into a new temporary file in `dir` (removed when dropped), at most
+/// [`crate::limits::FILE_BYTES`]: a server that sends more is refused before the disk fills.
+fn write_temp(reader: impl Read, dir: &Path) -> Result<tempfile::NamedTempFile> {
+    let limit = &crate::limits::FILE_BYTES;
+    let max = limit.value()?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".margincert-fetch-")
         .tempfile_in(dir)
         .map_err(|e| Error::io(dir, e))?;
-    io::copy(&mut reader, tmp.as_file_mut()).map_err(|e| Error::io(tmp.path(), e))?;
+    let copied = io::copy(&mut reader.take(max.saturating_add(1)), tmp.as_file_mut())
+        .map_err(|e| Error::io(tmp.path(), e))?;
+    limit.check_against(copied, max, "the download")?;
     tmp.as_file_mut()
         .sync_all()
         .map_err(|e| Error::io(tmp.path(), e))?;

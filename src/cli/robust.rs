@@ -52,7 +52,7 @@ fn parse_steps(t: &str) -> std::result::Result<usize, String> {
 
 /// `margincert robust`.
 pub fn cmd(a: &RobustArgs) -> Result<()> {
-    let ckpt = Checkpoint::load(&a.checkpoint)?;
+    let (ckpt, digest) = Checkpoint::load_with_digest(&a.checkpoint)?;
     a.data
         .guard_out(&a.out, vec![a.checkpoint.clone()], &ckpt)?;
     let data = a.data.load(&ckpt, a.split)?;
@@ -71,10 +71,7 @@ pub fn cmd(a: &RobustArgs) -> Result<()> {
     };
     let mut rep = robust::run(&ckpt.spec, &ckpt.params, &data, &opts)?;
     // The report is a claim about this model file: `verify` checks the hash.
-    rep.checkpoint_sha256 = Some(margincert::io::sha256_hex(
-        &std::fs::read(&a.checkpoint)
-            .map_err(|e| margincert::error::Error::io(&a.checkpoint, e))?,
-    ));
+    rep.checkpoint_sha256 = Some(digest);
     margincert::report::robust::write(&rep, &a.out)?;
     print!("{}", rep.summary());
     Ok(())

@@ -36,7 +36,8 @@ pub struct VerifyArgs {
 
 /// `margincert verify`: an error when any claim is not confirmed.
 pub fn cmd(a: &VerifyArgs) -> Result<()> {
-    let text = std::fs::read_to_string(&a.certificate).map_err(|e| Error::io(&a.certificate, e))?;
+    // Bounded: a certificate is text of at most limits::TEXT_BYTES.
+    let text = margincert::io::read_text_limited(&a.certificate, &margincert::limits::TEXT_BYTES)?;
     // A robustness report (`robust.json`) has a Lipschitz bound; a certificate does not.
     let robust = serde_json::from_str::<serde_json::Value>(&text)
         .is_ok_and(|v| v.get("lipschitz").is_some());

@@ -95,7 +95,7 @@ impl MetricsLog {
             .create(true)
             .open(path)
             .map_err(|e| Error::io(path, e))?;
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = crate::io::read_file_limited(path, &crate::limits::FILE_BYTES)?;
         let cut = cut_point(&bytes, epoch);
         if let Some(b) = cut.beyond.filter(|&b| b > epoch + 1) {
             return Err(Error::Invalid(format!(

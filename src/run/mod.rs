@@ -292,7 +292,9 @@ pub fn train_from_scratch(
 /// that does not parse is a write cut short by an interruption and is skipped; any other bad
 /// line is an error.
 pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::io::read_file_limited(path, &crate::limits::FILE_BYTES)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| Error::format(path, format!("not UTF-8 text: {e}")))?;
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
     let mut out = Vec::with_capacity(lines.len());
     for (i, l) in lines.iter().enumerate() {
