@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::certify::certificate::{CertifyOptions, certify};
 use crate::checkpoint::Checkpoint;
 use crate::config::RunConfig;
-use crate::data::Dataset;
+use crate::data::{DataSource, Dataset};
 use crate::error::{Error, Result};
 use crate::loss::LossKind;
 use crate::report::svg::{Series, line_chart};
@@ -312,7 +312,16 @@ pub fn markdown_table(rows: &[Row]) -> String {
 /// `figure1-normalized-margin.svg`, `kkt.svg`, and Figure 8 (`figure8.json`,
 /// `figure8-attack.svg`, `figure8-certified.svg`: L2 robust accuracy against ε of every
 /// certified checkpoint on the first [`FIGURE8_EXAMPLES`] training examples).
-pub fn reproduce(name: &str, out: &Path, full: bool, threads: usize) -> Result<Report> {
+///
+/// `data`: the directory of the dataset files for the bundles that read files (MNIST,
+/// CIFAR-10), replacing the configs' `data/<name>` (where `margincert fetch` puts them).
+pub fn reproduce(
+    name: &str,
+    out: &Path,
+    full: bool,
+    data: Option<&Path>,
+    threads: usize,
+) -> Result<Report> {
     let all = bundles(full);
     let bundle = all.iter().find(|b| b.name == name).ok_or_else(|| {
         Error::Invalid(format!(
@@ -329,8 +338,19 @@ pub fn reproduce(name: &str, out: &Path, full: bool, threads: usize) -> Result<R
     let mut delta_series = Vec::new();
     let mut robust = Vec::new();
     for (run_name, text) in &bundle.configs {
-        let cfg: RunConfig = toml::from_str(text)
+        let mut cfg: RunConfig = toml::from_str(text)
             .map_err(|e| Error::Invalid(format!("bundle config '{run_name}': {e}")))?;
+        if let DataSource::Dir { kind, dir } = cfg.data.source.parse::<DataSource>()? {
+            let dir = data.map_or(dir, Path::to_path_buf);
+            if !dir.is_dir() {
+                return Err(Error::Invalid(format!(
+                    "bundle '{name}' needs the {kind} files in {}: run `margincert fetch {kind}` \
+                     (which puts them there) or pass --data DIR",
+                    dir.display()
+                )));
+            }
+            cfg.data.source = DataSource::Dir { kind, dir }.to_string();
+        }
         let split = cfg.data.load()?;
         let dir = out.join(run_name);
         let summary = train_from_scratch(&cfg, &split, &dir, threads)?;
@@ -499,7 +519,7 @@ mod tests {
     #[test]
     fn unknown_bundle_is_a_clear_error() {
         let out = std::env::temp_dir().join("margincert-reproduce-unknown");
-        match reproduce("no-such-bundle", &out, false, 1) {
+        match reproduce("no-such-bundle", &out, false, None, 1) {
             Err(Error::Invalid(m)) => {
                 assert!(m.contains("no-such-bundle") && m.contains("linear-svm"))
             }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use margincert::data::DataKind;
 use margincert::error::Result;
 
 // `margincert fetch` flags.
@@ -11,15 +12,20 @@ use margincert::error::Result;
 pub struct FetchArgs {
     /// mnist, fashion-mnist or cifar10.
     pub dataset: String,
-    /// Directory to download into.
-    #[arg(long, default_value = "data")]
-    pub dir: PathBuf,
+    /// Directory to download into; by default data/DATASET (data/mnist, data/cifar10, ...),
+    /// where the paper configs and `reproduce` look for it.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
 }
 
 /// `margincert fetch`.
 pub fn cmd(a: &FetchArgs) -> Result<()> {
-    let kind = a.dataset.parse()?;
-    margincert::fetch::fetch(kind, &a.dir, true)?;
-    eprintln!("{} verified in {}", a.dataset, a.dir.display());
+    let kind: DataKind = a.dataset.parse()?;
+    let dir = a
+        .dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("data").join(kind.to_string()));
+    margincert::fetch::fetch(kind, &dir, true)?;
+    eprintln!("{} verified in {}", a.dataset, dir.display());
     Ok(())
 }

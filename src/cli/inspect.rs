@@ -27,10 +27,7 @@ pub fn cmd(a: &InspectArgs) -> Result<()> {
     } else if path.exists() {
         (ModelSpec::from_file(&path)?, None)
     } else {
-        (
-            presets::by_name(&a.target, presets::mnist_cnn().input, 10)?,
-            None,
-        )
+        (presets::by_name_natural(&a.target)?, None)
     };
     if a.json {
         println!(

@@ -17,11 +17,15 @@ pub struct ReproduceArgs {
     /// Use the paper-size configs where the bundle has them (needs the full datasets).
     #[arg(long)]
     pub full: bool,
+    /// Directory of the dataset files for bundles that read files (mnist, --full), e.g.
+    /// ../shared/data/mnist; by default data/<dataset>, where `margincert fetch` puts them.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
 }
 
 /// `margincert reproduce`.
 pub fn cmd(a: &ReproduceArgs, nthreads: usize) -> Result<()> {
-    let r = margincert::reproduce::reproduce(&a.name, &a.out, a.full, nthreads)?;
+    let r = margincert::reproduce::reproduce(&a.name, &a.out, a.full, a.data.as_deref(), nthreads)?;
     for f in r.files {
         eprintln!("wrote {}", f.display());
     }

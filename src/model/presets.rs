@@ -126,6 +126,27 @@ pub fn mlp() -> ModelSpec {
     mlp_with(Shape::new(1, 28, 28), &[1000, 1000], 10)
 }
 
+/// The input shape preset `name` was designed for: 3×32×32 (CIFAR-10) for `cifar-vgg`,
+/// 1×28×28 (MNIST) for the others; `None` for an unknown name.
+pub fn natural_input(name: &str) -> Option<Shape> {
+    match name {
+        "cifar-vgg" => Some(Shape::new(3, 32, 32)),
+        n if NAMES.contains(&n) => Some(Shape::new(1, 28, 28)),
+        _ => None,
+    }
+}
+
+/// [`by_name`] on the preset's [`natural_input`] with 10 classes (what `inspect` shows).
+pub fn by_name_natural(name: &str) -> Result<ModelSpec> {
+    let input = natural_input(name).ok_or_else(|| {
+        Error::Spec(format!(
+            "unknown preset '{name}'; known presets: {}",
+            NAMES.join(", ")
+        ))
+    })?;
+    by_name(name, input, 10)
+}
+
 /// Looks a preset up by name. `classes` sets the output count (1 for a binary task).
 pub fn by_name(name: &str, input: Shape, classes: usize) -> Result<ModelSpec> {
     let mut spec = match name {
@@ -158,6 +179,18 @@ pub fn by_name(name: &str, input: Shape, classes: usize) -> Result<ModelSpec> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every preset builds on its natural input (`inspect cifar-vgg` once failed: the VGG was
+    /// built on the MNIST shape, where its fifth pool does not fit).
+    #[test]
+    fn every_preset_builds_on_its_natural_input() {
+        for name in NAMES {
+            let spec = by_name_natural(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(spec.plan().is_ok(), "{name}");
+        }
+        assert_eq!(natural_input("cifar-vgg"), Some(Shape::new(3, 32, 32)));
+        assert!(by_name_natural("nope").is_err());
+    }
     use crate::model::presets;
 
     #[test]

@@ -490,3 +490,33 @@ fn robustness_reports_are_verified() {
         text(&o)
     );
 }
+
+/// The paper's entry points: `inspect` builds every preset on its own input (the VGG on
+/// 3x32x32), and `reproduce mnist` says where it looks for the data and how to get it
+/// (`fetch` puts it in data/mnist; `--data DIR` points elsewhere).
+#[test]
+fn paper_entry_points_explain_themselves() {
+    let o = margincert(&["inspect", "cifar-vgg"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("input [3, 32, 32]"), "{}", text(&o));
+    // Run in an empty directory: data/mnist (the default) is certainly absent there.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r");
+    let out = out.to_str().unwrap();
+    let o = crate::common::cli::command()
+        .current_dir(dir.path())
+        .args(["--threads", "2", "reproduce", "mnist", "--out", out])
+        .output()
+        .unwrap();
+    assert_clean_failure(&o, "margincert fetch mnist");
+    let missing = dir.path().join("nowhere");
+    let o = margincert(&[
+        "reproduce",
+        "mnist",
+        "--out",
+        out,
+        "--data",
+        missing.to_str().unwrap(),
+    ]);
+    assert_clean_failure(&o, "nowhere");
+}

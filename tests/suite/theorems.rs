@@ -465,7 +465,7 @@ fn leaky_symmetric(d: usize, half: usize, hidden: usize, seed: u64, eta: f64) {
 #[test]
 fn reproduce_bundle_writes_figures_and_figure8_is_consistent() {
     let out = tmp("reproduce");
-    let rep = margincert::reproduce::reproduce("two-layer-relu", &out, false, 1).unwrap();
+    let rep = margincert::reproduce::reproduce("two-layer-relu", &out, false, None, 1).unwrap();
     for f in [
         "table.md",
         "table.json",
