@@ -74,11 +74,13 @@ enum Command {
     Robust(robust::RobustArgs),
     /// Reproduce one of the paper's experiments (a bundle of run configs): train each run,
     /// certify its kept checkpoints and final one, and write the Figure-1 curves (constant vs
-    /// loss-based step), the Table-1 margin table (Markdown + JSON) and the certified KKT
-    /// epsilon/delta bounds against epoch. Bundles: mnist-small (bias-free MNIST CNN on 50
-    /// embedded images, minutes on 2 cores), mnist-small-bias (same with biases), mnist (the
-    /// paper's size; needs `fetch`),
-    /// linear-svm (linear model, logistic loss, MNIST 0 vs 1).
+    /// loss-based step), the Table-1 margin table (Markdown + JSON: the paper's
+    /// q_min/prod||W_i|| first, the scale-free KKT figures eps/||theta~|| and beta beside the
+    /// absolute eps/delta) and the certified KKT bounds against epoch. Bundles: mnist-small
+    /// (bias-free MNIST CNN on 50 embedded images, minutes on 2 cores), mnist-small-bias (same
+    /// with biases), two-layer-relu, linear-svm (linear model, logistic loss, MNIST 0 vs 1),
+    /// mnist-1k (the paper's CNN on 1,000 MNIST images; needs the MNIST files), mnist (the
+    /// paper's size; needs the MNIST files and days).
     Reproduce(reproduce::ReproduceArgs),
 }
 

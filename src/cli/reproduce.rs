@@ -9,7 +9,7 @@ use margincert::error::Result;
 // `margincert reproduce` flags.
 #[derive(Args, Debug)]
 pub struct ReproduceArgs {
-    /// The bundle: mnist-small, mnist-small-bias, mnist, linear-svm.
+    /// The bundle: mnist-small, mnist-small-bias, two-layer-relu, linear-svm, mnist-1k, mnist.
     pub name: String,
     /// Output directory.
     #[arg(long, default_value = "reproduce-out")]

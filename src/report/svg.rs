@@ -54,6 +54,48 @@ const COLORS: [RGBColor; 10] = [
     RGBColor(188, 189, 34),
 ];
 
+/// A tick label that stays readable at any scale: scientific notation with three digits
+/// when the axis spans tiny or huge values (so `1.0e-5, 1.5e-5` rather than
+/// `0.00001, 0.00001`), otherwise at most four decimals without trailing zeros.
+fn tick(v: f64, span: (f64, f64)) -> String {
+    let m = span.0.abs().max(span.1.abs());
+    if v == 0.0 {
+        "0".into()
+    } else if !(1e-2..1e5).contains(&m) {
+        format!("{v:.2e}")
+    } else {
+        let t = format!("{v:.4}");
+        let t = t.trim_end_matches('0').trim_end_matches('.');
+        t.to_string()
+    }
+}
+
+/// The corner of the plot with the fewest data points (a quarter of each axis), where the
+/// legend hides the least.
+fn emptiest_corner(series: &[Series], x: (f64, f64), y: (f64, f64)) -> SeriesLabelPosition {
+    let corners = [
+        (SeriesLabelPosition::UpperRight, true, true),
+        (SeriesLabelPosition::UpperLeft, false, true),
+        (SeriesLabelPosition::LowerRight, true, false),
+        (SeriesLabelPosition::LowerLeft, false, false),
+    ];
+    let inside = |p: &(f64, f64), right: bool, top: bool| {
+        let fx = (p.0 - x.0) / (x.1 - x.0);
+        let fy = (p.1 - y.0) / (y.1 - y.0);
+        (if right { fx > 0.6 } else { fx < 0.4 }) && (if top { fy > 0.6 } else { fy < 0.4 })
+    };
+    corners
+        .into_iter()
+        .min_by_key(|&(_, right, top)| {
+            series
+                .iter()
+                .flat_map(|s| &s.points)
+                .filter(|p| inside(p, right, top))
+                .count()
+        })
+        .map_or(SeriesLabelPosition::UpperRight, |c| c.0)
+}
+
 /// A line chart of several series in one panel, as SVG text.
 pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Result<String> {
     let mut svg = String::new();
@@ -75,6 +117,8 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
             .configure_mesh()
             .x_desc(x_label)
             .y_desc(y_label)
+            .x_label_formatter(&|v| tick(*v, xr))
+            .y_label_formatter(&|v| tick(*v, yr))
             .draw()
             .map_err(plot_err)?;
         for (i, s) in series.iter().enumerate() {
@@ -94,6 +138,7 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
         if series.len() > 1 {
             chart
                 .configure_series_labels()
+                .position(emptiest_corner(series, xr, yr))
                 .background_style(WHITE.mix(0.8))
                 .border_style(BLACK)
                 .draw()
@@ -317,6 +362,31 @@ pub fn training_curves(metrics: &[EpochMetrics]) -> Result<(Option<String>, Opti
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ticks_are_readable_at_every_scale() {
+        // The normalized-margin axis once read "0.00001, 0.00001, 0.0".
+        assert_eq!(tick(1.0e-5, (0.0, 2e-5)), "1.00e-5");
+        assert_ne!(tick(1.0e-5, (0.0, 2e-5)), tick(1.5e-5, (0.0, 2e-5)));
+        assert_eq!(tick(0.25, (0.0, 1.0)), "0.25");
+        assert_eq!(tick(120.0, (0.0, 300.0)), "120");
+        assert_eq!(tick(3.0e7, (0.0, 5e7)), "3.00e7");
+        assert_eq!(tick(0.0, (0.0, 5e7)), "0");
+    }
+
+    #[test]
+    fn the_legend_goes_where_the_data_are_not() {
+        // A rising curve fills the lower-left and upper-right corners.
+        let s = [Series {
+            label: "up".into(),
+            points: (0..100).map(|i| (i as f64, i as f64)).collect(),
+        }];
+        let pos = emptiest_corner(&s, (0.0, 99.0), (0.0, 99.0));
+        assert!(matches!(
+            pos,
+            SeriesLabelPosition::UpperLeft | SeriesLabelPosition::LowerRight
+        ));
+    }
 
     #[test]
     fn charts_are_svg_with_the_labels() {

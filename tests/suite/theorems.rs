@@ -471,6 +471,7 @@ fn reproduce_bundle_writes_figures_and_figure8_is_consistent() {
         "table.json",
         "figure1-loss.svg",
         "figure1-normalized-margin.svg",
+        "figure1-normalized-margin-rho.svg",
         "kkt.svg",
         "figure8.json",
         "figure8-attack.svg",
