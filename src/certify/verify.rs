@@ -554,14 +554,48 @@ fn derived_checks(cert: &Certificate, run: &CertifyRun) -> Result<Vec<Check>> {
     Ok(out)
 }
 
-/// Every claimed per-example margin enclosure against the recomputed one, as one check:
-/// refuted when one is false or the list has the wrong length, not confirmed when one is
-/// tighter than the recomputation.
+/// One check over every example: refuted when any example's claim is false, not confirmed
+/// when any is only tighter than the recomputation.
+pub(crate) fn per_example(claim: &str, outcomes: Vec<(usize, Status, String)>) -> Check {
+    let bad: Vec<&(usize, Status, String)> = outcomes
+        .iter()
+        .filter(|o| o.1 != Status::Confirmed)
+        .collect();
+    let status = if bad.iter().any(|o| o.1 == Status::Refuted) {
+        Status::Refuted
+    } else if bad.is_empty() {
+        Status::Confirmed
+    } else {
+        Status::Unconfirmed
+    };
+    let detail = if bad.is_empty() {
+        format!("all {} examples confirmed", outcomes.len())
+    } else {
+        let shown: Vec<String> = bad
+            .iter()
+            .take(4)
+            .map(|(n, _, d)| format!("example {n}: {d}"))
+            .collect();
+        format!(
+            "{} of {} examples fail: {}",
+            bad.len(),
+            outcomes.len(),
+            shown.join("; ")
+        )
+    };
+    Check {
+        claim: claim.into(),
+        status,
+        detail,
+    }
+}
+
+/// Every claimed per-example margin enclosure against the recomputed one, as one check
+/// ([`per_example`]); refuted when the list has the wrong length.
 fn per_example_check(claimed: &[Enclosure], truth: &[Enclosure]) -> Check {
-    let claim = "per_example".to_string();
     if claimed.len() != truth.len() {
         return Check {
-            claim,
+            claim: "per_example".into(),
             status: Status::Refuted,
             detail: format!(
                 "{} enclosures claimed for {} examples",
@@ -570,43 +604,16 @@ fn per_example_check(claimed: &[Enclosure], truth: &[Enclosure]) -> Check {
             ),
         };
     }
-    let failed: Vec<(usize, Check)> = claimed
+    let outcomes = claimed
         .iter()
         .zip(truth)
         .enumerate()
-        .map(|(n, (c, t))| (n, check_enclosure(&format!("q_{n}"), c, t)))
-        .filter(|(_, c)| c.status != Status::Confirmed)
+        .map(|(n, (c, t))| {
+            let k = check_enclosure(&format!("q_{n}"), c, t);
+            (n, k.status, k.detail)
+        })
         .collect();
-    let status = if failed.iter().any(|(_, c)| c.status == Status::Refuted) {
-        Status::Refuted
-    } else if failed.is_empty() {
-        Status::Confirmed
-    } else {
-        Status::Unconfirmed
-    };
-    let detail = if failed.is_empty() {
-        format!(
-            "all {} enclosures contain the recomputed ones",
-            claimed.len()
-        )
-    } else {
-        let shown: Vec<String> = failed
-            .iter()
-            .take(4)
-            .map(|(n, c)| format!("example {n}: {}", c.detail))
-            .collect();
-        format!(
-            "{} of {} examples fail: {}",
-            failed.len(),
-            claimed.len(),
-            shown.join("; ")
-        )
-    };
-    Check {
-        claim,
-        status,
-        detail,
-    }
+    per_example("per_example", outcomes)
 }
 
 /// One difference found by [`json_diff`].

@@ -13,7 +13,7 @@
 use super::{ROBUST_SCHEMA_VERSION, RobustReport, RobustSetup, curve};
 use crate::certify::Enclosure;
 use crate::certify::certificate::from_value_exact;
-use crate::certify::verify::{Check, Status, VerifyReport, check_enclosure};
+use crate::certify::verify::{Check, Status, VerifyReport, check_enclosure, per_example};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::{ModelSpec, Params};
@@ -65,42 +65,6 @@ pub fn verify(
     data: &Dataset,
 ) -> Result<VerifyReport> {
     compare(rep, &recompute(rep, spec, params, data)?)
-}
-
-/// One check over every example: refuted when any example's claim is false, not confirmed
-/// when any is only tighter than the recomputation.
-fn per_example(claim: &str, outcomes: Vec<(usize, Status, String)>) -> Check {
-    let bad: Vec<&(usize, Status, String)> = outcomes
-        .iter()
-        .filter(|o| o.1 != Status::Confirmed)
-        .collect();
-    let status = if bad.iter().any(|o| o.1 == Status::Refuted) {
-        Status::Refuted
-    } else if bad.is_empty() {
-        Status::Confirmed
-    } else {
-        Status::Unconfirmed
-    };
-    let detail = if bad.is_empty() {
-        format!("all {} examples confirmed", outcomes.len())
-    } else {
-        let shown: Vec<String> = bad
-            .iter()
-            .take(4)
-            .map(|(n, _, d)| format!("example {n}: {d}"))
-            .collect();
-        format!(
-            "{} of {} examples fail: {}",
-            bad.len(),
-            outcomes.len(),
-            shown.join("; ")
-        )
-    };
-    Check {
-        claim: claim.into(),
-        status,
-        detail,
-    }
 }
 
 /// A claimed lower bound `c` against the recomputed one `r` (`{:e}`: every digit).

@@ -38,23 +38,24 @@ pub fn assert_clean_failure(o: &Output, needle: &str) {
     );
 }
 
+/// `train` flags of the small MLP on 100 + 50 embedded images, batch 25 (without `--out`,
+/// `--epochs` and the output flags).
+pub const SMALL_MLP: [&str; 9] = [
+    "train",
+    "--model",
+    "small-mlp",
+    "--train-subset",
+    "100",
+    "--test-subset",
+    "50",
+    "--batch",
+    "25",
+];
+
 /// Trains the small MLP for 4 epochs on 100 embedded images into `dir`.
 pub fn train_small(dir: &Path) {
-    let o = margincert(&[
-        "train",
-        "--model",
-        "small-mlp",
-        "--train-subset",
-        "100",
-        "--test-subset",
-        "50",
-        "--batch",
-        "25",
-        "--epochs",
-        "4",
-        "--quiet",
-        "--out",
-        dir.to_str().unwrap(),
-    ]);
+    let mut args = SMALL_MLP.to_vec();
+    args.extend(["--epochs", "4", "--quiet", "--out", dir.to_str().unwrap()]);
+    let o = margincert(&args);
     assert!(o.status.success(), "{}", text(&o));
 }

@@ -84,6 +84,11 @@ pub fn model(
         .push(value_info(&out, DataType::FLOAT as i32, output_dims));
     g.node = nodes;
     g.initializer = inits;
+    model_of(g)
+}
+
+/// The model (IR 8, opset 13) of graph `g`.
+pub fn model_of(g: GraphProto) -> ModelProto {
     let mut m = ModelProto::new();
     m.ir_version = 8;
     m.producer_name = "margincert tests".into();

@@ -5,24 +5,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-use super::cli::command;
+use super::cli::{SMALL_MLP, command};
 
 /// The tiny run (small MLP, 100 + 50 embedded images, 10 epochs with roll-backs, a threshold
 /// checkpoint at epoch 5) as `train` flags, without `--out` and `--epochs`.
-pub const TINY: [&str; 12] = [
-    "train",
-    "--model",
-    "small-mlp",
-    "--train-subset",
-    "100",
-    "--test-subset",
-    "50",
-    "--batch",
-    "25",
-    "--save-at",
-    "1e0",
-    "--quiet",
-];
+pub fn tiny_flags() -> Vec<&'static str> {
+    let mut v = SMALL_MLP.to_vec();
+    v.extend(["--save-at", "1e0", "--quiet"]);
+    v
+}
 
 /// The binary with 2 threads and the stopped clock (`MARGINCERT_TEST_CLOCK=zero`, so that two
 /// runs write identical bytes), plus `MARGINCERT_FAULT=fault` when given.
@@ -43,7 +34,7 @@ pub fn test_command(fault: Option<&str>) -> Command {
 /// epochs unless `extra` says `--epochs`.
 pub fn tiny(out: &Path, extra: &[&str], fault: Option<&str>) -> Command {
     let mut c = test_command(fault);
-    c.args(TINY).arg("--out").arg(out).args(extra);
+    c.args(tiny_flags()).arg("--out").arg(out).args(extra);
     if !extra.contains(&"--epochs") {
         c.args(["--epochs", "10"]);
     }

@@ -14,7 +14,9 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::common::cli::{assert_clean_failure, command, margincert, text, train_small};
-use crate::common::runs::{TINY, assert_same_run, continue_run, output, spawn, test_command, tiny};
+use crate::common::runs::{
+    assert_same_run, continue_run, output, spawn, test_command, tiny, tiny_flags,
+};
 
 /// The uninterrupted tiny run, into `dir`.
 fn reference(dir: &Path) {
@@ -419,7 +421,8 @@ fn bad_flags_are_refused() {
     // The accepted forms still work and name their files as written.
     let r = output({
         let mut c = test_command(None);
-        c.args(TINY).args(["--stop-loss", "5e-1", "--out", o]);
+        c.args(tiny_flags())
+            .args(["--stop-loss", "5e-1", "--out", o]);
         c
     });
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));

@@ -28,9 +28,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use onnx_protobuf::{
-    AttributeProto, GraphProto, Message, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
-    TypeProto, ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataType,
-    tensor_shape_proto,
+    AttributeProto, GraphProto, Message, NodeProto, TensorProto, ValueInfoProto,
+    attribute_proto::AttributeType, tensor_proto::DataType,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -268,19 +267,7 @@ fn string_attr(name: &str, v: &str) -> AttributeProto {
 }
 
 fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
-    let mut t = TypeProto::new();
-    let tt = t.mut_tensor_type();
-    tt.elem_type = DataType::FLOAT as i32;
-    let shape = tt.shape.mut_or_insert_default();
-    for &d in dims {
-        let mut dim = tensor_shape_proto::Dimension::new();
-        dim.set_dim_value(d);
-        shape.dim.push(dim);
-    }
-    let mut v = ValueInfoProto::new();
-    v.name = name.into();
-    *v.type_.mut_or_insert_default() = t;
-    v
+    crate::common::onnx::value_info(name, DataType::FLOAT as i32, dims)
 }
 
 fn initializer(name: &str, dims: &[usize], v: &[f32]) -> TensorProto {
@@ -368,14 +355,9 @@ fn onnx_bytes(model: &CheckedModel) -> Vec<u8> {
     }
     g.output
         .push(value_info(&prev, &[1, model.outputs() as i64]));
-    let mut m = ModelProto::new();
-    m.ir_version = 8;
-    m.producer_name = "margincert tests".into();
-    let mut opset = OperatorSetIdProto::new();
-    opset.version = 13;
-    m.opset_import.push(opset);
-    *m.graph.mut_or_insert_default() = g;
-    m.write_to_bytes().expect("serializes")
+    crate::common::onnx::model_of(g)
+        .write_to_bytes()
+        .expect("serializes")
 }
 
 /// Runs every pass on `spec` and checks each; returns the features of its layers.

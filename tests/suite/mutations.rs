@@ -527,14 +527,21 @@ fn run_case(case: &Case) -> (usize, usize, usize) {
     (all.len(), refused, allowed)
 }
 
-/// A fixture checkpoint, its certificate (as shipped), its data and the file's hash.
-fn fixture_case(name: &'static str, ckpt: &str, cert: &str, config: &str) -> Case {
+/// A fixture checkpoint (`fixtures/expected/CKPT`), the SHA-256 of its file, and the
+/// training data of its config (`fixtures/configs/CONFIG`).
+fn fixture(ckpt: &str, config: &str) -> (Checkpoint, String, Dataset) {
     let root = crate_root();
     let path = root.join("fixtures/expected").join(ckpt);
     let c = Checkpoint::load(&path).unwrap();
     let sha = sha256_hex(&std::fs::read(&path).unwrap());
     let cfg = RunConfig::from_file(&root.join("fixtures/configs").join(config)).unwrap();
-    let data = cfg.data.load().unwrap().train;
+    (c, sha, cfg.data.load().unwrap().train)
+}
+
+/// A fixture checkpoint, its certificate (as shipped), its data and the file's hash.
+fn fixture_case(name: &'static str, ckpt: &str, cert: &str, config: &str) -> Case {
+    let root = crate_root();
+    let (c, sha, data) = fixture(ckpt, config);
     let text = std::fs::read_to_string(root.join("fixtures/expected").join(cert)).unwrap();
     let cert = Certificate::from_json(&text).unwrap();
     Case::new(name, cert, c.spec, c.params, data, sha)
@@ -542,12 +549,7 @@ fn fixture_case(name: &'static str, ckpt: &str, cert: &str, config: &str) -> Cas
 
 /// A fixture checkpoint certified here without KKT, with per-example enclosures.
 fn per_example_case(name: &'static str, ckpt: &str, config: &str) -> Case {
-    let root = crate_root();
-    let path = root.join("fixtures/expected").join(ckpt);
-    let c = Checkpoint::load(&path).unwrap();
-    let sha = sha256_hex(&std::fs::read(&path).unwrap());
-    let cfg = RunConfig::from_file(&root.join("fixtures/configs").join(config)).unwrap();
-    let data = cfg.data.load().unwrap().train;
+    let (c, sha, data) = fixture(ckpt, config);
     let opts = CertifyOptions {
         kkt: None,
         ..CertifyOptions::default()
