@@ -223,7 +223,7 @@ pub struct Curve {
 }
 
 /// The version of the robustness report schema this margincert writes and reads
-/// ([`verify::RobustReport::from_json`]); 1 is the first verifiable one.
+/// ([`RobustReport::from_json`]); 1 is the first verifiable one.
 pub const ROBUST_SCHEMA_VERSION: u32 = 1;
 
 /// The report of one robustness run: a certificate of robustness radii that
