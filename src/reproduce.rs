@@ -128,7 +128,7 @@ pub fn bundles(full: bool) -> Vec<Bundle> {
             name: "mnist-1k",
             about: "the paper's MNIST CNN (first-layer bias) on 1,000 MNIST training images, \
                     batch 100, constant vs loss-based step, Table 1's thresholds (needs the \
-                    MNIST files: `margincert fetch mnist` or --data DIR; about half an hour)",
+                    MNIST files: `margincert fetch mnist` or --data DIR; about 25 minutes on 2 cores)",
             configs: vec![
                 (
                     "constant",
