@@ -473,6 +473,7 @@ fn reproduce_bundle_writes_figures_and_figure8_is_consistent() {
         "figure1-normalized-margin.svg",
         "figure1-normalized-margin-rho.svg",
         "kkt.svg",
+        "kkt-vs-loss.svg",
         "figure8.json",
         "figure8-attack.svg",
         "figure8-certified.svg",
