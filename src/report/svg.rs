@@ -70,26 +70,40 @@ fn tick(v: f64, span: (f64, f64)) -> String {
     }
 }
 
-/// The corner of the plot with the fewest data points (a quarter of each axis), where the
-/// legend hides the least.
+/// The corner or side of the plot (40 % of each axis) that the lines cross least — counted on 16
+/// points along every segment, not only at the data points — where the legend hides the
+/// least.
 fn emptiest_corner(series: &[Series], x: (f64, f64), y: (f64, f64)) -> SeriesLabelPosition {
+    // (position, right side, vertical band of the plot height it covers)
     let corners = [
-        (SeriesLabelPosition::UpperRight, true, true),
-        (SeriesLabelPosition::UpperLeft, false, true),
-        (SeriesLabelPosition::LowerRight, true, false),
-        (SeriesLabelPosition::LowerLeft, false, false),
+        (SeriesLabelPosition::UpperRight, true, (0.6, 1.0)),
+        (SeriesLabelPosition::UpperLeft, false, (0.6, 1.0)),
+        (SeriesLabelPosition::LowerRight, true, (0.0, 0.4)),
+        (SeriesLabelPosition::LowerLeft, false, (0.0, 0.4)),
+        (SeriesLabelPosition::MiddleRight, true, (0.3, 0.7)),
+        (SeriesLabelPosition::MiddleLeft, false, (0.3, 0.7)),
     ];
-    let inside = |p: &(f64, f64), right: bool, top: bool| {
+    let inside = |p: &(f64, f64), right: bool, band: (f64, f64)| {
         let fx = (p.0 - x.0) / (x.1 - x.0);
         let fy = (p.1 - y.0) / (y.1 - y.0);
-        (if right { fx > 0.6 } else { fx < 0.4 }) && (if top { fy > 0.6 } else { fy < 0.4 })
+        (if right { fx > 0.6 } else { fx < 0.4 }) && fy > band.0 && fy < band.1
     };
     corners
         .into_iter()
         .min_by_key(|&(_, right, top)| {
             series
                 .iter()
-                .flat_map(|s| &s.points)
+                .flat_map(|s| s.points.windows(2))
+                .flat_map(|w| {
+                    (0..16).map(move |k| {
+                        let t = k as f64 / 16.0;
+                        (
+                            w[0].0 + t * (w[1].0 - w[0].0),
+                            w[0].1 + t * (w[1].1 - w[0].1),
+                        )
+                    })
+                })
+                .chain(series.iter().flat_map(|s| s.points.iter().copied()))
                 .filter(|p| inside(p, right, top))
                 .count()
         })
