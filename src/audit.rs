@@ -78,15 +78,17 @@ impl RobustnessAudit {
     }
 }
 
-/// Radii of the first `ra.examples` examples in L2 and L∞, from the certify pass's prepared
-/// network and logit enclosures (nothing is prepared or certified a second time).
+/// Radii of the first `ra.examples` examples in L2 and L∞, on the certify pass's prepared
+/// network and in its forward arithmetic. The clean logits of those examples are certified
+/// again on exactly them (a pass over a few examples), so that each robustness report is
+/// reproducible by `verify` from its own data: a certified pass's midpoints depend on the
+/// batch they are computed in.
 fn robustness(run: &CertifyRun, data: &Dataset, ra: &RobustAudit) -> Result<RobustnessAudit> {
     use crate::robust::{AttackOptions, Norm, RobustOptions, RobustSetup};
     let k = ra.examples.min(data.len());
     let data = data.take(k);
-    let outputs = run.prepared.model().outputs();
     let setup =
-        RobustSetup::with_logits(run.prepared.clone(), &data, run.logits.rows(outputs, 0, k))?;
+        RobustSetup::from_prepared(run.prepared.clone(), &data, run.certificate.options.forward)?;
     let go = |norm, eps_max| {
         setup.run(&RobustOptions {
             norm,

@@ -126,8 +126,11 @@ impl Dataset {
     /// examples are dropped.
     pub fn take(&self, n: usize) -> Dataset {
         let n = n.min(self.len());
+        // A prefix of a prefix is a prefix of the original: `x[:40]` taken to 5 is `x[:5]`,
+        // the name loading `x` with `--subset 5` gives (a certificate names its data).
         let name = if n < self.len() {
-            format!("{}[:{n}]", self.name)
+            let base = prefix_base(&self.name).unwrap_or(&self.name);
+            format!("{base}[:{n}]")
         } else {
             self.name.clone()
         };
@@ -235,6 +238,13 @@ impl Split {
     }
 }
 
+/// `x` when `name` is `x[:N]` (a prefix taken by [`Dataset::take`]).
+fn prefix_base(name: &str) -> Option<&str> {
+    let open = name.rfind("[:")?;
+    let digits = name[open + 2..].strip_suffix(']')?;
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then(|| &name[..open])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,6 +265,12 @@ mod tests {
         assert_eq!(t.pixels, [0, 100, 1, 101]);
         assert_eq!(d.take(100), d);
         assert!(d.take(0).is_empty());
+        // A prefix of a prefix names the original's prefix.
+        assert_eq!(d.take(4).take(2).name, "tiny[:2]");
+        assert_eq!(d.take(4).take(2), t);
+        assert_eq!(prefix_base("a[:12]"), Some("a"));
+        assert_eq!(prefix_base("a[3 of 6]"), None);
+        assert_eq!(prefix_base("a[:]"), None);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::certify::Enclosure;
 use crate::certify::ball::{BallVec, input_enclosure};
 use crate::certify::bounds::ext_f64;
 use crate::certify::certificate::DatasetInfo;
-use crate::certify::forward::{CertifiedNet, PreparedNet};
+use crate::certify::forward::{CertifiedNet, ForwardMode, PreparedNet};
 use crate::certify::margin::{Task, gaps, margin_of};
 use crate::certify::round::{down, interval_to_ball, up};
 use crate::data::Dataset;
@@ -245,6 +245,9 @@ pub struct RobustReport {
     pub steps: usize,
     /// The attack's settings (its `bisection` is `steps`).
     pub attack: AttackOptions,
+    /// The arithmetic of the clean margins' certified pass (an audit reuses its
+    /// certificate's, `auto` by default; `robust` uses binary64).
+    pub forward: ForwardMode,
     /// Certified upper bound on the network's L2 Lipschitz constant.
     #[serde(with = "ext_f64")]
     pub lipschitz: f64,
@@ -288,6 +291,7 @@ pub struct RobustOptions {
 /// examples of `data` (one row per example), `margins[n]` the margin enclosure of row `n`.
 pub struct RobustSetup<'a> {
     data: &'a Dataset,
+    forward: ForwardMode,
     prepared: Arc<PreparedNet>,
     net: CertifiedNet,
     task: Task,
@@ -297,21 +301,46 @@ pub struct RobustSetup<'a> {
 }
 
 impl<'a> RobustSetup<'a> {
-    /// Prepares `(spec, params)` and certifies its logits on `data`.
+    /// Prepares `(spec, params)` and certifies its logits on `data` in binary64.
     pub fn new(spec: &ModelSpec, params: &Params, data: &'a Dataset) -> Result<Self> {
-        let prepared = Arc::new(PreparedNet::from_spec(spec, params)?);
-        check_data(prepared.model().spec(), data)?;
-        let logits =
-            CertifiedNet::from_prepared(prepared.clone()).logits(&data.pixels, data.len())?;
-        Self::with_logits(prepared, data, logits)
+        Self::with_forward_mode(spec, params, data, ForwardMode::F64)
     }
 
-    /// Reuses logit enclosures already certified for `data` on `prepared` (e.g. by the
-    /// certificate's pass, in any forward mode: every mode's enclosures are sound).
+    /// [`RobustSetup::new`] with the clean logits certified in `forward` arithmetic.
+    pub fn with_forward_mode(
+        spec: &ModelSpec,
+        params: &Params,
+        data: &'a Dataset,
+        forward: ForwardMode,
+    ) -> Result<Self> {
+        let prepared = Arc::new(PreparedNet::from_spec(spec, params)?);
+        Self::from_prepared(prepared, data, forward)
+    }
+
+    /// Certifies the clean logits of exactly `data` on `prepared` in `forward` arithmetic.
+    /// A report built this way is reproducible by `verify` from its own data alone (the
+    /// midpoints of a certified pass depend on the batch they are computed in, so logits
+    /// taken from a larger pass would be sound but not reproducible bit for bit).
+    pub fn from_prepared(
+        prepared: Arc<PreparedNet>,
+        data: &'a Dataset,
+        forward: ForwardMode,
+    ) -> Result<Self> {
+        check_data(prepared.model().spec(), data)?;
+        let logits = CertifiedNet::from_prepared(prepared.clone())
+            .with_forward_mode(forward)?
+            .logits(&data.pixels, data.len())?;
+        Self::with_logits(prepared, data, logits, forward)
+    }
+
+    /// Reuses logit enclosures already certified for `data` on `prepared` in `forward`
+    /// arithmetic (e.g. by the certificate's pass: every mode's enclosures are sound; the
+    /// mode is recorded so that `verify` recomputes them the same way).
     pub fn with_logits(
         prepared: Arc<PreparedNet>,
         data: &'a Dataset,
         logits: BallVec,
+        forward: ForwardMode,
     ) -> Result<Self> {
         check_data(prepared.model().spec(), data)?;
         let net = CertifiedNet::from_prepared(prepared.clone());
@@ -330,6 +359,7 @@ impl<'a> RobustSetup<'a> {
             .collect();
         Ok(Self {
             data,
+            forward,
             prepared,
             net,
             task,
@@ -428,6 +458,7 @@ impl<'a> RobustSetup<'a> {
             eps_max: opts.eps_max,
             steps: opts.steps,
             attack: aopts,
+            forward: self.forward,
             lipschitz: lip.network,
             examples,
             curve,

@@ -54,7 +54,7 @@ pub fn recompute(
             got: sha,
         });
     }
-    RobustSetup::new(spec, params, data)?.run(&rep.options())
+    RobustSetup::with_forward_mode(spec, params, data, rep.forward)?.run(&rep.options())
 }
 
 /// Recomputes the radii of `rep` and checks each claim ([`recompute`], [`compare`]).
@@ -110,7 +110,10 @@ fn fact(claim: &str, equal: bool, claimed: String, recomputed: String) -> Check 
 /// Checks every claim of `rep` against `re`, a recomputation with the same options and data
 /// ([`recompute`]); an error when `re` is about other data or options.
 pub fn compare(rep: &RobustReport, re: &RobustReport) -> Result<VerifyReport> {
-    if rep.dataset.sha256 != re.dataset.sha256 || rep.options() != re.options() {
+    if rep.dataset.sha256 != re.dataset.sha256
+        || rep.options() != re.options()
+        || rep.forward != re.forward
+    {
         return Err(Error::Certify(
             "the recomputation is about other data or options than the report".into(),
         ));

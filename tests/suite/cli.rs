@@ -520,3 +520,47 @@ fn paper_entry_points_explain_themselves() {
     ]);
     assert_clean_failure(&o, "nowhere");
 }
+
+/// An audit's robustness reports are verifiable on their own: `robust_l2.json` and
+/// `robust_linf.json` are confirmed by `verify` given the same examples (the first
+/// `--robust-examples` of the audited split).
+#[test]
+fn audit_robustness_reports_verify() {
+    let root = crate::common::data::crate_root();
+    let ckpt = root.join("fixtures/expected/tiny-cnn-last.safetensors");
+    let ckpt = ckpt.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("audit");
+    let out = out.to_str().unwrap();
+    let o = margincert(&[
+        "audit",
+        ckpt,
+        "--data",
+        "embedded",
+        "--subset",
+        "40",
+        "--split",
+        "train",
+        "--out",
+        out,
+        "--robust-examples",
+        "4",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    for f in ["robust_l2.json", "robust_linf.json"] {
+        let rep = dir.path().join("audit").join(f);
+        let o = margincert(&[
+            "verify",
+            rep.to_str().unwrap(),
+            ckpt,
+            "--data",
+            "embedded",
+            "--subset",
+            "4",
+            "--split",
+            "train",
+        ]);
+        assert!(o.status.success(), "{f}: {}", text(&o));
+        assert!(text(&o).contains("all confirmed"), "{f}: {}", text(&o));
+    }
+}

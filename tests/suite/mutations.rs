@@ -131,7 +131,7 @@ impl Case {
                 if let Err(e) = check_hash(rep.checkpoint_sha256.as_deref(), &self.model_sha, "m") {
                     return refused(e);
                 }
-                let same = ["/norm", "/eps_max", "/steps", "/attack"]
+                let same = ["/norm", "/eps_max", "/steps", "/attack", "/forward"]
                     .iter()
                     .all(|p| v.pointer(p) == self.value.pointer(p));
                 if same {
@@ -238,12 +238,13 @@ fn kind_of(doc: Doc, path: &str) -> Kind {
 /// recompute with it, and a certificate whose every claim a sound recomputation confirms is
 /// true whatever the options were. Except the KKT loss, which the pass overrides with the
 /// certified loss: a different value would record a setting nothing used.
-/// For a robustness report, the norm, range, steps and attack settings.
+/// For a robustness report, the norm, range, steps, attack settings and the forward mode.
 fn is_setting(doc: Doc, path: &str) -> bool {
     match doc {
         Doc::Certificate => path.starts_with("/options/") && path != "/options/kkt/loss",
         Doc::Robust => {
-            matches!(path, "/norm" | "/eps_max" | "/steps") || path.starts_with("/attack/")
+            matches!(path, "/norm" | "/eps_max" | "/steps" | "/forward")
+                || path.starts_with("/attack/")
         }
     }
 }
