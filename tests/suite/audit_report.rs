@@ -89,10 +89,26 @@ fn report_md_audit_json_and_certificate_json_agree() {
     let k = cert.kkt.as_ref().expect("a KKT certificate");
     assert_eq!(report.kkt.as_ref(), Some(k));
     let paper = format!(
-        "| paper (λ = κ w) | {:.6e} | {:.6e} |",
-        k.paper.epsilon_upper, k.paper.delta_upper
+        "| paper (λ = κ w) | {:.6e} | {:.6e} | {:.6} |",
+        k.paper.epsilon_upper, k.paper.delta_upper, k.paper.epsilon_relative_upper
     );
     assert!(md.contains(&paper), "{paper} not in\n{md}");
+    // The report names the tightest multipliers by the scale-free ε and says whether they
+    // beat λ = 0.
+    let best = k
+        .nnls
+        .iter()
+        .map(|n| n.epsilon_relative_upper)
+        .fold(k.paper.epsilon_relative_upper, f64::min);
+    assert!(md.contains(&format!("(ε/‖θ̃‖ ≤ {best:.6})")), "{md}");
+    assert!(
+        md.contains(if best < 1.0 {
+            "below the trivial bound 1"
+        } else {
+            "not below the trivial bound 1"
+        }),
+        "{md}"
+    );
     let gate = format!("certified ε ≤ {:e}", best_epsilon(k));
     assert_eq!(report.requirements.len(), 1);
     assert_eq!(report.requirements[0].detail, gate);
