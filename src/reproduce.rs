@@ -231,12 +231,14 @@ pub const FIGURE8_EXAMPLES: usize = 16;
 pub const FIGURE8_EPS_MAX: f64 = 3.0;
 
 /// Figure 8 for one checkpoint: robust accuracy against the L2 radius on the first
-/// [`FIGURE8_EXAMPLES`] training examples, certified (margin / Lipschitz: a lower bound) and
-/// empirical (verified PGD-L2 attack points: an upper bound).
+/// [`FIGURE8_EXAMPLES`] training or test examples, certified (margin / Lipschitz: a lower
+/// bound) and empirical (verified PGD-L2 attack points: an upper bound).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RobustCurve {
     /// Run name within the bundle.
     pub run: String,
+    /// `train` or `test`: which examples (the paper draws both panels).
+    pub split: String,
     /// Checkpoint file name.
     pub checkpoint: String,
     /// Epoch at which it was saved.
@@ -247,10 +249,17 @@ pub struct RobustCurve {
     pub violations: usize,
 }
 
-/// [`RobustCurve`] of checkpoint `ck` (read from `path`) on the first examples of `train`.
-fn curve_of(run_name: &str, path: &Path, ck: &Checkpoint, train: &Dataset) -> Result<RobustCurve> {
+/// [`RobustCurve`] of checkpoint `ck` (read from `path`) on the first examples of `examples`
+/// (split `split`).
+fn curve_of(
+    run_name: &str,
+    path: &Path,
+    ck: &Checkpoint,
+    examples: &Dataset,
+    split: &str,
+) -> Result<RobustCurve> {
     use crate::robust::{AttackOptions, Norm, RobustOptions};
-    let data = train.take(FIGURE8_EXAMPLES.min(train.len()));
+    let data = examples.take(FIGURE8_EXAMPLES.min(examples.len()));
     let rep = crate::robust::run(
         &ck.spec,
         &ck.params,
@@ -267,6 +276,7 @@ fn curve_of(run_name: &str, path: &Path, ck: &Checkpoint, train: &Dataset) -> Re
     )?;
     Ok(RobustCurve {
         run: run_name.to_string(),
+        split: split.to_string(),
         checkpoint: file_name(path),
         epoch: epoch_of(ck),
         curve: rep.curve,
@@ -328,7 +338,8 @@ pub fn markdown_table(rows: &[Row]) -> String {
 /// `figure1-normalized-margin.svg` (the paper's `q_min/∏‖W_i‖`), `figure1-normalized-margin-rho.svg` (`q_min/ρ^L`), `kkt.svg` (against epoch, with the
 /// scale-free `ε/‖θ̃‖`), `kkt-vs-loss.svg` (`ε/‖θ̃‖` against the certified loss), and Figure 8 (`figure8.json`,
 /// `figure8-attack.svg`, `figure8-certified.svg`: L2 robust accuracy against ε of every
-/// certified checkpoint on the first [`FIGURE8_EXAMPLES`] training examples).
+/// certified checkpoint on the first [`FIGURE8_EXAMPLES`] training examples; the same on the
+/// first test examples in `figure8-attack-test.svg`, `figure8-certified-test.svg`).
 ///
 /// `data`: the directory of the dataset files for the bundles that read files (MNIST,
 /// CIFAR-10), replacing the configs' `data/<name>` (where `margincert fetch` puts them).
@@ -388,14 +399,20 @@ pub fn reproduce(
                 r.normalized.map_or("-".into(), fmt_pair)
             );
             run_rows.push(r);
-            let rc = curve_of(run_name, p, &ck, &split.train)?;
-            if rc.violations > 0 {
-                return Err(Error::Certify(format!(
-                    "{}: a certified L2 radius exceeded a verified attack radius on {} examples",
-                    rc.checkpoint, rc.violations
-                )));
+            for (name, examples) in [("train", &split.train), ("test", &split.test)] {
+                if examples.is_empty() {
+                    continue;
+                }
+                let rc = curve_of(run_name, p, &ck, examples, name)?;
+                if rc.violations > 0 {
+                    return Err(Error::Certify(format!(
+                        "{} ({name}): a certified L2 radius exceeded a verified attack radius \
+                         on {} examples",
+                        rc.checkpoint, rc.violations
+                    )));
+                }
+                robust.push(rc);
             }
-            robust.push(rc);
         }
         run_rows.sort_by_key(|r| r.epoch);
         let metrics = read_metrics(&dir.join("metrics.jsonl"))?;
@@ -517,30 +534,49 @@ pub fn reproduce(
         )?;
         write(out.join("kkt-vs-loss.svg"), &svg, &mut files)?;
     }
-    robust.sort_by(|a, b| (&a.run, a.epoch).cmp(&(&b.run, b.epoch)));
+    robust.sort_by(|a, b| (&a.split, &a.run, a.epoch).cmp(&(&b.split, &b.run, b.epoch)));
     let json = serde_json::to_string_pretty(&robust)
         .map_err(|e| Error::Invalid(format!("serializing Figure 8: {e}")))?;
     write(out.join("figure8.json"), &json, &mut files)?;
-    for (file, title, pick) in [
+    type Pick = fn(&crate::robust::Curve) -> Vec<f64>;
+    let panels: [(&str, &str, &str, Pick); 4] = [
         (
             "figure8-attack.svg",
+            "train",
             "L2 robust accuracy on the training set (PGD-L2 attack: upper bound)",
-            (|c: &crate::robust::Curve| c.empirical.clone())
-                as fn(&crate::robust::Curve) -> Vec<f64>,
+            |c| c.empirical.clone(),
         ),
         (
             "figure8-certified.svg",
+            "train",
             "certified L2 robust accuracy on the training set (margin / Lipschitz: lower bound)",
-            |c: &crate::robust::Curve| c.certified.clone(),
+            |c| c.certified.clone(),
         ),
-    ] {
+        (
+            "figure8-attack-test.svg",
+            "test",
+            "L2 robust accuracy on the test set (PGD-L2 attack: upper bound)",
+            |c| c.empirical.clone(),
+        ),
+        (
+            "figure8-certified-test.svg",
+            "test",
+            "certified L2 robust accuracy on the test set (margin / Lipschitz: lower bound)",
+            |c| c.certified.clone(),
+        ),
+    ];
+    for (file, split, title, pick) in panels {
         let series: Vec<Series> = robust
             .iter()
+            .filter(|r| r.split == split)
             .map(|r| Series {
                 label: format!("{} epoch {}", r.run, r.epoch),
                 points: r.curve.eps.iter().copied().zip(pick(&r.curve)).collect(),
             })
             .collect();
+        if series.is_empty() {
+            continue;
+        }
         let svg = line_chart(title, "eps (L2)", "robust accuracy", &series)?;
         write(out.join(file), &svg, &mut files)?;
     }

@@ -477,11 +477,17 @@ fn reproduce_bundle_writes_figures_and_figure8_is_consistent() {
         "figure8.json",
         "figure8-attack.svg",
         "figure8-certified.svg",
+        "figure8-attack-test.svg",
+        "figure8-certified-test.svg",
     ] {
         assert!(out.join(f).exists(), "{f} missing");
         assert!(rep.files.contains(&out.join(f)));
     }
-    assert_eq!(rep.robust.len(), rep.rows.len());
+    // Figure 8 on the training set and on the test set, one curve per checkpoint each.
+    let train: Vec<_> = rep.robust.iter().filter(|r| r.split == "train").collect();
+    let test: Vec<_> = rep.robust.iter().filter(|r| r.split == "test").collect();
+    assert_eq!(train.len(), rep.rows.len());
+    assert_eq!(test.len(), rep.rows.len());
     for w in rep.rows.windows(2) {
         assert!(w[1].normalized.unwrap()[0] > w[0].normalized.unwrap()[1]);
     }
@@ -492,7 +498,7 @@ fn reproduce_bundle_writes_figures_and_figure8_is_consistent() {
         }
     }
     let area = |c: &[f64]| c.iter().sum::<f64>();
-    let (first, last) = (&rep.robust[0], rep.robust.last().unwrap());
+    let (first, last) = (train[0], *train.last().unwrap());
     assert!(
         area(&last.curve.certified) > area(&first.curve.certified),
         "certified robustness did not grow: {:?} -> {:?}",
