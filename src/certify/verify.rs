@@ -136,8 +136,9 @@ pub fn check_binding(cert: &Certificate, model_sha256: &str, what: &str) -> Resu
 pub fn check_hash(recorded: Option<&str>, model_sha256: &str, what: &str) -> Result<()> {
     let Some(want) = recorded else {
         return Err(Error::Certify(
-            "the certificate records no model file hash (checkpoint_sha256): it is not bound \
-             to a model and cannot be verified; certify the model file again"
+            "the document records no model file hash (checkpoint_sha256): it is not bound \
+             to a model and cannot be verified; compute it again from the model file \
+             (`certify`, `audit` or `robust`)"
                 .into(),
         ));
     };
