@@ -301,6 +301,19 @@ fn write(path: PathBuf, text: &str, files: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
+/// `(x(r), log10 f(r))` for the rows whose `f` is positive and finite (a log-scale series).
+fn log_points<'r>(
+    rows: impl Iterator<Item = &'r Row>,
+    x: fn(&Row) -> f64,
+    f: fn(&Row) -> Option<f64>,
+) -> Vec<(f64, f64)> {
+    rows.filter_map(|r| {
+        f(r).filter(|v| *v > 0.0 && v.is_finite())
+            .map(|v| (x(r), v.log10()))
+    })
+    .collect()
+}
+
 fn fmt_pair(p: [f64; 2]) -> String {
     format!("[{:.6e}, {:.6e}]", p[0], p[1])
 }
@@ -439,15 +452,7 @@ pub fn reproduce(
                 .filter_map(|m| lg(m.layer_normalized_margin).map(|v| (m.epoch as f64, v)))
                 .collect(),
         });
-        let kkt = |f: fn(&Row) -> Option<f64>| -> Vec<(f64, f64)> {
-            run_rows
-                .iter()
-                .filter_map(|r| {
-                    f(r).filter(|v| *v > 0.0)
-                        .map(|v| (r.epoch as f64, v.log10()))
-                })
-                .collect()
-        };
+        let kkt = |f: fn(&Row) -> Option<f64>| log_points(run_rows.iter(), |r| r.epoch as f64, f);
         eps_series.push(Series {
             label: format!("{run_name}: log10 eps"),
             points: kkt(|r| r.kkt_epsilon_upper),
@@ -506,14 +511,8 @@ pub fn reproduce(
     // a researcher reads convergence off the loss axis the theorems are stated in.
     let mut scale_free = Vec::new();
     for run in bundle.configs.iter().map(|c| c.0) {
-        let pts = |f: fn(&Row) -> Option<f64>| -> Vec<(f64, f64)> {
-            rows.iter()
-                .filter(|r| r.run == run)
-                .filter_map(|r| {
-                    f(r).filter(|v| *v > 0.0 && v.is_finite())
-                        .map(|v| (r.log10_loss[1], v.log10()))
-                })
-                .collect()
+        let pts = |f: fn(&Row) -> Option<f64>| {
+            log_points(rows.iter().filter(|r| r.run == run), |r| r.log10_loss[1], f)
         };
         scale_free.push(Series {
             label: format!("{run}: paper multipliers"),
