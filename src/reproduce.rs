@@ -537,47 +537,52 @@ pub fn reproduce(
     let json = serde_json::to_string_pretty(&robust)
         .map_err(|e| Error::Invalid(format!("serializing Figure 8: {e}")))?;
     write(out.join("figure8.json"), &json, &mut files)?;
-    type Pick = fn(&crate::robust::Curve) -> Vec<f64>;
-    let panels: [(&str, &str, &str, Pick); 4] = [
+    // The paper's two panels (training and test set), each as an attack curve (an upper
+    // bound) and a certified curve (a lower bound).
+    type Pick = fn(&crate::robust::Curve) -> &[f64];
+    let kinds: [(&str, &str, Pick); 2] = [
         (
-            "figure8-attack.svg",
-            "train",
-            "L2 robust accuracy on the training set (PGD-L2 attack: upper bound)",
-            |c| c.empirical.clone(),
+            "attack",
+            "L2 robust accuracy (PGD-L2 attack: upper bound)",
+            |c| &c.empirical,
         ),
         (
-            "figure8-certified.svg",
-            "train",
-            "certified L2 robust accuracy on the training set (margin / Lipschitz: lower bound)",
-            |c| c.certified.clone(),
-        ),
-        (
-            "figure8-attack-test.svg",
-            "test",
-            "L2 robust accuracy on the test set (PGD-L2 attack: upper bound)",
-            |c| c.empirical.clone(),
-        ),
-        (
-            "figure8-certified-test.svg",
-            "test",
-            "certified L2 robust accuracy on the test set (margin / Lipschitz: lower bound)",
-            |c| c.certified.clone(),
+            "certified",
+            "certified L2 robust accuracy (margin / Lipschitz: lower bound)",
+            |c| &c.certified,
         ),
     ];
-    for (file, split, title, pick) in panels {
-        let series: Vec<Series> = robust
-            .iter()
-            .filter(|r| r.split == split)
-            .map(|r| Series {
-                label: format!("{} epoch {}", r.run, r.epoch),
-                points: r.curve.eps.iter().copied().zip(pick(&r.curve)).collect(),
-            })
-            .collect();
-        if series.is_empty() {
-            continue;
+    for (split, suffix, set) in [("train", "", "training"), ("test", "-test", "test")] {
+        for (kind, title, pick) in kinds {
+            let series: Vec<Series> = robust
+                .iter()
+                .filter(|r| r.split == split)
+                .map(|r| Series {
+                    label: format!("{} epoch {}", r.run, r.epoch),
+                    points: r
+                        .curve
+                        .eps
+                        .iter()
+                        .copied()
+                        .zip(pick(&r.curve).iter().copied())
+                        .collect(),
+                })
+                .collect();
+            if series.is_empty() {
+                continue;
+            }
+            let svg = line_chart(
+                &format!("{title}, {set} set"),
+                "eps (L2)",
+                "robust accuracy",
+                &series,
+            )?;
+            write(
+                out.join(format!("figure8-{kind}{suffix}.svg")),
+                &svg,
+                &mut files,
+            )?;
         }
-        let svg = line_chart(title, "eps (L2)", "robust accuracy", &series)?;
-        write(out.join(file), &svg, &mut files)?;
     }
     Ok(Report {
         rows,

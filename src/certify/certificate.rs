@@ -101,6 +101,20 @@ pub struct DatasetInfo {
 }
 
 impl DatasetInfo {
+    /// Checks that `data` is the dataset described (same SHA-256): an [`Error::Checksum`]
+    /// naming it otherwise.
+    pub fn check(&self, data: &Dataset) -> Result<()> {
+        let sha = data.sha256();
+        if sha != self.sha256 {
+            return Err(Error::Checksum {
+                what: format!("dataset {}", data.name),
+                expected: self.sha256.clone(),
+                got: sha,
+            });
+        }
+        Ok(())
+    }
+
     /// The description of `data` (its SHA-256 computed here).
     pub fn of(data: &Dataset) -> Self {
         Self {
@@ -372,21 +386,40 @@ impl Certificate {
     /// (a field whose value is "none" is written as `null`, never left out), so that what
     /// was parsed is exactly what the text says.
     pub fn from_json(text: &str) -> Result<Self> {
-        let bad = |e: String| Error::Certify(format!("invalid certificate JSON: {e}"));
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
-        match value.get("schema_version") {
-            Some(v) if v.as_u64() == Some(u64::from(SCHEMA_VERSION)) => {}
-            found => {
-                return Err(Error::Certify(format!(
-                    "certificate schema version {} is not supported: this margincert reads \
-                     version {SCHEMA_VERSION}; certify the model again with this version",
-                    found.map_or_else(|| "(none)".to_string(), |v| v.to_string())
-                )));
-            }
-        }
-        let cert: Self = from_value_exact(value, "certificate")?;
-        Ok(cert)
+        Self::from_value(parse_json(text, "certificate")?)
+    }
+
+    /// [`Certificate::from_json`] on already parsed JSON.
+    pub fn from_value(value: serde_json::Value) -> Result<Self> {
+        from_value_versioned(
+            value,
+            SCHEMA_VERSION,
+            "certificate",
+            "certify the model again with this version",
+        )
+    }
+}
+
+/// JSON text as a value; `what` names the document in the error.
+pub fn parse_json(text: &str, what: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(text).map_err(|e| Error::Certify(format!("invalid {what} JSON: {e}")))
+}
+
+/// [`from_value_exact`] after checking the document's `schema_version` is `version` (an
+/// error naming `what` and saying what to do, `again`, otherwise).
+pub fn from_value_versioned<T: Serialize + serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+    version: u32,
+    what: &str,
+    again: &str,
+) -> Result<T> {
+    match value.get("schema_version") {
+        Some(v) if v.as_u64() == Some(u64::from(version)) => from_value_exact(value, what),
+        found => Err(Error::Certify(format!(
+            "{what} schema version {} is not supported: this margincert reads version \
+             {version}; {again}",
+            found.map_or_else(|| "(none)".to_string(), |v| v.to_string())
+        ))),
     }
 }
 

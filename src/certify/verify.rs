@@ -177,14 +177,7 @@ pub fn recompute(
     // Bounded before any work: the options come from the (untrusted) certificate.
     cert.options.validate()?;
     check_inputs(spec, params, data)?;
-    let sha = data.sha256();
-    if sha != cert.dataset.sha256 {
-        return Err(Error::Checksum {
-            what: format!("dataset {}", data.name),
-            expected: cert.dataset.sha256.clone(),
-            got: sha,
-        });
-    }
+    cert.dataset.check(data)?;
     if *spec != cert.spec {
         return Err(Error::Certify(
             "the certificate is about a different model spec".into(),
@@ -266,15 +259,11 @@ pub fn compare(cert: &Certificate, run: &CertifyRun) -> Result<VerifyReport> {
             re.margin.certified_nonpositive,
         ),
     ] {
-        push(Check {
-            claim: name.into(),
-            status: if claimed <= truth {
-                Status::Confirmed
-            } else {
-                Status::Unconfirmed
-            },
-            detail: format!("claimed {claimed}, recomputed {truth}"),
-        });
+        push(one_sided(
+            name,
+            claimed <= truth,
+            format!("claimed {claimed}, recomputed {truth}"),
+        ));
     }
     push(check_enclosure("norms.rho", &cert.norms.rho, &re.norms.rho));
     push(check_enclosure(
@@ -686,19 +675,32 @@ fn json_diff(
     }
 }
 
-/// A claimed upper bound is confirmed when the recomputed certified upper bound is no larger
-/// (then the truth ≤ recomputed ≤ claimed); otherwise it is not confirmed.
-fn check_upper(claim: &str, claimed: f64, recomputed: f64) -> Check {
-    let status = if recomputed <= claimed {
-        Status::Confirmed
-    } else {
-        Status::Unconfirmed
-    };
+/// A one-sided claim: confirmed when `holds`, otherwise not confirmed (never refuted: the
+/// claim is only tighter than the recomputation).
+fn one_sided(claim: &str, holds: bool, detail: String) -> Check {
     Check {
         claim: claim.into(),
-        status,
-        detail: format!("claimed ≤ {claimed:e}, recomputed ≤ {recomputed:e}"),
+        status: if holds {
+            Status::Confirmed
+        } else {
+            Status::Unconfirmed
+        },
+        detail,
     }
+}
+
+/// A claimed upper bound is confirmed when the recomputed certified upper bound is no larger
+/// (then the truth ≤ recomputed ≤ claimed).
+pub(crate) fn check_upper(claim: &str, claimed: f64, recomputed: f64) -> Check {
+    let detail = format!("claimed ≤ {claimed:e}, recomputed ≤ {recomputed:e}");
+    one_sided(claim, recomputed <= claimed, detail)
+}
+
+/// A claimed lower bound is confirmed when the recomputed certified lower bound is no
+/// smaller (then claimed ≤ recomputed ≤ the truth).
+pub(crate) fn check_lower(claim: &str, claimed: f64, recomputed: f64) -> Check {
+    let detail = format!("claimed ≥ {claimed:e}, recomputed ≥ {recomputed:e}");
+    one_sided(claim, claimed <= recomputed, detail)
 }
 
 /// Checks of the KKT claims: ε and δ upper bounds for the paper's and the NNLS multipliers.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use margincert::certify::certificate::Certificate;
+use margincert::certify::certificate::{Certificate, parse_json};
 use margincert::certify::verify::{Status, check_binding, check_hash, verify};
 use margincert::error::{Error, Result};
 use margincert::report::Summary;
@@ -38,20 +38,20 @@ pub struct VerifyArgs {
 pub fn cmd(a: &VerifyArgs) -> Result<()> {
     // Bounded: a certificate is text of at most limits::TEXT_BYTES.
     let text = margincert::io::read_text_limited(&a.certificate, &margincert::limits::TEXT_BYTES)?;
+    let value = parse_json(&text, "certificate")?;
     // A robustness report (`robust.json`) has a Lipschitz bound; a certificate does not.
-    let robust = serde_json::from_str::<serde_json::Value>(&text)
-        .is_ok_and(|v| v.get("lipschitz").is_some());
+    let robust = value.get("lipschitz").is_some();
     let model = a.model.load(&a.checkpoint)?;
     let (ckpt, digest) = (model.checkpoint, model.sha256);
     let what = format!("model file {}", a.checkpoint.display());
     let report = if robust {
-        let rep = RobustReport::from_json(&text)?;
+        let rep = RobustReport::from_value(value)?;
         // A report is a claim about one model file: without its hash it is bound to nothing.
         check_hash(rep.checkpoint_sha256.as_deref(), &digest, &what)?;
         let data = a.data.load(&ckpt, a.split.unwrap_or(SplitName::Test))?;
         margincert::robust::verify::verify(&rep, &ckpt.spec, &ckpt.params, &data)?
     } else {
-        let cert = Certificate::from_json(&text)?;
+        let cert = Certificate::from_value(value)?;
         check_binding(&cert, &digest, &what)?;
         let data = a.data.load(&ckpt, a.split.unwrap_or(SplitName::Train))?;
         verify(&cert, &ckpt.spec, &ckpt.params, &data)?

@@ -25,7 +25,7 @@ use crate::certify::ball::{BallVec, input_enclosure};
 use crate::certify::bounds::ext_f64;
 use crate::certify::certificate::DatasetInfo;
 use crate::certify::forward::{CertifiedNet, ForwardMode, PreparedNet};
-use crate::certify::margin::{Task, gaps, margin_of};
+use crate::certify::margin::{Task, gaps, margin_of, margins};
 use crate::certify::round::{down, interval_to_ball, up};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
@@ -291,6 +291,8 @@ pub struct RobustOptions {
 /// examples of `data` (one row per example), `margins[n]` the margin enclosure of row `n`.
 pub struct RobustSetup<'a> {
     data: &'a Dataset,
+    /// `data`'s description (its SHA-256 computed once), recorded in every report.
+    dataset: DatasetInfo,
     forward: ForwardMode,
     prepared: Arc<PreparedNet>,
     net: CertifiedNet,
@@ -333,32 +335,20 @@ impl<'a> RobustSetup<'a> {
         Self::with_logits(prepared, data, logits, forward)
     }
 
-    /// Reuses logit enclosures already certified for `data` on `prepared` in `forward`
-    /// arithmetic (e.g. by the certificate's pass: every mode's enclosures are sound; the
-    /// mode is recorded so that `verify` recomputes them the same way).
-    pub fn with_logits(
+    /// The setup of `data` on `prepared` from its certified logits (`forward` arithmetic).
+    fn with_logits(
         prepared: Arc<PreparedNet>,
         data: &'a Dataset,
         logits: BallVec,
         forward: ForwardMode,
     ) -> Result<Self> {
-        check_data(prepared.model().spec(), data)?;
         let net = CertifiedNet::from_prepared(prepared.clone());
-        if logits.len() != data.len() * net.outputs() {
-            return Err(Error::Shape(format!(
-                "{} logit enclosures for {} examples of {} outputs",
-                logits.len(),
-                data.len(),
-                net.outputs()
-            )));
-        }
         let task = Task::new(net.outputs(), data.classes)?;
         let lip = lipschitz::lipschitz_of(prepared.model())?;
-        let margins = (0..data.len())
-            .map(|n| margin_of(&gaps(&logits, n, data.labels[n], task)))
-            .collect();
+        let margins = margins(&logits, &data.labels, task)?;
         Ok(Self {
             data,
+            dataset: DatasetInfo::of(data),
             forward,
             prepared,
             net,
@@ -452,7 +442,7 @@ impl<'a> RobustSetup<'a> {
         let curve = curve(&examples, opts.eps_max, 21);
         Ok(RobustReport {
             schema_version: ROBUST_SCHEMA_VERSION,
-            dataset: DatasetInfo::of(data),
+            dataset: self.dataset.clone(),
             checkpoint_sha256: None,
             norm: opts.norm,
             eps_max: opts.eps_max,

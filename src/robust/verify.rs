@@ -12,29 +12,29 @@
 
 use super::{ROBUST_SCHEMA_VERSION, RobustReport, RobustSetup, curve};
 use crate::certify::Enclosure;
-use crate::certify::certificate::from_value_exact;
-use crate::certify::verify::{Check, Status, VerifyReport, check_enclosure, per_example};
+use crate::certify::certificate::{from_value_versioned, parse_json};
+use crate::certify::verify::{
+    Check, Status, VerifyReport, check_enclosure, check_lower, check_upper, per_example,
+};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::{ModelSpec, Params};
 
 impl RobustReport {
-    /// Parses a report strictly ([`from_value_exact`]): schema version
+    /// Parses a report strictly ([`from_value_versioned`]): schema version
     /// [`ROBUST_SCHEMA_VERSION`], no field missing, none unknown.
     pub fn from_json(text: &str) -> Result<Self> {
-        let value: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| Error::Certify(format!("invalid robustness report JSON: {e}")))?;
-        match value.get("schema_version") {
-            Some(v) if v.as_u64() == Some(u64::from(ROBUST_SCHEMA_VERSION)) => {}
-            found => {
-                return Err(Error::Certify(format!(
-                    "robustness report schema version {} is not supported: this margincert \
-                     reads version {ROBUST_SCHEMA_VERSION}; run `margincert robust` again",
-                    found.map_or_else(|| "(none)".to_string(), |v| v.to_string())
-                )));
-            }
-        }
-        from_value_exact(value, "robustness report")
+        Self::from_value(parse_json(text, "robustness report")?)
+    }
+
+    /// [`RobustReport::from_json`] on already parsed JSON.
+    pub fn from_value(value: serde_json::Value) -> Result<Self> {
+        from_value_versioned(
+            value,
+            ROBUST_SCHEMA_VERSION,
+            "robustness report",
+            "run `margincert robust` again",
+        )
     }
 }
 
@@ -46,14 +46,7 @@ pub fn recompute(
     params: &Params,
     data: &Dataset,
 ) -> Result<RobustReport> {
-    let sha = data.sha256();
-    if sha != rep.dataset.sha256 {
-        return Err(Error::Checksum {
-            what: format!("dataset {}", data.name),
-            expected: rep.dataset.sha256.clone(),
-            got: sha,
-        });
-    }
+    rep.dataset.check(data)?;
     RobustSetup::with_forward_mode(spec, params, data, rep.forward)?.run(&rep.options())
 }
 
@@ -67,28 +60,14 @@ pub fn verify(
     compare(rep, &recompute(rep, spec, params, data)?)
 }
 
-/// A claimed lower bound `c` against the recomputed one `r` (`{:e}`: every digit).
-fn lower(c: f64, r: f64) -> (Status, String) {
-    if c <= r {
-        (Status::Confirmed, String::new())
+/// `(status, detail)` of a check, the detail empty when confirmed (for [`per_example`]).
+fn outcome(c: Check) -> (Status, String) {
+    let detail = if c.status == Status::Confirmed {
+        String::new()
     } else {
-        (
-            Status::Unconfirmed,
-            format!("claimed ≥ {c:e}, recomputed certified ≥ {r:e}: not confirmed"),
-        )
-    }
-}
-
-/// A claimed upper bound `c` against the recomputed one `r`.
-fn upper(c: f64, r: f64) -> (Status, String) {
-    if c >= r {
-        (Status::Confirmed, String::new())
-    } else {
-        (
-            Status::Unconfirmed,
-            format!("claimed ≤ {c:e}, recomputed ≤ {r:e}: not confirmed"),
-        )
-    }
+        format!("{}: not confirmed", c.detail)
+    };
+    (c.status, detail)
 }
 
 fn fact(claim: &str, equal: bool, claimed: String, recomputed: String) -> Check {
@@ -132,16 +111,7 @@ pub fn compare(rep: &RobustReport, re: &RobustReport) -> Result<VerifyReport> {
             format!("{:?}", re.dataset),
         ),
     ];
-    let (s, d) = upper(rep.lipschitz, re.lipschitz);
-    checks.push(Check {
-        claim: "lipschitz".into(),
-        status: s,
-        detail: if d.is_empty() {
-            format!("claimed ≤ {:e} holds", rep.lipschitz)
-        } else {
-            d
-        },
-    });
+    checks.push(check_upper("lipschitz", rep.lipschitz, re.lipschitz));
     if rep.examples.len() != re.examples.len() {
         checks.push(fact(
             "examples",
@@ -190,7 +160,7 @@ pub fn compare(rep: &RobustReport, re: &RobustReport) -> Result<VerifyReport> {
             name,
             pairs()
                 .map(|(n, (c, r))| {
-                    let (s, d) = lower(f(c), f(r));
+                    let (s, d) = outcome(check_lower(name, f(c), f(r)));
                     (n, s, d)
                 })
                 .collect(),
@@ -202,7 +172,7 @@ pub fn compare(rep: &RobustReport, re: &RobustReport) -> Result<VerifyReport> {
             .map(|(n, (c, r))| match (c.crown, r.crown) {
                 (None, _) => (n, Status::Confirmed, String::new()),
                 (Some(x), Some(y)) => {
-                    let (s, d) = lower(x, y);
+                    let (s, d) = outcome(check_lower("crown", x, y));
                     (n, s, d)
                 }
                 (Some(x), None) => (
@@ -217,7 +187,7 @@ pub fn compare(rep: &RobustReport, re: &RobustReport) -> Result<VerifyReport> {
         "examples.attack",
         pairs()
             .map(|(n, (c, r))| {
-                let (s, d) = upper(c.attack, r.attack);
+                let (s, d) = outcome(check_upper("attack", c.attack, r.attack));
                 (n, s, d)
             })
             .collect(),
