@@ -37,9 +37,22 @@ pub fn ensure_not_input(out: &Path, inputs: &[PathBuf]) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Atomic writes.
 
+/// Name prefix of [`write_atomic`]'s temporary files.
+const TEMP_PREFIX: &str = ".margincert-";
+/// Name suffix of [`write_atomic`]'s temporary files.
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// True for the name of a temporary file of [`write_atomic`] (`.margincert-*.tmp`): one
+/// left behind is the orphan of an interrupted write.
+pub fn is_temp_file(name: &str) -> bool {
+    name.len() > TEMP_PREFIX.len() + TEMP_SUFFIX.len()
+        && name.starts_with(TEMP_PREFIX)
+        && name.ends_with(TEMP_SUFFIX)
+}
+
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory (created if
-/// missing), flushed and synced, then renamed over `path`, so that a crash never leaves a
-/// half-written file.
+/// missing; named as [`is_temp_file`] recognises), flushed and synced, then renamed over
+/// `path`, so that a crash never leaves a half-written file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -47,8 +60,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     };
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut tmp = tempfile::Builder::new()
-        .prefix(".margincert-")
-        .suffix(".tmp")
+        .prefix(TEMP_PREFIX)
+        .suffix(TEMP_SUFFIX)
         .tempfile_in(dir)
         .map_err(|e| Error::io(dir, e))?;
     tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;

@@ -12,6 +12,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::io::is_temp_file;
 
 /// The lock file of a run directory (kept between runs: deleting a lock file while another
 /// process may be opening it would let two writers in).
@@ -33,14 +34,6 @@ pub fn is_run_file(name: &str) -> bool {
         || name == LAST_FILE
         || PLOT_FILES.contains(&name)
         || (name.starts_with("loss-1e") && name.ends_with(".safetensors"))
-}
-
-/// True for the name of a temporary file of [`crate::io::write_atomic`]
-/// (`.margincert-*.tmp`): one left in a run directory is an orphan of an interrupted write.
-pub fn is_temp_file(name: &str) -> bool {
-    name.len() > ".margincert-.tmp".len()
-        && name.starts_with(".margincert-")
-        && name.ends_with(".tmp")
 }
 
 /// A run directory, locked for writing.

@@ -292,9 +292,7 @@ pub fn train_from_scratch(
 /// that does not parse is a write cut short by an interruption and is skipped; any other bad
 /// line is an error.
 pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>> {
-    let bytes = crate::io::read_file_limited(path, &crate::limits::FILE_BYTES)?;
-    let text = String::from_utf8(bytes)
-        .map_err(|e| Error::format(path, format!("not UTF-8 text: {e}")))?;
+    let text = crate::io::read_text_limited(path, &crate::limits::FILE_BYTES)?;
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
     let mut out = Vec::with_capacity(lines.len());
     for (i, l) in lines.iter().enumerate() {
@@ -317,7 +315,7 @@ pub fn write_plots(metrics: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
     let m = read_metrics(metrics)?;
     let (loss, margin) = crate::report::svg::training_curves(&m)?;
     let mut written = Vec::new();
-    for (name, svg) in [("loss.svg", loss), ("margin.svg", margin)] {
+    for (name, svg) in dir::PLOT_FILES.into_iter().zip([loss, margin]) {
         if let Some(svg) = svg {
             let p = dir.join(name);
             write_atomic(&p, svg.as_bytes())?;
