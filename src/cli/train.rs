@@ -20,7 +20,7 @@ use super::data::DataArgs;
 
 /// The run flags that `--resume` takes from the checkpoint and `--config` from its file:
 /// given with either, they are refused (a flag never silently loses to another source).
-const RUN_SETTINGS: [&str; 13] = [
+const RUN_SETTINGS: [&str; 12] = [
     "model",
     "spec",
     "data",
@@ -31,7 +31,6 @@ const RUN_SETTINGS: [&str; 13] = [
     "batch",
     "lr",
     "alpha0",
-    "stop_loss",
     "save_at",
     "seed",
 ];
@@ -115,7 +114,9 @@ pub struct TrainArgs {
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Stop once the mean training loss is below this value, written MeN (e.g. 1e-100, 5e-3;
-    /// any exponent works). A plain number such as 0.001 is refused.
+    /// any exponent works). A plain number such as 0.001 is refused. With --resume or
+    /// --config: replaces the run's stopping loss (e.g. to continue a run that stopped at
+    /// 1e-25 towards 1e-120).
     #[arg(long, value_parser = parse_stop_loss)]
     pub stop_loss: Option<f64>,
     /// Keep checkpoints loss-1eN.safetensors when the loss first falls below these powers of
@@ -215,7 +216,12 @@ impl Plan {
 
     /// Resumes the run that wrote the checkpoint at `path` with its own settings and budget,
     /// or the budget `epochs` when given.
-    fn resume(path: &Path, epochs: Option<usize>, nthreads: usize) -> Result<Self> {
+    fn resume(
+        path: &Path,
+        epochs: Option<usize>,
+        stop_log10_loss: Option<f64>,
+        nthreads: usize,
+    ) -> Result<Self> {
         let c = Checkpoint::load(path)?;
         let info = c.train.ok_or_else(|| {
             Error::Invalid(format!(
@@ -241,6 +247,14 @@ impl Plan {
             }
             cfg.epochs = e;
         }
+        if let Some(s) = stop_log10_loss {
+            eprintln!(
+                "note: the run's stopping loss changes from {} to 1e{s}",
+                cfg.stop_log10_loss
+                    .map_or_else(|| "none".to_string(), |o| format!("1e{o}"))
+            );
+            cfg.stop_log10_loss = Some(s);
+        }
         if info.threads != nthreads {
             eprintln!(
                 "note: the run used {} threads, this one {nthreads}: the result may differ in the last bits",
@@ -261,12 +275,15 @@ impl Plan {
     pub fn from_args(a: &TrainArgs, nthreads: usize) -> Result<Self> {
         a.validate()?;
         if let Some(path) = &a.resume {
-            return Self::resume(path, a.epochs, nthreads);
+            return Self::resume(path, a.epochs, a.stop_loss, nthreads);
         }
         if let Some(path) = &a.config {
             let mut c = RunConfig::from_file(path)?;
             if let Some(e) = a.epochs {
                 c.train.epochs = e;
+            }
+            if a.stop_loss.is_some() {
+                c.train.stop_log10_loss = a.stop_loss;
             }
             return Self::from_config(c);
         }
