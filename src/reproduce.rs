@@ -9,12 +9,14 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::certify::certificate::{CertifyOptions, certify};
+use crate::certify::direction::direction_change;
 use crate::checkpoint::Checkpoint;
 use crate::config::RunConfig;
 use crate::data::{DataSource, Dataset};
 use crate::error::{Error, Result};
 use crate::loss::LossKind;
 use crate::report::svg::{Series, line_chart};
+use crate::robust::Norm;
 use crate::run::{read_metrics, train_from_scratch};
 
 /// A named run config of a bundle: `(run name, TOML text)`.
@@ -140,6 +142,51 @@ pub fn bundles(full: bool) -> Vec<Bundle> {
                 ),
             ],
         },
+        Bundle {
+            name: "mnist-1k-bias",
+            about: "bias control for mnist-1k: the paper's MNIST CNN with a bias in every layer \
+                    (not homogeneous: loss and q_min certified, normalized margins logged) on the \
+                    same 1,000 images, constant vs loss-based step (needs the MNIST files)",
+            configs: vec![
+                (
+                    "constant",
+                    include_str!("../fixtures/configs/mnist-cnn-1k-bias-constant.toml"),
+                ),
+                (
+                    "loss-based",
+                    include_str!("../fixtures/configs/mnist-cnn-1k-bias-paper.toml"),
+                ),
+            ],
+        },
+        Bundle {
+            name: "loss-1e-800",
+            about: "the paper's headline at small size: the bias-free MLP 784-100-10 on 100 \
+                    embedded MNIST images, loss-based step, trained until the loss passes \
+                    1e-800 and certified there (minutes on 2 cores)",
+            configs: vec![(
+                "loss-based",
+                include_str!("../fixtures/configs/mlp-1e-800.toml"),
+            )],
+        },
+        Bundle {
+            name: "cifar-vgg-small",
+            about: "the paper's bias-free VGG-16 variant on 20 CIFAR-10 training images, \
+                    loss-based step, until 1e-20 (needs the CIFAR-10 files; the certified pass \
+                    runs in double-double where binary64 is too wide)",
+            configs: vec![(
+                "loss-based",
+                include_str!("../fixtures/configs/cifar-vgg-small.toml"),
+            )],
+        },
+        Bundle {
+            name: "cifar",
+            about: "the paper's CIFAR-10 experiment at full size (VGG-16 variant, all 50,000 \
+                    images; needs the CIFAR-10 files and far more CPU than a workstation)",
+            configs: vec![(
+                "loss-based",
+                include_str!("../fixtures/configs/cifar-vgg-paper.toml"),
+            )],
+        },
     ]
 }
 
@@ -172,6 +219,12 @@ pub struct Row {
     pub kkt_nnls_epsilon_relative_upper: Option<f64>,
     /// Certified lower bound on `β` (cosine of `θ` and `−∇Loss` over the active set).
     pub kkt_beta_lower: Option<f64>,
+    /// Certified enclosure of the angle (radians) between this checkpoint's direction
+    /// `θ/‖θ‖` and the previous kept checkpoint's of the same run (`None` for the first).
+    pub angle_to_previous: Option<[f64; 2]>,
+    /// Certified enclosure of the angle (radians) between this checkpoint's direction and the
+    /// run's last checkpoint's (`[0, 0]` for the last itself).
+    pub angle_to_last: Option<[f64; 2]>,
 }
 
 /// Certifies the checkpoint at `path` on `train` (the run's training split) with `loss` and
@@ -221,14 +274,31 @@ fn row_of(
             .and_then(|k| k.nnls.as_ref())
             .map(|n| n.epsilon_relative_upper),
         kkt_beta_lower: c.kkt.as_ref().and_then(|k| k.beta_active_lower),
+        angle_to_previous: None,
+        angle_to_last: None,
     })
 }
 
-/// Training examples (the first ones) whose L2 robustness is measured for Figure 8.
-pub const FIGURE8_EXAMPLES: usize = 16;
+/// Examples (the first ones of each split) whose robustness is measured for Figure 8: one
+/// example is 2 % of a curve.
+pub const FIGURE8_EXAMPLES: usize = 50;
 /// Largest L2 radius of Figure 8's curves (the paper plots ε up to about 0.5 of its L2
 /// attack; our pixels are `p/255`, so distances are in the same units as the paper's).
 pub const FIGURE8_EPS_MAX: f64 = 3.0;
+/// Largest L∞ radius of Figure 8's L∞ panels (the paper's PGD runs use ε 0.11–0.19).
+pub const FIGURE8_LINF_EPS_MAX: f64 = 0.3;
+
+impl Bundle {
+    /// Examples per split of Figure 8 (0: no Figure 8). The VGG bundles have none: an attack
+    /// on the 14-layer net costs hours per checkpoint on a workstation.
+    pub fn figure8_examples(&self) -> usize {
+        if self.name.starts_with("cifar") {
+            0
+        } else {
+            FIGURE8_EXAMPLES
+        }
+    }
+}
 
 /// Figure 8 for one checkpoint: robust accuracy against the L2 radius on the first
 /// [`FIGURE8_EXAMPLES`] training or test examples, certified (margin / Lipschitz: a lower
@@ -243,6 +313,8 @@ pub struct RobustCurve {
     pub checkpoint: String,
     /// Epoch at which it was saved.
     pub epoch: usize,
+    /// The perturbation norm (the paper's Figure 8 is L2; it also reports L∞ PGD).
+    pub norm: crate::robust::Norm,
     /// The curves.
     pub curve: crate::robust::Curve,
     /// Examples whose certified radius exceeded their attack radius (must be 0).
@@ -257,16 +329,20 @@ fn curve_of(
     ck: &Checkpoint,
     examples: &Dataset,
     split: &str,
+    (norm, n): (crate::robust::Norm, usize),
 ) -> Result<RobustCurve> {
-    use crate::robust::{AttackOptions, Norm, RobustOptions};
-    let data = examples.take(FIGURE8_EXAMPLES.min(examples.len()));
+    use crate::robust::{AttackOptions, RobustOptions};
+    let data = examples.take(n.min(examples.len()));
     let rep = crate::robust::run(
         &ck.spec,
         &ck.params,
         &data,
         &RobustOptions {
-            norm: Norm::L2,
-            eps_max: FIGURE8_EPS_MAX,
+            norm,
+            eps_max: match norm {
+                Norm::L2 => FIGURE8_EPS_MAX,
+                Norm::Inf => FIGURE8_LINF_EPS_MAX,
+            },
             steps: 10,
             attack: AttackOptions {
                 restarts: 2,
@@ -279,6 +355,7 @@ fn curve_of(
         split: split.to_string(),
         checkpoint: file_name(path),
         epoch: epoch_of(ck),
+        norm,
         curve: rep.curve,
         violations: rep.violations,
     })
@@ -321,13 +398,13 @@ fn fmt_pair(p: [f64; 2]) -> String {
 /// The margin table (Table 1) as Markdown.
 pub fn markdown_table(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| run | checkpoint | epoch | q_min (certified) | q_min/prod ||W_i||_F (paper's, certified) | q_min/rho^L (certified) | log10 loss (certified) | eps/||theta~|| paper (<=) | eps/||theta~|| NNLS (<=) | beta (>=) | KKT eps upper | KKT delta upper |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| run | checkpoint | epoch | q_min (certified) | q_min/prod ||W_i||_F (paper's, certified) | q_min/rho^L (certified) | log10 loss (certified) | eps/||theta~|| paper (<=) | eps/||theta~|| NNLS (<=) | beta (>=) | KKT eps upper | KKT delta upper | angle to previous (rad) | angle to last (rad) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3e}"));
         let fix = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | [{:.3}, {:.3}] | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | [{:.3}, {:.3}] | {} | {} | {} | {} | {} | {} | {} |\n",
             r.run,
             r.checkpoint,
             r.epoch,
@@ -341,27 +418,117 @@ pub fn markdown_table(rows: &[Row]) -> String {
             fix(r.kkt_beta_lower),
             opt(r.kkt_epsilon_upper),
             opt(r.kkt_delta_upper),
+            r.angle_to_previous.map_or("-".into(), fmt_pair),
+            r.angle_to_last.map_or("-".into(), fmt_pair),
         ));
     }
     s
 }
 
+/// MPFR precision of the certified direction changes (the angles between kept checkpoints
+/// can be 1e-4 rad or less; 256 bits resolve far below that, see proofs/direction.md).
+const DIRECTION_PREC: u32 = 256;
+
+/// Fills the certified angles between consecutive checkpoints and to the last one of a run;
+/// `rows` and `params` are in the same (epoch) order.
+fn add_direction_changes(rows: &mut [Row], params: &[(usize, crate::model::Params)]) -> Result<()> {
+    let angle = |a, b| direction_change(a, b, DIRECTION_PREC).map(|d| [d.angle.lo, d.angle.hi]);
+    let Some((_, last)) = params.last() else {
+        return Ok(());
+    };
+    for (i, row) in rows.iter_mut().enumerate() {
+        let (_, p) = &params[i];
+        if i > 0 {
+            row.angle_to_previous = Some(angle(&params[i - 1].1, p)?);
+        }
+        row.angle_to_last = Some(angle(p, last)?);
+    }
+    Ok(())
+}
+
+/// The checkpoints of a finished run of `cfg` in `dir` (those kept at loss thresholds, then
+/// `last.safetensors`), or `None` when `dir` holds no run. The run must come from the same
+/// model, data selection and optimizer as `cfg` (loss, batch, seed, schedule); its epoch
+/// budget, stopping loss and thresholds may differ, so a run continued with `train --resume`
+/// is certified as it stands. Anything else is an error (a run of another config is never
+/// certified under this bundle's name).
+pub fn reused_run(
+    cfg: &RunConfig,
+    split: &crate::data::Split,
+    dir: &Path,
+) -> Result<Option<Vec<PathBuf>>> {
+    let last = dir.join("last.safetensors");
+    if !last.is_file() {
+        return Ok(None);
+    }
+    let ck = Checkpoint::load(&last)?;
+    let differs = |what: &str| {
+        Err(Error::Invalid(format!(
+            "--reuse: the run in {} has another {what} than the bundle's config: train it \
+             again without --reuse (into an empty --out)",
+            dir.display()
+        )))
+    };
+    let Some(info) = ck.train.as_ref() else {
+        return differs("origin (no training state)");
+    };
+    if ck.spec != cfg.spec(split)? {
+        return differs("model");
+    }
+    let (a, b) = (&info.config, &cfg.train);
+    if a.loss != b.loss || a.batch != b.batch || a.seed != b.seed || a.schedule != b.schedule {
+        return differs("optimizer (loss, batch, seed or schedule)");
+    }
+    let (a, b) = (&info.data, &cfg.data);
+    let kind = |s: &str| {
+        s.parse::<DataSource>().map(|d| match d {
+            DataSource::Embedded => None,
+            DataSource::Dir { kind, .. } => Some(kind),
+        })
+    };
+    if (a.train_subset, a.test_subset, a.binary) != (b.train_subset, b.test_subset, b.binary)
+        || kind(&a.source)? != kind(&b.source)?
+    {
+        return differs("data selection");
+    }
+    let mut kept = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let p = entry.map_err(|e| Error::io(dir, e))?.path();
+        let name = file_name(&p);
+        if name.starts_with("loss-1e") && name.ends_with(".safetensors") {
+            let epoch = epoch_of(&Checkpoint::load(&p)?);
+            kept.push((epoch, p));
+        }
+    }
+    kept.sort();
+    let mut all: Vec<PathBuf> = kept.into_iter().map(|(_, p)| p).collect();
+    all.push(last);
+    Ok(Some(all))
+}
+
 /// Runs bundle `name` into `out`: trains each config, certifies the kept and final
 /// checkpoints, writes `table.md`, `table.json`, `figure1-loss.svg`,
 /// `figure1-normalized-margin.svg` (the paper's `q_min/∏‖W_i‖`), `figure1-normalized-margin-rho.svg` (`q_min/ρ^L`), `kkt.svg` (against epoch, with the
-/// scale-free `ε/‖θ̃‖`), `kkt-vs-loss.svg` (`ε/‖θ̃‖` against the certified loss), and Figure 8 (`figure8.json`,
+/// scale-free `ε/‖θ̃‖`), `kkt-vs-loss.svg` (`ε/‖θ̃‖` against the certified loss),
+/// `direction.svg` / `direction-vs-loss.svg` (the certified angle between consecutive kept
+/// checkpoints, against epoch and loss; also in the table), and Figure 8 (`figure8.json`,
 /// `figure8-attack.svg`, `figure8-certified.svg`: L2 robust accuracy against ε of every
 /// certified checkpoint on the first [`FIGURE8_EXAMPLES`] training examples; the same on the
-/// first test examples in `figure8-attack-test.svg`, `figure8-certified-test.svg`).
+/// first test examples in `figure8-attack-test.svg`, `figure8-certified-test.svg`; the L∞
+/// panels in `figure8-linf-*.svg`; none for bundles without Figure 8, see
+/// [`Bundle::figure8_examples`]).
 ///
 /// `data`: the directory of the dataset files for the bundles that read files (MNIST,
 /// CIFAR-10), replacing the configs' `data/<name>` (where `margincert fetch` puts them).
+/// `reuse`: certify the runs already in `out` (see [`reused_run`]) instead of training them
+/// again; a run that is not there is trained.
 pub fn reproduce(
     name: &str,
     out: &Path,
     full: bool,
     data: Option<&Path>,
     threads: usize,
+    reuse: bool,
 ) -> Result<Report> {
     let all = bundles(full);
     let bundle = all.iter().find(|b| b.name == name).ok_or_else(|| {
@@ -395,16 +562,25 @@ pub fn reproduce(
         }
         let split = cfg.data.load()?;
         let dir = out.join(run_name);
-        let summary = train_from_scratch(&cfg, &split, &dir, threads)?;
-        println!("{run_name}: stopped ({})", summary.reason);
+        let checkpoints = match reuse.then(|| reused_run(&cfg, &split, &dir)).transpose()? {
+            Some(Some(found)) => {
+                println!("{run_name}: reusing the run in {}", dir.display());
+                found
+            }
+            _ => {
+                let summary = train_from_scratch(&cfg, &split, &dir, threads)?;
+                println!("{run_name}: stopped ({})", summary.reason);
+                let mut all = summary.kept;
+                all.push(summary.final_checkpoint);
+                all
+            }
+        };
         let mut run_rows = Vec::new();
-        for p in summary
-            .kept
-            .iter()
-            .chain(std::iter::once(&summary.final_checkpoint))
-        {
+        let mut run_params = Vec::new();
+        for p in &checkpoints {
             let ck = Checkpoint::load(p)?;
             let r = row_of(run_name, p, &ck, cfg.train.loss, &split.train)?;
+            run_params.push((r.epoch, ck.params.clone()));
             println!(
                 "  {} epoch {}: normalized margin {}",
                 r.checkpoint,
@@ -412,22 +588,27 @@ pub fn reproduce(
                 r.normalized.map_or("-".into(), fmt_pair)
             );
             run_rows.push(r);
+            let n = bundle.figure8_examples();
             for (name, examples) in [("train", &split.train), ("test", &split.test)] {
-                if examples.is_empty() {
+                if examples.is_empty() || n == 0 {
                     continue;
                 }
-                let rc = curve_of(run_name, p, &ck, examples, name)?;
-                if rc.violations > 0 {
-                    return Err(Error::Certify(format!(
-                        "{} ({name}): a certified L2 radius exceeded a verified attack radius \
-                         on {} examples",
-                        rc.checkpoint, rc.violations
-                    )));
+                for norm in [Norm::L2, Norm::Inf] {
+                    let rc = curve_of(run_name, p, &ck, examples, name, (norm, n))?;
+                    if rc.violations > 0 {
+                        return Err(Error::Certify(format!(
+                            "{} ({name}, {norm:?}): a certified radius exceeded a verified \
+                             attack radius on {} examples",
+                            rc.checkpoint, rc.violations
+                        )));
+                    }
+                    robust.push(rc);
                 }
-                robust.push(rc);
             }
         }
         run_rows.sort_by_key(|r| r.epoch);
+        run_params.sort_by_key(|(e, _)| *e);
+        add_direction_changes(&mut run_rows, &run_params)?;
         let metrics = read_metrics(&dir.join("metrics.jsonl"))?;
         loss_series.push(Series {
             label: run_name.to_string(),
@@ -533,6 +714,42 @@ pub fn reproduce(
         )?;
         write(out.join("kkt-vs-loss.svg"), &svg, &mut files)?;
     }
+    // The direction change between consecutive kept checkpoints (certified upper end of the
+    // angle), against epoch and against the certified loss: Theorem 4.4's convergence of
+    // θ/‖θ‖ shows as an angle per checkpoint that shrinks.
+    for (x_label, file, x_of) in [
+        (
+            "epoch",
+            "direction.svg",
+            (|r: &Row| r.epoch as f64) as fn(&Row) -> f64,
+        ),
+        (
+            "log10 summed loss (certified upper end)",
+            "direction-vs-loss.svg",
+            |r: &Row| r.log10_loss[1],
+        ),
+    ] {
+        let series: Vec<Series> = bundle
+            .configs
+            .iter()
+            .map(|c| Series {
+                label: format!("{}: angle to the previous checkpoint", c.0),
+                points: log_points(rows.iter().filter(|r| r.run == c.0), x_of, |r| {
+                    r.angle_to_previous.map(|a| a[1])
+                }),
+            })
+            .filter(|s| !s.points.is_empty())
+            .collect();
+        if !series.is_empty() {
+            let svg = line_chart(
+                "certified direction change between kept checkpoints",
+                x_label,
+                "log10 angle (rad, upper end)",
+                &series,
+            )?;
+            write(out.join(file), &svg, &mut files)?;
+        }
+    }
     robust.sort_by(|a, b| (&a.split, &a.run, a.epoch).cmp(&(&b.split, &b.run, b.epoch)));
     let json = serde_json::to_string_pretty(&robust)
         .map_err(|e| Error::Invalid(format!("serializing Figure 8: {e}")))?;
@@ -541,22 +758,23 @@ pub fn reproduce(
     // bound) and a certified curve (a lower bound).
     type Pick = fn(&crate::robust::Curve) -> &[f64];
     let kinds: [(&str, &str, Pick); 2] = [
-        (
-            "attack",
-            "L2 robust accuracy (PGD-L2 attack: upper bound)",
-            |c| &c.empirical,
-        ),
+        ("attack", "robust accuracy (PGD attack: upper bound)", |c| {
+            &c.empirical
+        }),
         (
             "certified",
-            "certified L2 robust accuracy (margin / Lipschitz: lower bound)",
+            "certified robust accuracy (lower bound)",
             |c| &c.certified,
         ),
     ];
-    for (split, suffix, set) in [("train", "", "training"), ("test", "-test", "test")] {
+    let panels = [("train", "", "training"), ("test", "-test", "test")]
+        .into_iter()
+        .flat_map(|p| [(Norm::L2, "", "L2", p), (Norm::Inf, "-linf", "L-inf", p)]);
+    for (norm, norm_file, norm_name, (split, suffix, set)) in panels {
         for (kind, title, pick) in kinds {
             let series: Vec<Series> = robust
                 .iter()
-                .filter(|r| r.split == split)
+                .filter(|r| r.split == split && r.norm == norm)
                 .map(|r| Series {
                     label: format!("{} epoch {}", r.run, r.epoch),
                     points: r
@@ -572,13 +790,13 @@ pub fn reproduce(
                 continue;
             }
             let svg = line_chart(
-                &format!("{title}, {set} set"),
-                "eps (L2)",
+                &format!("{norm_name} {title}, {set} set"),
+                &format!("eps ({norm_name})"),
                 "robust accuracy",
                 &series,
             )?;
             write(
-                out.join(format!("figure8-{kind}{suffix}.svg")),
+                out.join(format!("figure8{norm_file}-{kind}{suffix}.svg")),
                 &svg,
                 &mut files,
             )?;
@@ -627,7 +845,7 @@ mod tests {
     #[test]
     fn unknown_bundle_is_a_clear_error() {
         let out = std::env::temp_dir().join("margincert-reproduce-unknown");
-        match reproduce("no-such-bundle", &out, false, None, 1) {
+        match reproduce("no-such-bundle", &out, false, None, 1, false) {
             Err(Error::Invalid(m)) => {
                 assert!(m.contains("no-such-bundle") && m.contains("linear-svm"))
             }

@@ -14,6 +14,7 @@
 //! - [`kkt`]: the Euler identity check and certified (epsilon, delta)-KKT bounds of (P).
 //! - [`margin`]: per-example margins, `q_min`, support set.
 //! - [`norms`]: `||W_i||_F`, `ρ`, `ρ^L`, `∏||W_i||` with directed rounding.
+//! - [`direction`]: the certified angle between the directions of two checkpoints.
 //! - [`loss`]: summed exponential / logistic / cross-entropy loss, smoothed margin, the
 //!   theorem's threshold, in MPFR (values far below f64 range).
 //! - [`homogeneity`]: structural degree and numeric witness.
@@ -25,6 +26,7 @@ pub mod backward;
 pub mod ball;
 pub mod bounds;
 pub mod certificate;
+pub mod direction;
 pub mod forward;
 pub mod homogeneity;
 pub mod kkt;

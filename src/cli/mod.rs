@@ -79,8 +79,11 @@ enum Command {
     /// absolute eps/delta) and the certified KKT bounds against epoch. Bundles: mnist-small
     /// (bias-free MNIST CNN on 50 embedded images, minutes on 2 cores), mnist-small-bias (same
     /// with biases), two-layer-relu, linear-svm (linear model, logistic loss, MNIST 0 vs 1),
-    /// mnist-1k (the paper's CNN on 1,000 MNIST images; needs the MNIST files), mnist (the
-    /// paper's size; needs the MNIST files and days).
+    /// mnist-1k (the paper's CNN on 1,000 MNIST images; needs the MNIST files), mnist-1k-bias
+    /// (its bias control), loss-1e-800 (an MLP trained below 1e-800 and certified there),
+    /// cifar-vgg-small (the VGG on 20 CIFAR-10 images), mnist and cifar (the paper's size;
+    /// days to months of CPU). With --reuse, finished runs in --out are certified again
+    /// instead of trained again.
     Reproduce(reproduce::ReproduceArgs),
 }
 

@@ -15,6 +15,7 @@ mod audit_report;
 mod cli;
 mod data;
 mod deep;
+mod direction;
 mod durability;
 mod forgeries;
 mod fuzz;

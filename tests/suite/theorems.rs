@@ -465,7 +465,8 @@ fn leaky_symmetric(d: usize, half: usize, hidden: usize, seed: u64, eta: f64) {
 #[test]
 fn reproduce_bundle_writes_figures_and_figure8_is_consistent() {
     let out = tmp("reproduce");
-    let rep = margincert::reproduce::reproduce("two-layer-relu", &out, false, None, 1).unwrap();
+    let rep =
+        margincert::reproduce::reproduce("two-layer-relu", &out, false, None, 1, false).unwrap();
     for f in [
         "table.md",
         "table.json",
@@ -479,15 +480,47 @@ fn reproduce_bundle_writes_figures_and_figure8_is_consistent() {
         "figure8-certified.svg",
         "figure8-attack-test.svg",
         "figure8-certified-test.svg",
+        "figure8-linf-attack.svg",
+        "figure8-linf-certified.svg",
+        "figure8-linf-attack-test.svg",
+        "figure8-linf-certified-test.svg",
+        "direction.svg",
+        "direction-vs-loss.svg",
     ] {
         assert!(out.join(f).exists(), "{f} missing");
         assert!(rep.files.contains(&out.join(f)));
     }
-    // Figure 8 on the training set and on the test set, one curve per checkpoint each.
-    let train: Vec<_> = rep.robust.iter().filter(|r| r.split == "train").collect();
-    let test: Vec<_> = rep.robust.iter().filter(|r| r.split == "test").collect();
-    assert_eq!(train.len(), rep.rows.len());
-    assert_eq!(test.len(), rep.rows.len());
+    // Figure 8 on the training set and on the test set, L2 and L-inf, one curve per
+    // checkpoint each.
+    use margincert::robust::Norm;
+    for norm in [Norm::L2, Norm::Inf] {
+        for split in ["train", "test"] {
+            let n = rep
+                .robust
+                .iter()
+                .filter(|r| r.split == split && r.norm == norm)
+                .count();
+            assert_eq!(n, rep.rows.len(), "{split} {norm:?}");
+        }
+    }
+    let train: Vec<_> = rep
+        .robust
+        .iter()
+        .filter(|r| r.split == "train" && r.norm == Norm::L2)
+        .collect();
+    // The certified direction changes: one per consecutive pair, 0 from the last to itself,
+    // and every checkpoint's angle to the last enclosed and below pi.
+    let last = rep.rows.last().unwrap();
+    assert!(rep.rows[0].angle_to_previous.is_none());
+    assert_eq!(last.angle_to_last.unwrap()[0], 0.0);
+    assert!(last.angle_to_last.unwrap()[1] < 1e-30);
+    for r in &rep.rows[1..] {
+        let a = r.angle_to_previous.unwrap();
+        assert!(
+            0.0 <= a[0] && a[0] <= a[1] && a[1] < std::f64::consts::PI,
+            "{a:?}"
+        );
+    }
     for w in rep.rows.windows(2) {
         assert!(w[1].normalized.unwrap()[0] > w[0].normalized.unwrap()[1]);
     }
