@@ -1,7 +1,7 @@
 """Train a small bias-free CNN in PyTorch and plot its certified normalized margin.
 
     pip install ./python torch matplotlib
-    python examples/python_watch_margin.py --epochs 60 --out margin.png
+    python examples/python_watch_margin.py --epochs 100 --out margin.png
 
 The data are the first 200 MNIST training images embedded in margincert (no download).
 Every `--every` epochs, `margincert.watch` certifies the current weights: the normalized
@@ -23,10 +23,10 @@ import margincert
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=60)
-    ap.add_argument("--every", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=100)
+    ap.add_argument("--every", type=int, default=10)
     ap.add_argument("--examples", type=int, default=200)
-    ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--out", default="margin.png", help="the plot (PNG)")
     args = ap.parse_args()
 
@@ -59,8 +59,8 @@ def main() -> None:
         if row is not None:
             print(
                 f"epoch {epoch:4d}  q_min in [{row['q_min_lo']:.4g}, {row['q_min_hi']:.4g}]  "
-                f"normalized margin in [{row['normalized_margin_lo']}, "
-                f"{row['normalized_margin_hi']}]  log10 loss <= {row['loss_log10_hi']:.4g}  "
+                f"normalized margin in [{row['normalized_margin_lo']:.4g}, "
+                f"{row['normalized_margin_hi']:.4g}]  log10 loss <= {row['loss_log10_hi']:.4g}  "
                 f"({row['certified_positive']}/{row['examples']} certified, "
                 f"{row['seconds']:.2f} s)"
             )

@@ -216,7 +216,10 @@ impl Certificate {
     /// Enclosure of `q_min / prod ||W_i||_F` (the paper's plots; None when not homogeneous).
     #[getter]
     fn layer_normalized_margin(&self) -> Option<(f64, f64)> {
-        self.cert.normalized.as_ref().map(|n| pair(&n.by_layer_product))
+        self.cert
+            .normalized
+            .as_ref()
+            .map(|n| pair(&n.by_layer_product))
     }
 
     /// Enclosure of the smoothed margin of the certified loss (None when not homogeneous).
@@ -383,7 +386,11 @@ impl VerifyReport {
     /// `unconfirmed`.
     #[getter]
     fn checks<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
-        self.report.checks.iter().map(|c| check_dict(py, c)).collect()
+        self.report
+            .checks
+            .iter()
+            .map(|c| check_dict(py, c))
+            .collect()
     }
 
     /// The claims that are not confirmed (same dicts as `checks`).

@@ -30,7 +30,11 @@ fn load_data<'py>(
     binary: Option<(u8, u8)>,
     subset: Option<usize>,
 ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyArray1<u8>>, String, usize)> {
-    let mut s = source.parse::<DataSource>().map_err(to_py)?.load().map_err(to_py)?;
+    let mut s = source
+        .parse::<DataSource>()
+        .map_err(to_py)?
+        .load()
+        .map_err(to_py)?;
     if let Some((p, n)) = binary {
         s = s.binary(p, n).map_err(to_py)?;
     }
@@ -55,7 +59,10 @@ fn load_data<'py>(
 #[pymodule]
 fn _margincert(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    m.add("MargincertError", m.py().get_type::<errors::MargincertError>())?;
+    m.add(
+        "MargincertError",
+        m.py().get_type::<errors::MargincertError>(),
+    )?;
     m.add_class::<model::Model>()?;
     m.add_class::<cert::Certificate>()?;
     m.add_class::<cert::VerifyReport>()?;

@@ -53,7 +53,9 @@ fn spec_arg(obj: &Bound<'_, PyAny>) -> PyResult<ModelSpec> {
         ModelSpec::parse(&json_text(obj)?).map_err(to_py)
     } else {
         let path: PathBuf = obj.extract().map_err(|_| {
-            invalid("spec must be a dict (the spec's JSON form) or the path of a JSON/TOML spec file")
+            invalid(
+                "spec must be a dict (the spec's JSON form) or the path of a JSON/TOML spec file",
+            )
         })?;
         ModelSpec::from_file(&path).map_err(to_py)
     }
@@ -237,12 +239,17 @@ impl Model {
             Some(f) => f,
             None => Format::detect(&path, &bytes).map_err(to_py)?,
         };
-        let native = format == Format::Safetensors && spec.is_none() && opts == ImportOptions::default();
+        let native =
+            format == Format::Safetensors && spec.is_none() && opts == ImportOptions::default();
         let (ckpt, notes) = if native {
-            (Checkpoint::from_bytes(&bytes, &path).map_err(to_py)?, Vec::new())
+            (
+                Checkpoint::from_bytes(&bytes, &path).map_err(to_py)?,
+                Vec::new(),
+            )
         } else {
-            let imp = margincert::import::from_bytes(&bytes, &path, Some(format), spec.as_ref(), &opts)
-                .map_err(to_py)?;
+            let imp =
+                margincert::import::from_bytes(&bytes, &path, Some(format), spec.as_ref(), &opts)
+                    .map_err(to_py)?;
             (imp.checkpoint, imp.notes)
         };
         Ok(Self {
@@ -297,7 +304,11 @@ impl Model {
     /// MaxPool, AveragePool, Flatten/Reshape); `spec`, when given, is checked against it.
     #[staticmethod]
     #[pyo3(signature = (path, spec=None, *, round_f64=false))]
-    fn from_onnx(path: PathBuf, spec: Option<&Bound<'_, PyAny>>, round_f64: bool) -> PyResult<Self> {
+    fn from_onnx(
+        path: PathBuf,
+        spec: Option<&Bound<'_, PyAny>>,
+        round_f64: bool,
+    ) -> PyResult<Self> {
         let spec = spec.map(spec_arg).transpose()?;
         let opts = ImportOptions {
             round_f64,

@@ -68,9 +68,7 @@ pub fn robust(
     };
     let data = dataset(images, labels, spec.input, classes, name)?;
     let ckpt = model.ckpt.clone();
-    let mut rep = interrupt::run(py, move || {
-        mr::run(&ckpt.spec, &ckpt.params, &data, &opts)
-    })?;
+    let mut rep = interrupt::run(py, move || mr::run(&ckpt.spec, &ckpt.params, &data, &opts))?;
     rep.checkpoint_sha256 = Some(model.sha256.clone());
     Ok(RobustReport { rep })
 }
@@ -119,8 +117,12 @@ impl RobustReport {
         images: &Bound<'_, PyAny>,
         labels: &Bound<'_, PyAny>,
     ) -> PyResult<VerifyReport> {
-        check_hash(self.rep.checkpoint_sha256.as_deref(), &model.sha256, "model")
-            .map_err(to_py)?;
+        check_hash(
+            self.rep.checkpoint_sha256.as_deref(),
+            &model.sha256,
+            "model",
+        )
+        .map_err(to_py)?;
         let d = &self.rep.dataset;
         let data = dataset(images, labels, model.ckpt.spec.input, d.classes, &d.name)?;
         let (ckpt, rep) = (model.ckpt.clone(), self.rep.clone());
@@ -173,7 +175,12 @@ impl RobustReport {
     /// Certified margin enclosures of the clean examples, shape `(N, 2)`.
     #[getter]
     fn margins<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray2<f64>>> {
-        let rows: Vec<Vec<f64>> = self.rep.examples.iter().map(|e| e.margin.to_vec()).collect();
+        let rows: Vec<Vec<f64>> = self
+            .rep
+            .examples
+            .iter()
+            .map(|e| e.margin.to_vec())
+            .collect();
         if rows.is_empty() {
             return Ok(PyArray2::zeros(py, [0, 2], false));
         }

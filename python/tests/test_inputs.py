@@ -94,7 +94,7 @@ def test_model_files_errors_carry_the_cli_message(tmp_path) -> None:
     with pytest.raises(mc.MargincertError, match=r"no model spec"):
         mc.Model.from_safetensors(IMPORT / "mlp.safetensors")
     with pytest.raises(mc.MargincertError, match="invalid certificate JSON"):
-        mc.Certificate.from_json("{}")
+        mc.Certificate.from_json("{not json")
 
 
 def test_arrays_that_do_not_fit_the_spec_are_refused() -> None:

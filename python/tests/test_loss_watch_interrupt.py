@@ -53,7 +53,8 @@ def test_watch_records_rows_at_the_chosen_steps(tmp_path, monkeypatch) -> None:
 
 
 def test_keyboard_interrupt_returns_control() -> None:
-    # A long call: dd arithmetic, KKT on 1,000 images of the tiny CNN, repeated.
+    # A call of seconds: the double-double pass on the 1,000 embedded images (5.8 s on the
+    # loaded 2-core dev machine). Its worker thread finishes in the background.
     model = mc.Model.from_safetensors(EXPECTED / "tiny-cnn-last.safetensors")
     data = mc.load_data()
     fired = []
@@ -64,19 +65,16 @@ def test_keyboard_interrupt_returns_control() -> None:
 
     old = signal.signal(signal.SIGALRM, handler)
     try:
-        signal.setitimer(signal.ITIMER_REAL, 0.3)
-        t0 = time.perf_counter()
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
         with pytest.raises(KeyboardInterrupt):
-            for _ in range(50):
-                mc.certify(model, data, precision_mode="dd", kkt_active=1000)
+            mc.certify(model, data, precision_mode="dd", kkt=False)
         back = time.perf_counter()
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
     assert fired, "the alarm did not fire"
-    # Control came back soon after the signal, not after the computation.
-    assert back - fired[0] < 0.5, back - fired[0]
-    assert back - t0 < 2.0
+    # Control came back right after the signal, not when the computation ended.
+    assert back - fired[0] < 0.3, back - fired[0]
     # The module still works after an interrupted call.
     small = mc.certify(model, mc.load_data(subset=5), kkt=False)
     assert small.examples == 5
