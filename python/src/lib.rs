@@ -19,6 +19,9 @@ use margincert::data::DataSource;
 
 use crate::errors::to_py;
 
+/// What `load_data` returns: images, labels, name, classes.
+type Arrays<'py> = (Bound<'py, PyAny>, Bound<'py, PyArray1<u8>>, String, usize);
+
 /// A dataset margincert knows, as arrays: `(images uint8 (N, C, H, W), labels uint8 (N,),
 /// name, classes)`, with the name `margincert certify` records for the same selection.
 #[pyfunction]
@@ -29,7 +32,7 @@ fn load_data<'py>(
     split: &str,
     binary: Option<(u8, u8)>,
     subset: Option<usize>,
-) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyArray1<u8>>, String, usize)> {
+) -> PyResult<Arrays<'py>> {
     let mut s = source
         .parse::<DataSource>()
         .map_err(to_py)?
