@@ -150,3 +150,24 @@ def test_homogeneity_and_imports(linear: mc.Model) -> None:
             assert np.array_equal(a[k], b[k]), k
     assert onnx.homogeneity()["degree"] == st.homogeneity()["degree"] is not None
     assert mc.Model.from_safetensors(IMPORT / "cnn_bias.native.safetensors").homogeneity()["degree"] is None
+
+
+def test_state_dict_imports_with_a_map_a_prefix_and_f16() -> None:
+    native = mc.Model.from_safetensors(IMPORT / "mlp.native.safetensors").state_dict()
+    by_file = mc.Model.from_safetensors(IMPORT / "mlp.safetensors", IMPORT / "mlp.toml",
+                                        map=IMPORT / "mlp.map.toml")
+    by_dict = mc.Model.from_safetensors(IMPORT / "mlp.safetensors", IMPORT / "mlp.toml",
+                                        map={1: "fc1", 3: "head"})
+    for m in (by_file, by_dict):
+        sd = m.state_dict()
+        assert sd.keys() == native.keys() and all(np.array_equal(sd[k], native[k]) for k in sd)
+    with pytest.raises(mc.MargincertError, match="no tensor named '1.weight'"):
+        mc.Model.from_safetensors(IMPORT / "mlp.safetensors", IMPORT / "mlp.toml")
+    f16 = mc.Model.from_safetensors(IMPORT / "mlp_f16.safetensors", IMPORT / "mlp_f16.toml",
+                                    prefix="model.")
+    assert any("from f16 exactly" in n for n in f16.notes)
+    # float16 arrays are widened exactly by from_arrays too.
+    sd = f16.state_dict()
+    half = {k: v.astype(np.float16) for k, v in sd.items()}
+    again = mc.Model.from_arrays(f16.spec, half).state_dict()
+    assert all(np.array_equal(again[k], sd[k]) for k in sd)
