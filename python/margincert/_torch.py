@@ -41,7 +41,7 @@ def _pair(v: Any, what: str, where: str) -> int:
 
 
 def _flatten(module: Any) -> List[Any]:
-    import torch.nn as nn
+    import torch.nn as nn  # type: ignore[import-not-found,unused-ignore]
 
     out: List[Any] = []
     for m in module.children():
@@ -54,7 +54,7 @@ def _flatten(module: Any) -> List[Any]:
 
 def _array(t: Any, notes: List[str]) -> np.ndarray:
     """A numpy view of a parameter tensor (a copy only off the CPU or for bfloat16)."""
-    import torch
+    import torch  # type: ignore[import-not-found,unused-ignore]
 
     t = t.detach()
     if t.device.type != "cpu":
@@ -62,14 +62,15 @@ def _array(t: Any, notes: List[str]) -> np.ndarray:
     if t.dtype == torch.bfloat16:
         t = t.float()  # exact: every bfloat16 is a float32
         notes.append("widened bfloat16 weights to float32 exactly")
-    return t.numpy()
+    out: np.ndarray = t.numpy()
+    return out
 
 
 def describe(
     module: Any, input_shape: Optional[Sequence[int]]
 ) -> Tuple[Dict[str, Any], Dict[str, np.ndarray], List[str]]:
     """``(spec dict, {"i.weight": array, ...}, notes)`` of a sequential torch module."""
-    import torch.nn as nn
+    import torch.nn as nn  # type: ignore[import-not-found,unused-ignore]
 
     if not isinstance(module, nn.Module):
         raise MargincertError(

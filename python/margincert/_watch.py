@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Set
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -17,7 +17,7 @@ def _numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def _arrays(data: Any) -> tuple:
+def _arrays(data: Any) -> Tuple[Any, Any, Optional[int], str]:
     """``(images, labels, classes, name)`` from a Data, an ``(images, labels)`` pair or an
     iterable of ``(x, y)`` batches (a DataLoader; read once, in its order)."""
     if hasattr(data, "images") and hasattr(data, "labels") and hasattr(data, "classes"):
@@ -103,7 +103,7 @@ class Watch(List[Dict[str, Any]]):
         return row
 
 
-def _ends(prefix: str, pair: Optional[tuple]) -> Dict[str, Optional[float]]:
+def _ends(prefix: str, pair: Optional[Tuple[float, float]]) -> Dict[str, Optional[float]]:
     lo, hi = pair if pair is not None else (None, None)
     return {f"{prefix}_lo": lo, f"{prefix}_hi": hi}
 
