@@ -24,7 +24,15 @@ from typing import Any, Iterator, Optional, Tuple, Union
 
 import numpy as np
 
-from . import _margincert as _native
+try:
+    from . import _margincert as _native
+except ImportError as e:  # pragma: no cover - a checkout imported without its extension
+    raise ImportError(
+        "the margincert extension (_margincert) is not built next to this package "
+        f"({__file__}): install it with `pip install ./python` (or `cd python && maturin "
+        "develop --release`), and do not run Python from inside python/ with an installed "
+        "package (the source folder shadows it)"
+    ) from e
 from ._margincert import (
     Certificate,
     MargincertError,

@@ -13,7 +13,7 @@ use margincert::certify::verify::{Check, Status, VerifyReport as Report, check_b
 use margincert::certify::{Enclosure, ForwardMode};
 use margincert::report::Summary;
 
-use crate::data::{dataset, default_classes};
+use crate::data::{dataset, default_classes, unpack};
 use crate::errors::{invalid, to_py};
 use crate::interrupt;
 use crate::model::{Model, json_value, loss_name, parse_loss};
@@ -173,14 +173,17 @@ impl Certificate {
         self.cert.summary()
     }
 
-    /// Recomputes every claim (see `margincert.verify`).
+    /// Recomputes every claim (see `margincert.verify`); `images` may be a `Data` (then
+    /// no `labels`).
+    #[pyo3(signature = (model, images, labels=None))]
     fn verify(
         slf: &Bound<'_, Self>,
         model: &Model,
         images: &Bound<'_, PyAny>,
-        labels: &Bound<'_, PyAny>,
+        labels: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<VerifyReport> {
-        verify_certificate(slf.py(), slf.get(), model, images, labels)
+        let (x, y) = unpack(images, labels)?;
+        verify_certificate(slf.py(), slf.get(), model, &x, &y)
     }
 
     /// Certified enclosure `(lo, hi)` of the minimum margin `q_min`.

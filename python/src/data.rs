@@ -159,3 +159,20 @@ pub fn dataset(
     let lb = labels(label_obj, n, classes)?;
     Dataset::new(name, shape, px, lb, classes).map_err(to_py)
 }
+
+/// `(images, labels)` from the two arguments, or from a `margincert.Data` (anything with
+/// `images` and `labels` attributes) given as `images` with `labels` left out.
+pub fn unpack<'py>(
+    images: &Bound<'py, PyAny>,
+    labels: Option<&Bound<'py, PyAny>>,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    match labels {
+        Some(l) => Ok((images.clone(), l.clone())),
+        None if images.hasattr("images")? && images.hasattr("labels")? => {
+            Ok((images.getattr("images")?, images.getattr("labels")?))
+        }
+        None => Err(invalid(
+            "labels are missing: pass images and labels (or a margincert.Data)",
+        )),
+    }
+}

@@ -12,7 +12,7 @@ use margincert::report::Summary;
 use margincert::robust::{self as mr, AttackOptions, Norm, RobustOptions, RobustReport as Report};
 
 use crate::cert::VerifyReport;
-use crate::data::{dataset, default_classes};
+use crate::data::{dataset, default_classes, unpack};
 use crate::errors::{invalid, to_py};
 use crate::interrupt;
 use crate::model::{Model, json_value};
@@ -109,14 +109,18 @@ impl RobustReport {
         self.rep.summary()
     }
 
-    /// Recomputes every radius and checks each claim, as `margincert verify` does.
+    /// Recomputes every radius and checks each claim, as `margincert verify` does; `images`
+    /// may be a `Data` (then no `labels`).
+    #[pyo3(signature = (model, images, labels=None))]
     fn verify(
         &self,
         py: Python<'_>,
         model: &Model,
         images: &Bound<'_, PyAny>,
-        labels: &Bound<'_, PyAny>,
+        labels: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<VerifyReport> {
+        let (images, labels) = unpack(images, labels)?;
+        let (images, labels) = (&images, &labels);
         check_hash(
             self.rep.checkpoint_sha256.as_deref(),
             &model.sha256,

@@ -74,6 +74,7 @@ def test_cli_verifies_a_python_certificate_and_python_verifies_it(cli: Path, tmp
     assert r.returncode == 0, r.stdout + r.stderr
     rep = mc.verify(cert, model, data)
     assert rep.ok and bool(rep)
+    assert cert.verify(model, data).ok and cert.verify(model, *data).ok
     assert all(c["status"] == "confirmed" for c in rep.checks)
 
 
@@ -108,3 +109,5 @@ def test_robust_equals_the_cli(cli: Path, tmp_path: Path) -> None:
     cli_rep = json.loads((out / "robust.json").read_text())
     assert json.loads(rep.to_json()) == cli_rep
     assert list(rep.certified) == [e["certified"] for e in cli_rep["examples"]]
+    assert rep.verify(model, data).ok and mc.verify(rep, model, *data).ok
+    assert (rep.certified <= rep.attack).all() and rep.margins.shape == (12, 2)
