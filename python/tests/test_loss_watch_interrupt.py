@@ -65,6 +65,7 @@ def test_keyboard_interrupt_returns_control() -> None:
 
     old = signal.signal(signal.SIGALRM, handler)
     try:
+        start = time.perf_counter()
         signal.setitimer(signal.ITIMER_REAL, 0.2)
         with pytest.raises(KeyboardInterrupt):
             # Repeated so that a fast machine is still inside a call when the alarm fires.
@@ -75,8 +76,10 @@ def test_keyboard_interrupt_returns_control() -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
     assert fired, "the alarm did not fire"
-    # Control came back right after the signal, not when the computation ended.
-    assert back - fired[0] < 0.3, back - fired[0]
+    # Control came back right after the signal (0.2 s), not when the computation ended: a
+    # call that held on to the interpreter would run its handler only after seconds. (The
+    # handler's own time is no guide: Python runs it when it gets control back.)
+    assert back - start < 0.8, back - start
     # The module still works after an interrupted call.
     small = mc.certify(model, mc.load_data(subset=5), kkt=False)
     assert small.examples == 5
