@@ -575,10 +575,17 @@ pub fn reproduce(
                 all
             }
         };
-        let mut run_rows = Vec::new();
+        let mut run_rows: Vec<Row> = Vec::new();
         let mut run_params = Vec::new();
         for p in &checkpoints {
             let ck = Checkpoint::load(p)?;
+            // A run that stops at a threshold ends on the checkpoint it kept there: the last
+            // one is the same network, certified once (under the threshold's name).
+            if file_name(p) == "last.safetensors"
+                && run_rows.iter().any(|r| r.epoch == epoch_of(&ck))
+            {
+                continue;
+            }
             let r = row_of(run_name, p, &ck, cfg.train.loss, &split.train)?;
             run_params.push((r.epoch, ck.params.clone()));
             println!(
