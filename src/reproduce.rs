@@ -637,7 +637,7 @@ pub fn reproduce(
             label: run_name.to_string(),
             points: metrics
                 .iter()
-                .filter_map(|m| lg(m.layer_normalized_margin).map(|v| (m.epoch as f64, v)))
+                .filter_map(|m| lg(m.paper_normalized_margin()).map(|v| (m.epoch as f64, v)))
                 .collect(),
         });
         let kkt = |f: fn(&Row) -> Option<f64>| log_points(run_rows.iter(), |r| r.epoch as f64, f);

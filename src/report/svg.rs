@@ -362,7 +362,7 @@ pub fn training_curves(metrics: &[EpochMetrics]) -> Result<(Option<String>, Opti
             },
             Series {
                 label: "q_min / prod ||W_i||".into(),
-                points: pts(&|m| lg(m.layer_normalized_margin)),
+                points: pts(&|m| lg(m.paper_normalized_margin())),
             },
             Series {
                 label: "smoothed margin".into(),

@@ -88,7 +88,9 @@ pub struct EpochMetrics {
     pub norm_product: f64,
     /// `q_min / rho^L` (absent for a non-homogeneous model).
     pub normalized_margin: Option<f64>,
-    /// `q_min / prod ||W_i||` (absent for a non-homogeneous model).
+    /// `q_min / prod ||W_i||` (biases inside their layer's norm). Logged for every model, as
+    /// the paper's code logs it; for a non-homogeneous model (biases after the first layer)
+    /// it is not scale-invariant and no theorem is about it — the bias control's curve.
     pub layer_normalized_margin: Option<f64>,
     /// Smoothed margin from the summed loss (absent for a non-homogeneous model).
     pub smoothed_margin: Option<f64>,
@@ -116,6 +118,13 @@ pub fn smoothed_numerator(loss: LossKind, ln_loss: f64) -> f64 {
 }
 
 impl EpochMetrics {
+    /// `q_min / prod ||W_i||`: the logged value, or for logs written before it was logged
+    /// for non-homogeneous models, the same quotient of the logged `q_min` and product.
+    pub fn paper_normalized_margin(&self) -> Option<f64> {
+        self.layer_normalized_margin
+            .or_else(|| (self.norm_product > 0.0).then(|| self.q_min / self.norm_product))
+    }
+
     /// Metrics from a training evaluation, an optional test evaluation and the parameters.
     pub fn new(
         state: &TrainState,
@@ -150,7 +159,7 @@ impl EpochMetrics {
             rho,
             norm_product,
             normalized_margin: degree.map(|l| q_min / rho.powi(l as i32)),
-            layer_normalized_margin: degree.map(|_| q_min / norm_product),
+            layer_normalized_margin: Some(q_min / norm_product),
             smoothed_margin: degree.map(|l| smoothed_numerator(loss, ln_sum) / rho.powi(l as i32)),
             near_min,
             layer_norms,

@@ -288,6 +288,18 @@ fn resume_keeps_the_stored_budget() {
     let o = resume(&["--epochs", "8"]);
     assert!(o.status.success());
     assert_eq!(lines(), 9, "extended to 8 epochs");
+    // `--stop-loss` replaces the run's stopping loss (to continue a run that stopped at one
+    // loss towards a lower one): with 1e9 every loss passes, so the run stops long before
+    // its new budget of 20 epochs, and the checkpoint records the new rule.
+    let o = resume(&["--epochs", "20", "--stop-loss", "1e9"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        lines() < 21,
+        "stopped by the loss, not the budget: {}",
+        lines()
+    );
+    let ck = margincert::checkpoint::Checkpoint::load(&last).unwrap();
+    assert_eq!(ck.train.unwrap().config.stop_log10_loss, Some(9.0));
 }
 
 /// `--resume` refuses the flags it takes from the checkpoint (they were silently ignored),
