@@ -548,17 +548,14 @@ pub fn crown_radius(
 ) -> Result<Vec<f64>> {
     use rayon::prelude::*;
     let il = data.shape.len();
+    let prepared = net.prepared();
+    let fold = super::ibp::SpecFold::new(prepared);
     let bound = |n: usize, eps: f64| -> Result<f64> {
         let b = super::linf_box(data.image(n), &[eps], il);
-        let encl = net.forward_of_ball(&b, 1)?;
-        let logits = encl.last().expect("non-empty");
-        let ibp = crate::certify::margin::margin_of(&crate::certify::margin::gaps(
-            logits,
-            0,
-            data.labels[n],
-            task,
-        ))
-        .lo;
+        let encl = super::ibp::forward_box(prepared, &b, 1)?;
+        let ibp = super::ibp::gap_lowers(fold.as_ref(), &encl, 0, data.labels[n], task)
+            .into_iter()
+            .fold(f64::INFINITY, f64::min);
         if ibp > 0.0 {
             return Ok(ibp);
         }
