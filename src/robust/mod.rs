@@ -11,10 +11,12 @@
 //! [`attack`] gives upper bounds (PGD, verified on the real network). Robustness is over
 //! the input domain `[0,1]^d` for L∞; the L2 certificate holds on all of `R^d`, a superset.
 
+pub mod alpha;
 pub mod attack;
 pub mod crown;
 pub mod ibp;
 pub mod lipschitz;
+pub mod method;
 pub mod verify;
 
 use std::sync::Arc;
