@@ -166,13 +166,16 @@ impl Crown {
     /// order, re-propagating IBP from each tightened layer (`encl` from
     /// [`super::ibp::forward_box`] of one example). With a box input, layers with nothing but
     /// one affine layer before them are skipped (IBP is then exact up to rounding).
-    /// `rows_per_pass` bounds the memory (rows back-substituted together).
+    /// `rows_per_pass` bounds the memory (rows back-substituted together); a layer with more
+    /// than `max_unstable` unstable units keeps its IBP enclosure (the cost knob: each
+    /// unstable unit costs two back-substituted rows).
     pub fn refine(
         &self,
         net: &PreparedNet,
         encl: &mut [BallVec],
         input: &InputSet,
         rows_per_pass: usize,
+        max_unstable: usize,
     ) -> Result<()> {
         if encl.len() != self.steps.len() + 1 {
             return Err(Error::Shape(
@@ -194,7 +197,7 @@ impl Crown {
             let e = &encl[i];
             let n = e.len();
             let unstable: Vec<usize> = (0..n).filter(|&k| e.lo(k) < 0.0 && e.hi(k) > 0.0).collect();
-            if unstable.is_empty() {
+            if unstable.is_empty() || unstable.len() > max_unstable {
                 continue;
             }
             let per = (rows_per_pass / 2).max(1);

@@ -29,6 +29,9 @@ use super::{Lipschitz, Norm, linf_box};
 /// Rows back-substituted together by [`Crown::refine`] (bounds the memory of one pass).
 const ROWS_PER_PASS: usize = 64;
 
+/// Default [`Bounder::max_unstable`]: layers with more unstable units keep IBP bounds.
+pub const DEFAULT_MAX_UNSTABLE: usize = 1024;
+
 /// The time/tightness knob of the certified radii (`--method ibp|crown|alpha`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -97,6 +100,8 @@ pub struct Bounder {
     net: Arc<PreparedNet>,
     crown: Option<Crown>,
     fold: Option<SpecFold>,
+    /// Full CROWN refines a layer only when it has at most this many unstable units.
+    pub max_unstable: usize,
 }
 
 impl Bounder {
@@ -105,7 +110,12 @@ impl Bounder {
     pub fn new(net: Arc<PreparedNet>) -> Self {
         let crown = Crown::from_prepared(&net).ok();
         let fold = SpecFold::new(&net);
-        Self { net, crown, fold }
+        Self {
+            net,
+            crown,
+            fold,
+            max_unstable: DEFAULT_MAX_UNSTABLE,
+        }
     }
 
     /// [`Bounder::new`] with an already prepared `crown` (built from `net`).
@@ -115,6 +125,7 @@ impl Bounder {
             net,
             crown: Some(crown),
             fold,
+            max_unstable: DEFAULT_MAX_UNSTABLE,
         }
     }
 
@@ -165,7 +176,13 @@ impl Bounder {
                 return Ok(best);
             }
         }
-        crown.refine(&self.net, &mut encl, &input, ROWS_PER_PASS)?;
+        crown.refine(
+            &self.net,
+            &mut encl,
+            &input,
+            ROWS_PER_PASS,
+            self.max_unstable,
+        )?;
         best = best.max(min(gap_lowers(self.fold.as_ref(), &encl, 0, label, task)));
         let gaps = crown.gap_lowers_over(&encl, label, task, &input, None)?;
         best = best.max(min(gaps));

@@ -89,7 +89,8 @@ fn measure_bounds() {
         let task = Task::new(net.outputs(), data.classes).unwrap();
         let crown = Crown::new(&ck.spec, &ck.params).unwrap();
         let fold = SpecFold::new(&prepared);
-        let bounder = Bounder::new(prepared.clone());
+        let mut bounder = Bounder::new(prepared.clone());
+        bounder.max_unstable = env("MARGINCERT_RB_MAX_UNSTABLE", bounder.max_unstable);
         let (eps_inf, eps_l2, steps) = (0.3, 3.0, 12);
         let il = data.shape.len();
         let min = |v: Vec<f64>| v.into_iter().fold(f64::INFINITY, f64::min);
@@ -187,8 +188,9 @@ fn measure_bounds() {
         }
         println!(
             "{path}: {n} examples, {} threads, eps_max {eps_inf} (L∞) / {eps_l2} (L2), \
-             {steps} bisection steps, alpha {alpha_steps} steps",
-            rayon::current_num_threads()
+             {steps} bisection steps, alpha {alpha_steps} steps, refine ≤ {} unstable units",
+            rayon::current_num_threads(),
+            bounder.max_unstable
         );
         for (name, r, secs) in &rows {
             println!(
@@ -400,7 +402,9 @@ fn check_case(seed: u64, norm: Norm, points: usize) -> [Vec<f64>; 6] {
         .map(|g| g.lo)
         .collect();
     let crown_ibp = crown.gap_lowers(&encl, label, task).unwrap();
-    crown.refine(&net, &mut encl, &input, 7).unwrap();
+    crown
+        .refine(&net, &mut encl, &input, 7, usize::MAX)
+        .unwrap();
     let full = crown
         .gap_lowers_over(&encl, label, task, &input, None)
         .unwrap();
