@@ -191,8 +191,15 @@ impl Crown {
                 .filter(|s| !matches!(s, BackSub::Flatten))
                 .count()
                 <= 1;
-            if affine_only && matches!(input, InputSet::Box) {
-                continue;
+            if affine_only {
+                match input {
+                    InputSet::Box => continue,
+                    InputSet::L2 { center, eps } => {
+                        if self.first_layer_l2(net, encl, i, center, *eps)? {
+                            continue;
+                        }
+                    }
+                }
             }
             let e = &encl[i];
             let n = e.len();
@@ -225,6 +232,43 @@ impl Crown {
             super::ibp::forward_from(net, encl, i, 1)?;
         }
         Ok(())
+    }
+
+    /// The pre-activation enclosure `encl[i]` of the first affine layer over an L2 ball, in
+    /// closed form (proofs/robust-crown-full.md, "The first layer over an L2 ball"): unit `k`
+    /// of output channel / row `o` is `z_k(x0) ± ε‖w_o‖₂` with `z_k(x0)` over the centre's
+    /// enclosure. Returns false (nothing done) when the layers before `i` are not one dense or
+    /// conv layer (and flattens).
+    fn first_layer_l2(
+        &self,
+        net: &PreparedNet,
+        encl: &mut [BallVec],
+        i: usize,
+        center: &BallVec,
+        eps: f64,
+    ) -> Result<bool> {
+        let Some((affine, pixels)) = self.steps[..i].iter().find_map(|s| match s {
+            BackSub::Dense { affine, .. } => Some((affine, 1)),
+            BackSub::Conv { affine, pixels, .. } => Some((affine, *pixels)),
+            _ => None,
+        }) else {
+            return Ok(false);
+        };
+        let fan = affine.fan_in;
+        let norms: Vec<f64> = affine
+            .w
+            .chunks_exact(fan.max(1))
+            .map(|row| up(eps * up(row.iter().fold(0.0f64, |s, &w| up(s + up(w * w))).sqrt())))
+            .collect();
+        let zc = super::ibp::forward_prefix(net, center, i, 1)?;
+        let mut t = zc.clone();
+        for k in 0..t.len() {
+            let d = norms[k / pixels.max(1)];
+            (t.mid[k], t.rad[k]) = interval_to_ball(down(zc.lo(k) - d), up(zc.hi(k) + d));
+        }
+        super::ibp::intersect(&mut encl[i], &t);
+        super::ibp::forward_from(net, encl, i, 1)?;
+        Ok(true)
     }
 
     /// Certified lower bound of every gap `Φ_y − Φ_j` (`j ≠ y`, increasing; binary: `[q]`)

@@ -53,6 +53,21 @@ pub fn forward_box(net: &PreparedNet, x: &BallVec, batch: usize) -> Result<Vec<B
     Ok(out)
 }
 
+/// The enclosure of the output of layer `upto − 1` (the input for `upto = 0`) over the box
+/// `x` (a batch of `batch`), as [`forward_box`] computes it.
+pub fn forward_prefix(
+    net: &PreparedNet,
+    x: &BallVec,
+    upto: usize,
+    batch: usize,
+) -> Result<BallVec> {
+    let mut y = x.clone();
+    for i in 0..upto.min(net.plan().len()) {
+        y = apply_layer(net, i, y, batch)?;
+    }
+    Ok(y)
+}
+
 /// Recomputes `encl[from + 1..]` from `encl[from]` (one example or a batch of `batch`) and
 /// keeps, entry by entry, the intersection with the previous enclosures (both contain the
 /// exact set, so their intersection does). Used after a layer's bounds were tightened.
