@@ -270,28 +270,36 @@ pub fn radii(
         .collect()
 }
 
-/// The largest `ε` found in `[lo, eps_max]` with `bound(ε) > 0` by `steps` halvings, `lo`
-/// a radius already certified (`0` or another method's); `lo` when the clean bound
-/// (`ε = 0`) is not positive and `lo = 0`.
-fn bisect(lo: f64, eps_max: f64, steps: usize, bound: &dyn Fn(f64) -> Result<f64>) -> Result<f64> {
-    if lo >= eps_max {
+/// The largest `ε` found by `steps` halvings of `[0, eps_max]` with `bound(ε) > 0`, given a
+/// radius `known` already certified (`0` or a cheaper method's): midpoints `≤ known` count as
+/// certified without evaluating the bound, so the grid is the one of a search from 0 (a
+/// tighter bound never returns a smaller radius than a looser one on the same grid), and the
+/// result is never below `known`. 0 when `known = 0` and the clean bound (`ε = 0`) is not
+/// positive.
+fn bisect(
+    known: f64,
+    eps_max: f64,
+    steps: usize,
+    bound: &dyn Fn(f64) -> Result<f64>,
+) -> Result<f64> {
+    if known >= eps_max {
         return Ok(eps_max);
     }
-    if lo == 0.0 && bound(0.0)? <= 0.0 {
+    if known == 0.0 && bound(0.0)? <= 0.0 {
         return Ok(0.0);
     }
     if bound(eps_max)? > 0.0 {
         return Ok(eps_max);
     }
-    let (mut lo, mut hi) = (lo, eps_max);
+    let (mut lo, mut hi) = (0.0, eps_max);
     for _ in 0..steps {
         let mid = 0.5 * (lo + hi);
-        if bound(mid)? > 0.0 {
+        if mid <= known || bound(mid)? > 0.0 {
             lo = mid;
         } else {
             hi = mid;
         }
     }
-    // `lo` is the start or an ε whose bound was checked positive.
-    Ok(lo)
+    // `lo` is 0, or an ε ≤ `known`, or an ε whose bound was checked positive.
+    Ok(lo.max(known))
 }
