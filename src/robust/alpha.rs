@@ -270,7 +270,7 @@ fn eval(
                 let mut c = vec![0.0; ns * n_in];
                 for k in 0..n_in {
                     let (l, u) = (e.lo(k), e.hi(k));
-                    for s in 0..ns {
+                    for (s, bs) in beta.iter_mut().enumerate() {
                         let idx = s * n_in + k;
                         let lv = lam[idx];
                         if l >= 0.0 {
@@ -284,7 +284,7 @@ fn eval(
                             let sl = (u - a * l) / (u - l);
                             d[idx] = sl;
                             c[idx] = -l * (sl - a);
-                            beta[s] += lv * c[idx];
+                            *bs += lv * c[idx];
                         }
                     }
                 }

@@ -360,7 +360,7 @@ impl Crown {
                 .zip(&self.lens)
                 .take(top + 1)
                 .any(|(e, &l)| e.len() != l)
-            || lam.len() % self.lens[top].max(1) != 0
+            || !lam.len().is_multiple_of(self.lens[top].max(1))
             || alphas.is_some_and(|a| a.len() != self.steps.len())
         {
             return Err(Error::Shape(
@@ -716,20 +716,21 @@ fn act_back(
                 continue; // no contribution, or y = z
             }
             let zmax = (-l).max(u.abs());
-            if u > 0.0 && lv > 0.0 {
-                if let Some(al) = alphas {
-                    // The lower line y ≥ α z, α ∈ [a, 1] (NaN → a).
-                    let al = al[s * n + k];
-                    let al = if al >= a { al.min(1.0) } else { a };
-                    if al == 0.0 {
-                        *lk = 0.0;
-                    } else if al != 1.0 {
-                        let mu = lv * al;
-                        slack = up(slack + up(up(up(2.0 * U * mu.abs()) + ETA) * zmax));
-                        *lk = mu;
-                    }
-                    continue;
+            if u > 0.0
+                && lv > 0.0
+                && let Some(al) = alphas
+            {
+                // The lower line y ≥ α z, α ∈ [a, 1] (NaN → a).
+                let al = al[s * n + k];
+                let al = if al >= a { al.min(1.0) } else { a };
+                if al == 0.0 {
+                    *lk = 0.0;
+                } else if al != 1.0 {
+                    let mu = lv * al;
+                    slack = up(slack + up(up(up(2.0 * U * mu.abs()) + ETA) * zmax));
+                    *lk = mu;
                 }
+                continue;
             }
             // y = a z (u ≤ 0), or the lower line y ≥ a z (λ > 0, chosen when u < −l).
             let lower_a = u <= 0.0 || (lv > 0.0 && u < -l);

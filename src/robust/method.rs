@@ -138,6 +138,7 @@ impl Bounder {
     /// radius `eps` clipped to `[0,1]^d` (`norm = Inf`) or over the L2 ball of radius `eps`
     /// (`norm = L2`, not clipped), by `method`; stops at the first method whose bound is
     /// `> 0` (the bisection asks for the sign only).
+    #[allow(clippy::too_many_arguments)]
     pub fn margin_lower(
         &self,
         image: &[u8],
