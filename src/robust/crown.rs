@@ -20,7 +20,7 @@ use crate::certify::ball::BallVec;
 use crate::certify::forward::CertifiedNet;
 use crate::certify::forward::prepare::{Affine, PreparedNet, PreparedOp};
 use crate::certify::margin::Task;
-use crate::certify::round::{ETA, U, down, gamma_up, up};
+use crate::certify::round::{ETA, U, down, gamma_up, interval_to_ball, up};
 use crate::error::{Error, Result};
 use crate::linalg::{Accum, MatMut, MatRef, Par, matmul};
 use crate::model::{ModelSpec, Params, Window};
@@ -28,7 +28,7 @@ use crate::model::{ModelSpec, Params, Window};
 /// One layer prepared for back-substitution: the shared exact weights of the
 /// [`PreparedNet`] plus the column sums and term counts of the a-priori charges.
 #[derive(Clone, Debug)]
-enum BackSub {
+pub(crate) enum BackSub {
     /// `z = W a + b`, `W: [out, inp]` row-major (exact f32 values as f64, `affine.w`);
     /// `colsum[k] ≥ Σ_o |W[o, k]|` (rounded up).
     Dense {
@@ -160,6 +160,117 @@ impl Crown {
         Ok(Self { steps, lens })
     }
 
+    /// Full CROWN: tightens the pre-activation enclosure `encl[i]` of every activation layer
+    /// `i` by back-substitution from that layer (proofs/robust-crown-full.md), for its
+    /// unstable units only (`lo < 0 < hi`: the relaxation of a stable unit is exact), in
+    /// order, re-propagating IBP from each tightened layer (`encl` from
+    /// [`super::ibp::forward_box`] of one example). With a box input, layers with nothing but
+    /// one affine layer before them are skipped (IBP is then exact up to rounding).
+    /// `rows_per_pass` bounds the memory (rows back-substituted together); a layer with more
+    /// than `max_unstable` unstable units keeps its IBP enclosure (the cost knob: each
+    /// unstable unit costs two back-substituted rows).
+    pub fn refine(
+        &self,
+        net: &PreparedNet,
+        encl: &mut [BallVec],
+        input: &InputSet,
+        rows_per_pass: usize,
+        max_unstable: usize,
+    ) -> Result<()> {
+        if encl.len() != self.steps.len() + 1 {
+            return Err(Error::Shape(
+                "CROWN: the layer enclosures do not fit the network".into(),
+            ));
+        }
+        for i in 0..self.steps.len() {
+            if !matches!(self.steps[i], BackSub::Act { .. }) {
+                continue;
+            }
+            let affine_only = self.steps[..i]
+                .iter()
+                .filter(|s| !matches!(s, BackSub::Flatten))
+                .count()
+                <= 1;
+            if affine_only {
+                match input {
+                    InputSet::Box => continue,
+                    InputSet::L2 { center, eps } => {
+                        if self.first_layer_l2(net, encl, i, center, *eps)? {
+                            continue;
+                        }
+                    }
+                }
+            }
+            let e = &encl[i];
+            let n = e.len();
+            let unstable: Vec<usize> = (0..n).filter(|&k| e.lo(k) < 0.0 && e.hi(k) > 0.0).collect();
+            if unstable.is_empty() || unstable.len() > max_unstable {
+                continue;
+            }
+            let per = (rows_per_pass / 2).max(1);
+            let mut lo: Vec<f64> = (0..n).map(|k| e.lo(k)).collect();
+            let mut hi: Vec<f64> = (0..n).map(|k| e.hi(k)).collect();
+            for chunk in unstable.chunks(per) {
+                let mut lam = vec![0.0; 2 * chunk.len() * n];
+                for (r, &k) in chunk.iter().enumerate() {
+                    lam[2 * r * n + k] = 1.0;
+                    lam[(2 * r + 1) * n + k] = -1.0;
+                }
+                let b = self.lower_at(encl, i, lam, input, None)?;
+                for (r, &k) in chunk.iter().enumerate() {
+                    lo[k] = lo[k].max(b[2 * r]);
+                    hi[k] = hi[k].min(-b[2 * r + 1]);
+                }
+            }
+            let mut t = encl[i].clone();
+            for k in 0..n {
+                if lo[k] <= hi[k] {
+                    (t.mid[k], t.rad[k]) = interval_to_ball(lo[k], hi[k]);
+                }
+            }
+            super::ibp::intersect(&mut encl[i], &t);
+            super::ibp::forward_from(net, encl, i, 1)?;
+        }
+        Ok(())
+    }
+
+    /// The pre-activation enclosure `encl[i]` of the first affine layer over an L2 ball, in
+    /// closed form (proofs/robust-crown-full.md, "The first layer over an L2 ball"): unit `k`
+    /// of output channel / row `o` is `z_k(x0) ± ε‖w_o‖₂` with `z_k(x0)` over the centre's
+    /// enclosure. Returns false (nothing done) when the layers before `i` are not one dense or
+    /// conv layer (and flattens).
+    fn first_layer_l2(
+        &self,
+        net: &PreparedNet,
+        encl: &mut [BallVec],
+        i: usize,
+        center: &BallVec,
+        eps: f64,
+    ) -> Result<bool> {
+        let Some((affine, pixels)) = self.steps[..i].iter().find_map(|s| match s {
+            BackSub::Dense { affine, .. } => Some((affine, 1)),
+            BackSub::Conv { affine, pixels, .. } => Some((affine, *pixels)),
+            _ => None,
+        }) else {
+            return Ok(false);
+        };
+        let fan = affine.fan_in;
+        let norms: Vec<f64> = affine
+            .w
+            .chunks_exact(fan.max(1))
+            .map(|row| up(eps * up(row.iter().fold(0.0f64, |s, &w| up(s + up(w * w))).sqrt())))
+            .collect();
+        let zc = super::ibp::forward_prefix(net, center, i, 1)?;
+        let mut t = zc.clone();
+        for k in 0..t.len() {
+            let d = norms[k / pixels.max(1)];
+            (t.mid[k], t.rad[k]) = interval_to_ball(down(zc.lo(k) - d), up(zc.hi(k) + d));
+        }
+        super::ibp::intersect(&mut encl[i], &t);
+        super::ibp::forward_from(net, encl, i, 1)?;
+        Ok(true)
+    }
+
     /// Certified lower bound of every gap `Φ_y − Φ_j` (`j ≠ y`, increasing; binary: `[q]`)
     /// over the box `x` (one example), whose layer enclosures `encl` come from
     /// [`CertifiedNet::forward_of_ball`]. Returns the minimum (a lower bound of the margin);
@@ -174,6 +285,26 @@ impl Crown {
     /// Certified lower bounds of every gap (as [`Crown::margin_lower`], one per gap: `j ≠ y`
     /// increasing; binary: `[q]`). A bound that overflowed is `−∞`.
     pub fn gap_lowers(&self, encl: &[BallVec], label: u8, task: Task) -> Result<Vec<f64>> {
+        self.gap_lowers_over(encl, label, task, &InputSet::Box, None)
+    }
+
+    /// [`Crown::gap_lowers`] over `input`, with the lower ReLU slopes `alphas` when given
+    /// (per activation layer `[gaps, units]`, see [`Crown::lower_at`]).
+    pub fn gap_lowers_over(
+        &self,
+        encl: &[BallVec],
+        label: u8,
+        task: Task,
+        input: &InputSet,
+        alphas: Option<&[Option<Vec<f64>>]>,
+    ) -> Result<Vec<f64>> {
+        let lam = self.gap_specs(label, task)?;
+        self.lower_at(encl, self.steps.len(), lam, input, alphas)
+    }
+
+    /// The gap specification rows `e_y − e_j` (`j ≠ y` increasing; binary: `±1`),
+    /// row-major `[gaps, outputs]`. Errors when the task does not fit the network.
+    pub(crate) fn gap_specs(&self, label: u8, task: Task) -> Result<Vec<f64>> {
         let k = task.outputs();
         if k != self.lens[self.steps.len()] || label as usize >= k.max(2) {
             return Err(Error::Invalid(format!(
@@ -181,38 +312,65 @@ impl Crown {
                 self.lens[self.steps.len()]
             )));
         }
-        let specs: Vec<Vec<f64>> = match task {
-            Task::Binary => vec![vec![if label == 1 { 1.0 } else { -1.0 }]],
+        Ok(match task {
+            Task::Binary => vec![if label == 1 { 1.0 } else { -1.0 }],
             Task::Multi(_) => {
                 let y = label as usize;
-                (0..k)
-                    .filter(|&j| j != y)
-                    .map(|j| {
-                        let mut c = vec![0.0; k];
-                        c[y] = 1.0;
-                        c[j] = -1.0;
-                        c
-                    })
-                    .collect()
+                let mut lam = Vec::with_capacity((k - 1) * k);
+                for j in (0..k).filter(|&j| j != y) {
+                    let mut c = vec![0.0; k];
+                    c[y] = 1.0;
+                    c[j] = -1.0;
+                    lam.extend(c);
+                }
+                lam
             }
-        };
-        self.lower(encl, &specs)
+        })
     }
 
-    /// Lower bounds of `c_sᵀ Φ(x)` over the box `encl[0]`, one per row `c_s` of `specs`.
-    fn lower(&self, encl: &[BallVec], specs: &[Vec<f64>]) -> Result<Vec<f64>> {
-        let ns = specs.len();
-        if encl.len() != self.steps.len() + 1
-            || encl.iter().zip(&self.lens).any(|(e, &l)| e.len() != l)
+    /// The layer steps, for the slope optimizer (robust/alpha.rs).
+    pub(crate) fn steps(&self) -> &[BackSub] {
+        &self.steps
+    }
+
+    /// `lens[i]`: the input length of layer `i` (`lens[steps]`: the outputs).
+    pub(crate) fn lens(&self) -> &[usize] {
+        &self.lens
+    }
+
+    /// Lower bounds of `c_sᵀ a_top(x)` over the input set, `a_top` the output of layer
+    /// `top − 1` (`encl[top]`; the logits for `top = steps`), one per row `c_s` of
+    /// `lam` (`[rows, lens[top]]` row-major): back-substitution through layers `top − 1, …, 0`
+    /// with the enclosures `encl[..top]` (every one must contain its layer's exact values
+    /// over the input set). `alphas[i]`, when given for an activation layer `i`, holds the
+    /// lower-line slope of every (row, unit) in `[a, 1]` (`[rows, lens[i]]`) instead of
+    /// CROWN's choice (proofs/robust-alpha.md). A bound that overflowed is `−∞`.
+    pub(crate) fn lower_at(
+        &self,
+        encl: &[BallVec],
+        top: usize,
+        mut lam: Vec<f64>,
+        input: &InputSet,
+        alphas: Option<&[Option<Vec<f64>>]>,
+    ) -> Result<Vec<f64>> {
+        if top > self.steps.len()
+            || encl.len() < top + 1
+            || encl
+                .iter()
+                .zip(&self.lens)
+                .take(top + 1)
+                .any(|(e, &l)| e.len() != l)
+            || !lam.len().is_multiple_of(self.lens[top].max(1))
+            || alphas.is_some_and(|a| a.len() != self.steps.len())
         {
             return Err(Error::Shape(
                 "CROWN: the layer enclosures do not fit the network (one example expected)".into(),
             ));
         }
-        let mut lam: Vec<f64> = specs.iter().flatten().copied().collect();
+        let ns = lam.len() / self.lens[top].max(1);
         let mut beta = vec![0.0f64; ns];
         let mut dead = vec![false; ns];
-        for (i, step) in self.steps.iter().enumerate().rev() {
+        for (i, step) in self.steps[..top].iter().enumerate().rev() {
             let inp = &encl[i]; // input enclosure of layer i
             let n_in = self.lens[i];
             let n_out = self.lens[i + 1];
@@ -299,7 +457,10 @@ impl Crown {
                 BackSub::Pool { win, channels, max } => {
                     lam = pool_back(win, *channels, *max, &lam, &mut beta, &lo, &hi, &amax);
                 }
-                BackSub::Act { slope } => act_back(*slope, &mut lam, &mut beta, &lo, &hi),
+                BackSub::Act { slope } => {
+                    let al = alphas.and_then(|a| a[i].as_deref());
+                    act_back(*slope, &mut lam, &mut beta, &lo, &hi, al)
+                }
                 BackSub::Flatten => {}
             }
             // A non-finite coefficient or constant makes the invariant meaningless: the
@@ -313,22 +474,56 @@ impl Crown {
                 }
             }
         }
-        // min over the box of Σ λ_k x_k.
-        let x = &encl[0];
+        // min over the input set of Σ λ_k x_k.
         let n0 = self.lens[0];
         Ok((0..ns)
             .map(|s| {
                 if dead[s] {
                     return f64::NEG_INFINITY;
                 }
-                let mut v = beta[s];
-                for (kk, &l) in lam[s * n0..(s + 1) * n0].iter().enumerate() {
-                    let xv = if l >= 0.0 { x.lo(kk) } else { x.hi(kk) };
-                    v = down(v + down(l * xv));
-                }
+                let v = input.min_linear(&encl[0], &lam[s * n0..(s + 1) * n0], beta[s]);
                 if v.is_nan() { f64::NEG_INFINITY } else { v }
             })
             .collect())
+    }
+}
+
+/// The set of inputs a CROWN bound holds over.
+#[derive(Clone, Copy, Debug)]
+pub enum InputSet<'a> {
+    /// The box `encl[0]` (the clipped L∞ box).
+    Box,
+    /// The L2 ball of radius `eps` around every exact point enclosed by `center` (one
+    /// example; not clipped to the pixel domain). `encl[0]` must enclose the ball (e.g.
+    /// `center ± eps`, rounded outward): it bounds the input activations of the charges.
+    L2 {
+        /// Enclosure of the exact centre (`p / 255`).
+        center: &'a BallVec,
+        /// Radius.
+        eps: f64,
+    },
+}
+
+impl InputSet<'_> {
+    /// A lower bound of `min_x Σ λ_k x_k + β` over the set, `bx` the enclosing box
+    /// (proofs/robust-crown-full.md, "L2 inputs"): every product and sum rounded down; for
+    /// L2, `Σ λ_k x0_k − ε‖λ‖₂` with `x0` over the centre's enclosure and `‖λ‖₂` rounded up.
+    fn min_linear(&self, bx: &BallVec, lam: &[f64], beta: f64) -> f64 {
+        let corner = |x: &BallVec| {
+            let mut v = beta;
+            for (kk, &l) in lam.iter().enumerate() {
+                let xv = if l >= 0.0 { x.lo(kk) } else { x.hi(kk) };
+                v = down(v + down(l * xv));
+            }
+            v
+        };
+        match self {
+            InputSet::Box => corner(bx),
+            InputSet::L2 { center, eps } => {
+                let norm = up(lam.iter().fold(0.0f64, |s, &l| up(s + up(l * l))).sqrt());
+                down(corner(center) - up(eps * norm))
+            }
+        }
     }
 }
 
@@ -482,7 +677,17 @@ fn pool_back(
 
 /// Back-substitution through `y = max(z, a·z)` (`a ≤ 1`; ReLU: `a = 0`) with pre-activation
 /// bounds `z ∈ [lo, hi]` (proofs/robust-crown.md, "ReLU and LeakyReLU").
-fn act_back(a: f64, lam: &mut [f64], beta: &mut [f64], lo: &[f64], hi: &[f64]) {
+/// `alphas` (`[rows, n]`), when given, are the lower-line slopes of the straddling units
+/// with `λ > 0` (clamped into `[a, 1]`; any such line is below `f`) instead of CROWN's
+/// area heuristic.
+fn act_back(
+    a: f64,
+    lam: &mut [f64],
+    beta: &mut [f64],
+    lo: &[f64],
+    hi: &[f64],
+    alphas: Option<&[f64]>,
+) {
     let n = lo.len();
     // Upper line `y ≤ s z + c` of a straddling unit: s ≥ (u − a l)/(u − l), c ≥ (−l)(s − a).
     let lines: Vec<(f64, f64)> = lo
@@ -511,6 +716,22 @@ fn act_back(a: f64, lam: &mut [f64], beta: &mut [f64], lo: &[f64], hi: &[f64]) {
                 continue; // no contribution, or y = z
             }
             let zmax = (-l).max(u.abs());
+            if u > 0.0
+                && lv > 0.0
+                && let Some(al) = alphas
+            {
+                // The lower line y ≥ α z, α ∈ [a, 1] (NaN → a).
+                let al = al[s * n + k];
+                let al = if al >= a { al.min(1.0) } else { a };
+                if al == 0.0 {
+                    *lk = 0.0;
+                } else if al != 1.0 {
+                    let mu = lv * al;
+                    slack = up(slack + up(up(up(2.0 * U * mu.abs()) + ETA) * zmax));
+                    *lk = mu;
+                }
+                continue;
+            }
             // y = a z (u ≤ 0), or the lower line y ≥ a z (λ > 0, chosen when u < −l).
             let lower_a = u <= 0.0 || (lv > 0.0 && u < -l);
             if lower_a {
@@ -535,9 +756,10 @@ fn act_back(a: f64, lam: &mut [f64], beta: &mut [f64], lo: &[f64], hi: &[f64]) {
     }
 }
 
-/// Certified L∞ radii by bisection on ε with the margin lower bound `max(IBP, CROWN)` over
-/// the clipped box (both sound, so their maximum is; CROWN runs only where IBP's bound is
-/// not already positive, since the bisection only asks for the sign).
+/// Certified L∞ radii by bisection on ε with [`super::method::Method::Crown`]: the margin
+/// lower bound `max(IBP, CROWN-IBP, full CROWN)` over the clipped box, each stage run only
+/// where the previous ones do not prove the margin positive (all are sound, so their
+/// maximum is), bisecting above the IBP radius: never below the IBP radius.
 pub fn crown_radius(
     crown: &Crown,
     net: &CertifiedNet,
@@ -546,43 +768,13 @@ pub fn crown_radius(
     eps_max: f64,
     steps: usize,
 ) -> Result<Vec<f64>> {
-    use rayon::prelude::*;
-    let il = data.shape.len();
-    let bound = |n: usize, eps: f64| -> Result<f64> {
-        let b = super::linf_box(data.image(n), &[eps], il);
-        let encl = net.forward_of_ball(&b, 1)?;
-        let logits = encl.last().expect("non-empty");
-        let ibp = crate::certify::margin::margin_of(&crate::certify::margin::gaps(
-            logits,
-            0,
-            data.labels[n],
-            task,
-        ))
-        .lo;
-        if ibp > 0.0 {
-            return Ok(ibp);
-        }
-        Ok(ibp.max(crown.margin_lower(&encl, data.labels[n], task)?))
+    use super::method::{Bounder, Method, RadiusOptions, radii};
+    let bounder = Bounder::with_crown(Arc::clone(net.prepared()), crown.clone());
+    let opts = RadiusOptions {
+        method: Method::Crown,
+        eps_max,
+        steps,
+        alpha_steps: 0,
     };
-    (0..data.len())
-        .into_par_iter()
-        .map(|n| {
-            if bound(n, 0.0)? <= 0.0 {
-                return Ok(0.0);
-            }
-            if bound(n, eps_max)? > 0.0 {
-                return Ok(eps_max);
-            }
-            let (mut lo, mut hi) = (0.0, eps_max);
-            for _ in 0..steps {
-                let mid = 0.5 * (lo + hi);
-                if bound(n, mid)? > 0.0 {
-                    lo = mid;
-                } else {
-                    hi = mid;
-                }
-            }
-            Ok(lo)
-        })
-        .collect()
+    radii(&bounder, data, task, super::Norm::Inf, &opts, None)
 }

@@ -28,6 +28,7 @@ mod mutations;
 mod pipeline;
 mod regression;
 mod robust;
+mod robust_bounds;
 mod soundness;
 mod theorems;
 mod train;
