@@ -92,10 +92,11 @@ pub struct RobustArgs {
     /// run time.
     #[arg(long, conflicts_with = "attack")]
     pub no_attack: bool,
-    /// Gradient steps per restart (PGD; step size eps*max(2.5/steps, 0.1)) or Adam steps per
-    /// constant (CW). The default, 100, with 10 restarts is the paper's L-inf PGD.
-    #[arg(long, default_value_t = 100)]
-    pub attack_steps: usize,
+    /// Gradient steps per restart (PGD; step size eps*max(2.5/steps, 0.1); default 100,
+    /// with 10 restarts the paper's L-inf PGD) or Adam steps per constant (CW; default
+    /// 1000).
+    #[arg(long)]
+    pub attack_steps: Option<usize>,
     /// PGD random restarts (the first start is the clean point).
     #[arg(long, default_value_t = 10)]
     pub restarts: usize,
@@ -137,10 +138,12 @@ impl RobustArgs {
             ));
         }
         let attack = match kind {
-            AttackKind::Cw => AttackOptions::cw(self.attack_steps, self.cw_searches),
+            AttackKind::Cw => {
+                AttackOptions::cw(self.attack_steps.unwrap_or(1000), self.cw_searches)
+            }
             _ => AttackOptions {
                 kind,
-                steps: self.attack_steps,
+                steps: self.attack_steps.unwrap_or(100),
                 restarts: self.restarts,
                 ..AttackOptions::default()
             },
@@ -216,7 +219,7 @@ mod tests {
         let n = parse(&["--norm", "2", "--no-attack", "--method", "ibp"]);
         assert_eq!(n.options().unwrap().attack.kind, AttackKind::None);
         let cw = parse(&["--norm", "2", "--attack", "cw"]).options().unwrap();
-        assert_eq!(cw.attack.kind, AttackKind::Cw);
+        assert_eq!((cw.attack.kind, cw.attack.steps), (AttackKind::Cw, 1000));
         assert!(
             parse(&["--norm", "inf", "--attack", "cw"])
                 .options()

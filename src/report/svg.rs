@@ -304,20 +304,20 @@ pub fn robust_curves(rep: &RobustReport) -> Result<String> {
     use crate::robust::{AttackKind, RadiusMethod};
     let c = &rep.curve;
     let n = rep.examples.len().max(1) as f64;
-    let title = format!(
-        "robust accuracy against eps ({:?}, {} examples)",
-        rep.norm,
-        rep.examples.len()
-    );
     let methods: Vec<RadiusMethod> = RadiusMethod::ALL
         .into_iter()
         .filter(|&m| rep.examples.iter().any(|e| e.radius(m).is_some()))
         .collect();
     let names: Vec<&str> = methods.iter().map(|m| m.name()).collect();
-    let mut series = vec![Series {
-        label: format!("certified: best of {} (lower bound)", names.join(", ")),
-        points: steps(&c.eps, &c.certified),
-    }];
+    // The title names the methods too: a chart of one curve has no legend.
+    let title = format!(
+        "robust accuracy against eps ({:?}, {} examples; certified by {})",
+        rep.norm,
+        rep.examples.len(),
+        names.join(", ")
+    );
+    // The per-method curves first, so that the best one is drawn over them.
+    let mut series = Vec::new();
     if methods.len() > 1 {
         for &m in &methods {
             let frac: Vec<f64> = c
@@ -337,6 +337,10 @@ pub fn robust_curves(rep: &RobustReport) -> Result<String> {
             });
         }
     }
+    series.push(Series {
+        label: format!("certified: best of {} (lower bound)", names.join(", ")),
+        points: steps(&c.eps, &c.certified),
+    });
     if rep.attack.kind != AttackKind::None {
         series.push(Series {
             label: format!("attack: {} (upper bound)", super::robust::attack_text(rep)),

@@ -11,6 +11,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod attacks;
 mod audit_report;
 mod cli;
 mod data;
@@ -27,6 +28,7 @@ mod mutations;
 mod pipeline;
 mod regression;
 mod robust;
+mod robust_report;
 mod soundness;
 mod theorems;
 mod train;
