@@ -140,7 +140,21 @@ def margincert_robust(args, model_args, out, method, attack):
 def lirpa_radii(model, x, y, method, eps_max, steps):
     """auto_LiRPA radii by bisection with the margin specification C (rows e_y - e_j)."""
     from auto_LiRPA import BoundedModule, BoundedTensor, PerturbationLpNorm
-    bm = BoundedModule(model, torch.zeros(1, 1, 28, 28))  # a fresh module per method
+
+    # auto_LiRPA 0.3's sparse alpha fails on per-example boxes ("shape mismatch" in
+    # reconstruct_full_alpha): dense alphas for alpha-CROWN.
+    dense = {"sparse_intermediate_bounds": False, "sparse_features_alpha": False,
+             "sparse_spec_alpha": False}
+
+    def fresh():
+        return BoundedModule(model, torch.zeros(1, 1, 28, 28),
+                             bound_opts=dense if method == "CROWN-Optimized" else {})
+
+    # A fresh module per method (reusing one after alpha-CROWN inflates CROWN's radius), and
+    # per call for alpha-CROWN (its optimized slopes are sized by the unstable neurons of the
+    # first call).
+    alpha = method == "CROWN-Optimized"
+    bm = fresh()
     n = len(x)
     c = torch.zeros(n, 9, 10)
     for i in range(n):
@@ -152,7 +166,8 @@ def lirpa_radii(model, x, y, method, eps_max, steps):
         e = eps.view(-1, 1, 1, 1)
         ptb = PerturbationLpNorm(norm=np.inf, eps=float(eps.max()), x_L=(x - e).clamp(0, 1),
                                  x_U=(x + e).clamp(0, 1))
-        lb, _ = bm.compute_bounds(x=(BoundedTensor(x, ptb),), C=c, method=method, bound_upper=False)
+        m = fresh() if alpha else bm
+        lb, _ = m.compute_bounds(x=(BoundedTensor(x, ptb),), C=c, method=method, bound_upper=False)
         return lb.min(dim=1).values > 0
 
     lo, hi = torch.zeros(n), torch.full((n,), eps_max)

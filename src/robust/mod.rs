@@ -695,9 +695,7 @@ pub fn median(v: impl Iterator<Item = f64>) -> Option<f64> {
     }
     v.sort_by(f64::total_cmp);
     let h = v.len() / 2;
-    Some(if v.len() % 2 == 1 {
-        v[h]
-    } else if v[h].is_infinite() {
+    Some(if v.len() % 2 == 1 || v[h].is_infinite() {
         v[h]
     } else {
         0.5 * (v[h - 1] + v[h])
