@@ -278,7 +278,7 @@ def main():
         + " | CPU s / radius |"
     md = [f"{args.examples} MNIST training images, L-inf box clipped to [0,1], eps_max {args.eps_max}, "
           f"{args.steps} bisection steps, {args.threads} threads", "", head,
-          "|" + "---|" * (3 + len(eps_list))]
+          "|" + "---|" * (4 + len(eps_list))]
     for name, k, v in rows:
         t = v.get("cpu_per_radius")
         md.append(f"| {name} | {k} | {v['median']:.4g} | "
