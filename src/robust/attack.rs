@@ -501,7 +501,7 @@ fn cw_descend(
 
 /// Carlini–Wagner L2 on one example: for each constant `c` of a binary search
 /// (`opts.bisection` steps from `c = 0.1`, ×10 until a success, then halving the bracket),
-/// `opts.steps` Adam steps on the tanh-space variable ([`cw_descend`]); each candidate is
+/// `opts.steps` Adam steps on the tanh-space variable (`cw_descend`); each candidate is
 /// moved along its ray to the closest point the certified forward pass `net` proves
 /// misclassified. Returns the smallest certified distance of such a point (`+inf` when none
 /// was found); 0 for an example already not classified correctly.
