@@ -47,17 +47,6 @@ pub enum AttackArg {
 
 // `margincert robust` flags.
 #[derive(Args, Debug)]
-#[command(
-    long_about = "Certified lower bounds and verified attack upper bounds on every example's \
-robustness radius.\n\nCertified radii (each a claim about the exact real network, kept sound \
-under floating point): L-inf by interval bound propagation (IBP) and, with --method crown (the \
-default), CROWN back-substitution whose intermediate-layer bounds are IBP's (CROWN-IBP, not full \
-CROWN), both bisected on the radius over the box clipped to [0,1]; L2 from the margin's class \
-gaps over certified GLOBAL Lipschitz bounds (loose on CNNs). Every example reports the best \
-certified radius and the method that proved it; curves, table and medians use it.\n\nAttack \
-radii: PGD (L-inf or L2) or Carlini-Wagner L2, every adversarial point re-checked by the \
-certified forward pass."
-)]
 pub struct RobustArgs {
     /// The model file: a native checkpoint (.safetensors), a PyTorch state_dict (.safetensors,
     /// with --spec) or an ONNX graph (.onnx). The report records its SHA-256.
