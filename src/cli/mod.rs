@@ -68,9 +68,10 @@ enum Command {
     /// Plot a run's metrics.jsonl: loss.svg (log10 loss) and margin.svg (normalized and
     /// smoothed margins) against epoch. `train` writes them too at the end of a run.
     Plot(plot::PlotArgs),
-    /// Certified robustness radii (L2 from the margin and a certified Lipschitz bound, L-inf
-    /// by interval bound propagation) next to verified PGD attack radii; writes robust.json,
-    /// robust-curve.json and robust.svg and prints a table.
+    /// Certified robustness radii (L2: the margin over certified global Lipschitz bounds;
+    /// L-inf: interval bound propagation and CROWN with IBP intermediate bounds, CROWN-IBP),
+    /// the best per example, next to verified attack radii (PGD or Carlini-Wagner L2); writes
+    /// robust.json, robust-curve.json and robust.svg and prints a table.
     Robust(robust::RobustArgs),
     /// Reproduce one of the paper's experiments (a bundle of run configs): train each run,
     /// certify its kept checkpoints and final one, and write the Figure-1 curves (constant vs

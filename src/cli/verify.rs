@@ -28,8 +28,8 @@ pub struct VerifyArgs {
     /// Data source and selection; by default the checkpoint's.
     #[command(flatten)]
     pub data: OptDataArgs,
-    /// Which split the certificate is about (default: train for a certificate, test for a
-    /// robustness report, as `certify` and `robust` default).
+    /// Which split the certificate or robustness report is about (default: train, as
+    /// `certify`, `audit` and `robust` default).
     #[arg(long, value_enum)]
     pub split: Option<SplitName>,
 }
@@ -48,7 +48,7 @@ pub fn cmd(a: &VerifyArgs) -> Result<()> {
         let rep = RobustReport::from_value(value)?;
         // A report is a claim about one model file: without its hash it is bound to nothing.
         check_hash(rep.checkpoint_sha256.as_deref(), &digest, &what)?;
-        let data = a.data.load(&ckpt, a.split.unwrap_or(SplitName::Test))?;
+        let data = a.data.load(&ckpt, a.split.unwrap_or(SplitName::Train))?;
         margincert::robust::verify::verify(&rep, &ckpt.spec, &ckpt.params, &data)?
     } else {
         let cert = Certificate::from_value(value)?;

@@ -284,30 +284,74 @@ pub fn histogram_svg(lower_bounds: &[f64], bins: usize) -> String {
         })
 }
 
-/// Robust accuracy against the radius ε of `rep`: certified (a lower bound) and attack (an
-/// upper bound) curves.
+/// The points of a right-continuous step function that is `v[i]` on `[eps[i], eps[i+1])`.
+fn steps(eps: &[f64], v: &[f64]) -> Vec<(f64, f64)> {
+    let mut p = Vec::with_capacity(2 * eps.len());
+    for i in 0..eps.len().min(v.len()) {
+        if i > 0 {
+            p.push((eps[i], v[i - 1]));
+        }
+        p.push((eps[i], v[i]));
+    }
+    p
+}
+
+/// Robust accuracy against the radius ε of `rep`, as step functions on its curve's grid:
+/// the certified accuracy of the best radius per example (a lower bound), of each method
+/// run on its own when there are several, and the attack's (an upper bound, when an attack
+/// ran); axes with ticks and labels, and a legend.
 pub fn robust_curves(rep: &RobustReport) -> Result<String> {
+    use crate::robust::{AttackKind, RadiusMethod};
     let c = &rep.curve;
+    let n = rep.examples.len().max(1) as f64;
+    let methods: Vec<RadiusMethod> = RadiusMethod::ALL
+        .into_iter()
+        .filter(|&m| rep.examples.iter().any(|e| e.radius(m).is_some()))
+        .collect();
+    let names: Vec<&str> = methods.iter().map(|m| m.name()).collect();
+    // The title names the methods too: a chart of one curve has no legend.
     let title = format!(
-        "robust accuracy against eps ({:?}, {} examples)",
+        "robust accuracy against eps ({:?}, {} examples; certified by {})",
         rep.norm,
-        rep.examples.len()
+        rep.examples.len(),
+        names.join(", ")
     );
-    let pts = |v: &[f64]| c.eps.iter().copied().zip(v.iter().copied()).collect();
+    // The per-method curves first, so that the best one is drawn over them.
+    let mut series = Vec::new();
+    if methods.len() > 1 {
+        for &m in &methods {
+            let frac: Vec<f64> = c
+                .eps
+                .iter()
+                .map(|&e| {
+                    rep.examples
+                        .iter()
+                        .filter(|x| x.radius(m).unwrap_or(0.0) > e)
+                        .count() as f64
+                        / n
+                })
+                .collect();
+            series.push(Series {
+                label: format!("certified: {} only", m.name()),
+                points: steps(&c.eps, &frac),
+            });
+        }
+    }
+    series.push(Series {
+        label: format!("certified: best of {} (lower bound)", names.join(", ")),
+        points: steps(&c.eps, &c.certified),
+    });
+    if rep.attack.kind != AttackKind::None {
+        series.push(Series {
+            label: format!("attack: {} (upper bound)", super::robust::attack_text(rep)),
+            points: steps(&c.eps, &c.empirical),
+        });
+    }
     line_chart(
         &title,
-        &format!("eps ({:?})", rep.norm),
-        "robust accuracy",
-        &[
-            Series {
-                label: "certified (lower bound)".into(),
-                points: pts(&c.certified),
-            },
-            Series {
-                label: "attack (upper bound)".into(),
-                points: pts(&c.empirical),
-            },
-        ],
+        &format!("eps ({:?} radius)", rep.norm),
+        "robust accuracy (fraction of examples)",
+        &series,
     )
     .or_else(|_| empty_chart(&title, "no example: nothing to draw"))
 }

@@ -25,7 +25,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::certify::Enclosure;
 use crate::certify::ball::{BallVec, input_enclosure};
-use crate::certify::bounds::ext_f64;
 use crate::certify::certificate::DatasetInfo;
 use crate::certify::forward::{CertifiedNet, ForwardMode, PreparedNet};
 use crate::certify::margin::{Task, margins};
@@ -34,7 +33,7 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::{ModelSpec, Params};
 use crate::nn::Network;
-pub use attack::{AttackOptions, AttackResult};
+pub use attack::{AttackKind, AttackOptions, AttackResult};
 pub use lipschitz::{Lipschitz, lipschitz};
 
 /// The norm of a perturbation.
@@ -94,7 +93,81 @@ pub fn lipschitz_radius(logits: &BallVec, lip: &Lipschitz, data: &Dataset, task:
     ibp::lipschitz_radius(logits, lip, data, task)
 }
 
-/// Per-example result.
+/// Serde of a radius or bound whose `+inf` means "none known": `+inf` is written as `null`
+/// and `null` read back as `+inf`, so that the JSON holds numbers and nulls only (no strings
+/// for infinities). Refuses NaN and `-inf` both ways.
+pub mod inf_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Finite values as numbers, `+inf` as `null`; NaN and `-inf` are errors.
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else if *v == f64::INFINITY {
+            s.serialize_none()
+        } else {
+            Err(serde::ser::Error::custom(format!("not a radius: {v}")))
+        }
+    }
+
+    /// Inverse of [`serialize`].
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
+    }
+}
+
+/// The method that proved a certified radius.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RadiusMethod {
+    /// L∞: interval bound propagation ([`ibp_radius`]).
+    Ibp,
+    /// L∞: CROWN back-substitution with IBP intermediate bounds, the margin bound
+    /// `max(IBP, CROWN)` bisected ([`crown::crown_radius`]).
+    Crown,
+    /// L2: the margin's class gaps over certified global Lipschitz bounds of the gaps
+    /// ([`lipschitz_radius`]).
+    GlobalLipschitz,
+    /// L2: the margin alone over `√2·Lip` of the network.
+    MarginOnly,
+}
+
+impl RadiusMethod {
+    /// Every method, in the order that breaks ties (the first of the largest radii wins).
+    pub const ALL: [RadiusMethod; 4] = [
+        RadiusMethod::Ibp,
+        RadiusMethod::Crown,
+        RadiusMethod::GlobalLipschitz,
+        RadiusMethod::MarginOnly,
+    ];
+
+    /// The name used in JSON, tables and legends.
+    pub fn name(self) -> &'static str {
+        match self {
+            RadiusMethod::Ibp => "ibp",
+            RadiusMethod::Crown => "crown",
+            RadiusMethod::GlobalLipschitz => "global_lipschitz",
+            RadiusMethod::MarginOnly => "margin_only",
+        }
+    }
+}
+
+/// Which certified L∞ bounds run: the time/tightness knob of `robust --method`. IBP always
+/// runs (it is the cheap first pass); L2 radii come from the Lipschitz bounds whatever the
+/// choice.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Relaxation {
+    /// Interval bound propagation only.
+    Ibp,
+    /// IBP, then CROWN back-substitution (with IBP intermediate bounds) where IBP does not
+    /// already prove the margin positive.
+    #[default]
+    Crown,
+}
+
+/// Per-example result. Certified radii are capped at the report's `eps_max` (a radius of at
+/// least `eps_max` reads `eps_max`: still a lower bound), so they are finite numbers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExampleRadii {
@@ -104,28 +177,64 @@ pub struct ExampleRadii {
     pub label: u8,
     /// Certified margin enclosure of the clean example `[lo, hi]`.
     pub margin: [f64; 2],
-    /// Certified lower bound on the radius (L2: Lipschitz; L∞: IBP).
-    #[serde(with = "ext_f64")]
+    /// The certified lower bound on the radius: the best (largest) of the methods run, the
+    /// one every curve, table, median and gate uses. 0 when not even the clean point is
+    /// certified.
     pub certified: f64,
-    /// Certified L2 lower bound from the minimum margin alone: `lo(q_min)`-style uniform
-    /// bound `lo(q_n)/(√2·Lip)` (L2 runs only; 0 otherwise).
-    #[serde(with = "ext_f64")]
-    pub margin_only: f64,
-    /// L∞ only: certified lower bound by bisection on the `max(IBP, CROWN)` margin bound
-    /// (MLPs and CNNs; `None` when not computed, e.g. a LeakyReLU slope above 1).
-    #[serde(default)]
+    /// The method whose radius is `certified` (the first of [`RadiusMethod::ALL`] on ties).
+    pub method: RadiusMethod,
+    /// L∞ only: the IBP radius (`None` for L2).
+    pub ibp: Option<f64>,
+    /// L∞ only: the bisection on the `max(IBP, CROWN)` margin bound (`None` when not run or
+    /// not applicable, e.g. a LeakyReLU slope above 1, and for L2).
     pub crown: Option<f64>,
-    /// Upper bound from a verified adversarial point (`inf` when the attack found none).
-    #[serde(with = "ext_f64")]
+    /// L2 only: `min_j lo(s_nj) / Lip_j` over the class gaps (`None` for L∞).
+    pub global_lipschitz: Option<f64>,
+    /// L2 only: the uniform bound from the margin alone, `lo(q_n)/(√2·Lip)` (0 for L∞).
+    pub margin_only: f64,
+    /// Upper bound from a verified adversarial point; `+inf` (`null` in JSON) when the
+    /// attack found none (within `eps_max` for PGD) or did not run.
+    #[serde(with = "inf_as_null")]
     pub attack: f64,
 }
 
-/// Robust accuracy at each ε: certified (lower bound on the true robust accuracy) and
-/// empirical (upper bound).
+impl ExampleRadii {
+    /// The radius claimed for `m` (`None` when `m` did not run).
+    pub fn radius(&self, m: RadiusMethod) -> Option<f64> {
+        match m {
+            RadiusMethod::Ibp => self.ibp,
+            RadiusMethod::Crown => self.crown,
+            RadiusMethod::GlobalLipschitz => self.global_lipschitz,
+            RadiusMethod::MarginOnly => self.global_lipschitz.map(|_| self.margin_only),
+        }
+    }
+
+    /// The best of the claimed method radii and its method (the first of
+    /// [`RadiusMethod::ALL`] on ties; `(0, first method run)` when none is positive).
+    pub fn best(&self) -> (f64, RadiusMethod) {
+        let mut best: Option<(f64, RadiusMethod)> = None;
+        for m in RadiusMethod::ALL {
+            if let Some(r) = self.radius(m)
+                && best.is_none_or(|(b, _)| r > b)
+            {
+                best = Some((r, m));
+            }
+        }
+        best.unwrap_or((0.0, RadiusMethod::Ibp))
+    }
+}
+
+/// Robust accuracy against ε: certified (a lower bound on the true robust accuracy, from the
+/// best certified radius of every example) and empirical (an upper bound, from the attack).
+///
+/// The grid follows the radii ([`grid`]): 0, every distinct radius in `(0, eps_max)` to three
+/// significant digits (or [`CURVE_POINTS`] quantiles of them when there are more), and
+/// `eps_max`; between two grid points the accuracies change only where a radius lies
+/// within its rounding (0.5 %) of the upper point.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Curve {
-    /// ε grid.
+    /// ε grid (increasing).
     pub eps: Vec<f64>,
     /// Fraction of examples with certified radius `> ε`.
     pub certified: Vec<f64>,
@@ -134,8 +243,10 @@ pub struct Curve {
 }
 
 /// The version of the robustness report schema this margincert writes and reads
-/// ([`RobustReport::from_json`]); 1 is the first verifiable one.
-pub const ROBUST_SCHEMA_VERSION: u32 = 1;
+/// ([`RobustReport::from_json`]): 1 was the first verifiable one; 2 reports the best certified
+/// radius with its method, the per-method radii, `null` for unknown attack radii and a
+/// curve grid that follows the radii.
+pub const ROBUST_SCHEMA_VERSION: u32 = 2;
 
 /// The report of one robustness run: a certificate of robustness radii that
 /// [`verify::verify`] re-checks.
@@ -150,17 +261,19 @@ pub struct RobustReport {
     pub checkpoint_sha256: Option<String>,
     /// Norm.
     pub norm: Norm,
-    /// Largest ε searched.
+    /// Largest ε searched; certified radii are capped at it.
     pub eps_max: f64,
-    /// Bisection steps on the radius (certified and attack).
+    /// Bisection steps on the radius (certified and PGD): resolution `eps_max / 2^steps`.
     pub steps: usize,
-    /// The attack's settings (its `bisection` is `steps`).
+    /// The attack's settings (for PGD its `bisection` is `steps`).
     pub attack: AttackOptions,
+    /// The certified L∞ bounds run ([`Relaxation`]; L2 radii do not depend on it).
+    pub relaxation: Relaxation,
     /// The arithmetic of the clean margins' certified pass (an audit reuses its
     /// certificate's, `auto` by default; `robust` uses binary64).
     pub forward: ForwardMode,
-    /// Certified upper bound on the network's L2 Lipschitz constant.
-    #[serde(with = "ext_f64")]
+    /// Certified upper bound on the network's L2 Lipschitz constant (`null`: overflowed).
+    #[serde(with = "inf_as_null")]
     pub lipschitz: f64,
     /// Per example.
     pub examples: Vec<ExampleRadii>,
@@ -179,6 +292,11 @@ impl RobustReport {
             steps: self.steps,
             attack: self.attack,
         }
+    }
+
+    /// The best certified radius of every example (what curves, medians and gates use).
+    pub fn certified(&self) -> Vec<f64> {
+        self.examples.iter().map(|e| e.certified).collect()
     }
 }
 
@@ -270,8 +388,15 @@ impl<'a> RobustSetup<'a> {
         })
     }
 
-    /// Certified and empirical radii of every example, in `opts.norm`.
+    /// Certified and empirical radii of every example, in `opts.norm`, with every certified
+    /// method ([`Relaxation::Crown`]).
     pub fn run(&self, opts: &RobustOptions) -> Result<RobustReport> {
+        self.run_with(opts, Relaxation::Crown)
+    }
+
+    /// [`RobustSetup::run`] with the L∞ bounds of `relax` only (IBP alone is faster and
+    /// looser). Every example's `certified` radius is the best of the methods run.
+    pub fn run_with(&self, opts: &RobustOptions, relax: Relaxation) -> Result<RobustReport> {
         use rayon::prelude::*;
         if !(opts.eps_max.is_finite() && opts.eps_max > 0.0) {
             return Err(Error::Invalid(format!(
@@ -279,9 +404,18 @@ impl<'a> RobustSetup<'a> {
                 opts.eps_max
             )));
         }
+        if opts.attack.kind == AttackKind::Cw && opts.norm == Norm::Inf {
+            return Err(Error::Invalid(
+                "the Carlini-Wagner attack (cw) is an L2 attack: use --attack pgd with --norm inf"
+                    .into(),
+            ));
+        }
         let (data, net, task, lip) = (self.data, &self.net, self.task, &self.lip);
         let margins = &self.margins;
-        let (certified, margin_only) = match opts.norm {
+        let cap = |r: f64| r.min(opts.eps_max);
+        let n = data.len();
+        let (mut ibp, mut global, mut margin_only) = (vec![None; n], vec![None; n], vec![0.0; n]);
+        match opts.norm {
             Norm::L2 => {
                 let c = lipschitz_radius(&self.logits, lip, data, task);
                 let s2 = up(std::f64::consts::SQRT_2);
@@ -290,19 +424,24 @@ impl<'a> RobustSetup<'a> {
                 } else {
                     up(s2 * lip.network)
                 };
-                let m = margins
-                    .iter()
-                    .map(|q| if q.lo > 0.0 { down(q.lo / l) } else { 0.0 })
-                    .collect();
-                (c, m)
+                for (k, q) in margins.iter().enumerate() {
+                    global[k] = Some(cap(c[k]));
+                    margin_only[k] = cap(if q.lo > 0.0 { down(q.lo / l) } else { 0.0 });
+                }
             }
-            Norm::Inf => (
-                ibp_radius(net, data, task, opts.eps_max, opts.steps)?,
-                vec![0.0; data.len()],
-            ),
-        };
-        let crown_r = match (opts.norm, crown::Crown::from_prepared(&self.prepared)) {
-            (Norm::Inf, Ok(c)) => Some(crown::crown_radius(
+            Norm::Inf => {
+                let r = ibp_radius(net, data, task, opts.eps_max, opts.steps)?;
+                for (k, x) in r.into_iter().enumerate() {
+                    ibp[k] = Some(cap(x));
+                }
+            }
+        }
+        let crown_r = match (
+            opts.norm,
+            relax,
+            crown::Crown::from_prepared(&self.prepared),
+        ) {
+            (Norm::Inf, Relaxation::Crown, Ok(c)) => Some(crown::crown_radius(
                 &c,
                 net,
                 data,
@@ -315,18 +454,22 @@ impl<'a> RobustSetup<'a> {
         let model = self.prepared.model();
         let f32net = Network::from_model(model);
         let aopts = AttackOptions {
-            bisection: opts.steps,
+            bisection: if opts.attack.kind == AttackKind::Pgd {
+                opts.steps
+            } else {
+                opts.attack.bisection
+            },
             ..opts.attack
         };
-        let attacks: Vec<Result<AttackResult>> = (0..data.len())
+        let attacks: Vec<Result<AttackResult>> = (0..n)
             .into_par_iter()
-            .map(|n| {
+            .map(|k| {
                 attack::attack(
                     &f32net,
                     model.params(),
                     net,
-                    data.image(n),
-                    data.labels[n],
+                    data.image(k),
+                    data.labels[k],
                     task,
                     opts.norm,
                     opts.eps_max,
@@ -334,23 +477,25 @@ impl<'a> RobustSetup<'a> {
                 )
             })
             .collect();
-        let mut examples = Vec::with_capacity(data.len());
-        for (n, a) in attacks.into_iter().enumerate() {
-            examples.push(ExampleRadii {
-                index: n,
-                label: data.labels[n],
-                margin: [margins[n].lo, margins[n].hi],
-                certified: certified[n],
-                margin_only: margin_only[n],
-                crown: crown_r.as_ref().map(|r| r[n]),
+        let mut examples = Vec::with_capacity(n);
+        for (k, a) in attacks.into_iter().enumerate() {
+            let mut e = ExampleRadii {
+                index: k,
+                label: data.labels[k],
+                margin: [margins[k].lo, margins[k].hi],
+                certified: 0.0,
+                method: RadiusMethod::Ibp,
+                ibp: ibp[k],
+                crown: crown_r.as_ref().map(|r| cap(r[k])),
+                global_lipschitz: global[k],
+                margin_only: margin_only[k],
                 attack: a?.radius,
-            });
+            };
+            (e.certified, e.method) = e.best();
+            examples.push(e);
         }
-        let violations = examples
-            .iter()
-            .filter(|e| e.certified > e.attack || e.crown.is_some_and(|c| c > e.attack))
-            .count();
-        let curve = curve(&examples, opts.eps_max, 21);
+        let violations = violations(&examples);
+        let curve = curve(&examples, opts.eps_max);
         Ok(RobustReport {
             schema_version: ROBUST_SCHEMA_VERSION,
             dataset: self.dataset.clone(),
@@ -359,6 +504,7 @@ impl<'a> RobustSetup<'a> {
             eps_max: opts.eps_max,
             steps: opts.steps,
             attack: aopts,
+            relaxation: relax,
             forward: self.forward,
             lipschitz: lip.network,
             examples,
@@ -366,6 +512,18 @@ impl<'a> RobustSetup<'a> {
             violations,
         })
     }
+}
+
+/// The examples one of whose claimed certified radii exceeds the attack radius (0 for a sound
+/// report: each certified radius is below the true one, each attack radius above it).
+pub fn violations(ex: &[ExampleRadii]) -> usize {
+    ex.iter()
+        .filter(|e| {
+            std::iter::once(e.certified)
+                .chain(RadiusMethod::ALL.iter().filter_map(|&m| e.radius(m)))
+                .any(|r| r > e.attack)
+        })
+        .count()
 }
 
 /// The data must have the model's input shape.
@@ -389,28 +547,68 @@ pub fn run(
     RobustSetup::new(spec, params, data)?.run(opts)
 }
 
-/// Robust accuracy curves on `points` evenly spaced ε in `[0, eps_max]`.
-pub fn curve(ex: &[ExampleRadii], eps_max: f64, points: usize) -> Curve {
-    let n = ex.len().max(1) as f64;
-    let eps: Vec<f64> = (0..points)
-        .map(|i| eps_max * i as f64 / (points.max(2) - 1) as f64)
+/// At most this many ε in a curve's grid besides 0 and `eps_max` ([`curve`]).
+pub const CURVE_POINTS: usize = 256;
+
+/// `x` to three significant digits (the grid of a curve: an edit of a radius by a few ulps,
+/// such as a weaker claim, leaves its grid point unchanged).
+fn three_digits(x: f64) -> f64 {
+    format!("{x:.2e}").parse().unwrap_or(x)
+}
+
+/// The ε grid that follows `radii`: 0, the distinct finite radii in `(0, eps_max)` to three
+/// significant digits (when there are more than [`CURVE_POINTS`], that many of them at
+/// evenly spaced ranks: quantiles), and `eps_max`.
+pub fn grid(radii: impl Iterator<Item = f64>, eps_max: f64) -> Vec<f64> {
+    let mut r: Vec<f64> = radii
+        .filter(|&x| x > 0.0 && x < eps_max)
+        .map(three_digits)
+        .filter(|&x| x > 0.0 && x < eps_max)
         .collect();
-    let frac = |f: &dyn Fn(&ExampleRadii) -> f64, e: f64| {
-        ex.iter().filter(|x| f(x) > e).count() as f64 / n
-    };
+    r.sort_by(f64::total_cmp);
+    r.dedup();
+    if r.len() > CURVE_POINTS {
+        let m = r.len() - 1;
+        r = (0..CURVE_POINTS)
+            .map(|i| r[i * m / (CURVE_POINTS - 1)])
+            .collect();
+        r.dedup();
+    }
+    let mut g = Vec::with_capacity(r.len() + 2);
+    g.push(0.0);
+    g.extend(r);
+    g.push(eps_max);
+    g
+}
+
+/// Robust accuracy curves of `ex` (best certified radius and attack radius) on the grid of
+/// their radii ([`grid`]).
+pub fn curve(ex: &[ExampleRadii], eps_max: f64) -> Curve {
+    let n = ex.len().max(1) as f64;
+    let eps = grid(ex.iter().flat_map(|e| [e.certified, e.attack]), eps_max);
+    let frac = |r: &[f64], e: f64| r.iter().filter(|&&x| x > e).count() as f64 / n;
+    let cert: Vec<f64> = ex.iter().map(|e| e.certified).collect();
+    let att: Vec<f64> = ex.iter().map(|e| e.attack).collect();
     Curve {
-        certified: eps.iter().map(|&e| frac(&|x| x.certified, e)).collect(),
-        empirical: eps.iter().map(|&e| frac(&|x| x.attack, e)).collect(),
+        certified: eps.iter().map(|&e| frac(&cert, e)).collect(),
+        empirical: eps.iter().map(|&e| frac(&att, e)).collect(),
         eps,
     }
 }
 
-/// Median of the finite values (`None` when there are none).
+/// Median of all the values (`+inf` included, NaN excluded): the middle one, or the mean of
+/// the two middle ones; `None` when there is none. Over radii, a non-robust example counts
+/// as radius 0 and an unknown attack radius as `+inf`.
 pub fn median(v: impl Iterator<Item = f64>) -> Option<f64> {
-    let mut v: Vec<f64> = v.filter(|x| x.is_finite()).collect();
+    let mut v: Vec<f64> = v.filter(|x| !x.is_nan()).collect();
     if v.is_empty() {
         return None;
     }
-    v.sort_by(|a, b| a.total_cmp(b));
-    Some(v[v.len() / 2])
+    v.sort_by(f64::total_cmp);
+    let h = v.len() / 2;
+    Some(if v.len() % 2 == 1 || v[h].is_infinite() {
+        v[h]
+    } else {
+        0.5 * (v[h - 1] + v[h])
+    })
 }

@@ -575,6 +575,7 @@ fn check_every_pass(spec: &ModelSpec, seed: u64) -> BTreeSet<&'static str> {
         restarts: 2,
         bisection: steps,
         seed: seed ^ 0xa77,
+        ..AttackOptions::default()
     };
     let mut linf_attacks = Vec::new();
     for n in 0..EXAMPLES {

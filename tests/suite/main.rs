@@ -11,6 +11,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod attacks;
 mod audit_report;
 mod cli;
 mod data;
@@ -29,6 +30,7 @@ mod pipeline;
 mod regression;
 mod robust;
 mod robust_bounds;
+mod robust_report;
 mod soundness;
 mod theorems;
 mod train;

@@ -199,7 +199,7 @@ fn kind_of(doc: Doc, path: &str) -> Kind {
         return match key {
             // The curve and the violation count are derived from the claimed radii.
             _ if path.starts_with("/curve") => Kind::Fact,
-            "certified" | "margin_only" | "crown" => Kind::Lower,
+            "certified" | "margin_only" | "crown" | "ibp" | "global_lipschitz" => Kind::Lower,
             "attack" | "lipschitz" => Kind::Upper,
             "margin" if path.ends_with("/0") => Kind::Lower,
             "margin" => Kind::Upper,
@@ -373,6 +373,13 @@ fn string_mutations(path: &str, s: &str) -> Vec<Mutation> {
                 "valid",
                 "l2",
                 "inf",
+                "ibp",
+                "crown",
+                "global_lipschitz",
+                "margin_only",
+                "pgd",
+                "cw",
+                "none",
             ]
             .into_iter()
             .filter(|o| *o != s)
@@ -393,11 +400,17 @@ const OPTIONAL_CLAIMS: [&str; 5] = [
     "/norms/rho_pow_l",
 ];
 
-/// Optional claims of a robustness report: a CROWN radius (`null`: not claimed).
+/// Optional claims of a robustness report: a CROWN, IBP or global-Lipschitz radius (`null`:
+/// not claimed).
 fn is_optional(doc: Doc, path: &str) -> bool {
     match doc {
         Doc::Certificate => OPTIONAL_CLAIMS.contains(&path),
-        Doc::Robust => path.starts_with("/examples/") && path.ends_with("/crown"),
+        Doc::Robust => {
+            path.starts_with("/examples/")
+                && ["/crown", "/ibp", "/global_lipschitz"]
+                    .iter()
+                    .any(|k| path.ends_with(k))
+        }
     }
 }
 
