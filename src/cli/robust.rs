@@ -8,7 +8,7 @@ use clap::Args;
 
 use margincert::error::{Error, Result};
 use margincert::report::Summary;
-use margincert::robust::{AttackKind, AttackOptions, Norm, Relaxation, RobustOptions, RobustSetup};
+use margincert::robust::{AttackKind, AttackOptions, Method, Norm, RobustOptions, RobustSetup};
 
 use super::args::ModelArgs;
 use super::data::{OptDataArgs, SplitName};
@@ -22,16 +22,21 @@ pub const DEFAULT_STEPS: usize = 14;
 pub enum MethodArg {
     /// Interval bound propagation only (fastest, loosest).
     Ibp,
-    /// IBP, then CROWN back-substitution with IBP intermediate bounds (CROWN-IBP) where IBP
-    /// does not already prove the margin positive.
+    /// IBP, then CROWN with IBP intermediate bounds (CROWN-IBP), then full CROWN
+    /// (intermediate bounds by back-substitution), each where the previous does not already
+    /// prove the margin positive.
     Crown,
+    /// CROWN, then the lower ReLU slopes optimized per unit (alpha-CROWN style; slowest,
+    /// tightest).
+    Alpha,
 }
 
-impl From<MethodArg> for Relaxation {
+impl From<MethodArg> for Method {
     fn from(m: MethodArg) -> Self {
         match m {
-            MethodArg::Ibp => Relaxation::Ibp,
-            MethodArg::Crown => Relaxation::Crown,
+            MethodArg::Ibp => Method::Ibp,
+            MethodArg::Crown => Method::Crown,
+            MethodArg::Alpha => Method::Alpha,
         }
     }
 }
@@ -204,7 +209,7 @@ mod tests {
         assert!(o.eps_max / 2f64.powi(o.steps as i32) < 1e-4);
         assert_eq!((o.attack.steps, o.attack.restarts), (100, 10));
         assert_eq!(o.attack.kind, AttackKind::Pgd);
-        assert_eq!(Relaxation::from(a.method), Relaxation::Crown);
+        assert_eq!(Method::from(a.method), Method::Crown);
         let n = parse(&["--norm", "2", "--no-attack", "--method", "ibp"]);
         assert_eq!(n.options().unwrap().attack.kind, AttackKind::None);
         let cw = parse(&["--norm", "2", "--attack", "cw"]).options().unwrap();

@@ -35,6 +35,7 @@ use crate::model::{ModelSpec, Params};
 use crate::nn::Network;
 pub use attack::{AttackKind, AttackOptions, AttackResult};
 pub use lipschitz::{Lipschitz, lipschitz};
+pub use method::Method;
 
 /// The norm of a perturbation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,20 +153,6 @@ impl RadiusMethod {
     }
 }
 
-/// Which certified L∞ bounds run: the time/tightness knob of `robust --method`. IBP always
-/// runs (it is the cheap first pass); L2 radii come from the Lipschitz bounds whatever the
-/// choice.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Relaxation {
-    /// Interval bound propagation only.
-    Ibp,
-    /// IBP, then CROWN back-substitution (with IBP intermediate bounds) where IBP does not
-    /// already prove the margin positive.
-    #[default]
-    Crown,
-}
-
 /// Per-example result. Certified radii are capped at the report's `eps_max` (a radius of at
 /// least `eps_max` reads `eps_max`: still a lower bound), so they are finite numbers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -267,8 +254,9 @@ pub struct RobustReport {
     pub steps: usize,
     /// The attack's settings (for PGD its `bisection` is `steps`).
     pub attack: AttackOptions,
-    /// The certified L∞ bounds run ([`Relaxation`]; L2 radii do not depend on it).
-    pub relaxation: Relaxation,
+    /// The certified L∞ bounds run (`robust --method`, [`Method`]; L2 radii do not depend
+    /// on it).
+    pub relaxation: Method,
     /// The arithmetic of the clean margins' certified pass (an audit reuses its
     /// certificate's, `auto` by default; `robust` uses binary64).
     pub forward: ForwardMode,
@@ -389,14 +377,14 @@ impl<'a> RobustSetup<'a> {
     }
 
     /// Certified and empirical radii of every example, in `opts.norm`, with every certified
-    /// method ([`Relaxation::Crown`]).
+    /// method ([`Method::Crown`]).
     pub fn run(&self, opts: &RobustOptions) -> Result<RobustReport> {
-        self.run_with(opts, Relaxation::Crown)
+        self.run_with(opts, Method::Crown)
     }
 
     /// [`RobustSetup::run`] with the L∞ bounds of `relax` only (IBP alone is faster and
     /// looser). Every example's `certified` radius is the best of the methods run.
-    pub fn run_with(&self, opts: &RobustOptions, relax: Relaxation) -> Result<RobustReport> {
+    pub fn run_with(&self, opts: &RobustOptions, relax: Method) -> Result<RobustReport> {
         use rayon::prelude::*;
         if !(opts.eps_max.is_finite() && opts.eps_max > 0.0) {
             return Err(Error::Invalid(format!(
@@ -436,19 +424,29 @@ impl<'a> RobustSetup<'a> {
                 }
             }
         }
+        // CROWN (IBP, CROWN-IBP, full CROWN) or alpha-CROWN on top: the `crown` radius.
         let crown_r = match (
             opts.norm,
             relax,
             crown::Crown::from_prepared(&self.prepared),
         ) {
-            (Norm::Inf, Relaxation::Crown, Ok(c)) => Some(crown::crown_radius(
-                &c,
-                net,
-                data,
-                task,
-                opts.eps_max,
-                opts.steps,
-            )?),
+            (Norm::Inf, Method::Crown | Method::Alpha, Ok(c)) => {
+                let bounder = method::Bounder::with_crown(Arc::clone(&self.prepared), c);
+                let ropts = method::RadiusOptions {
+                    method: relax,
+                    eps_max: opts.eps_max,
+                    steps: opts.steps,
+                    ..method::RadiusOptions::default()
+                };
+                Some(method::radii(
+                    &bounder,
+                    data,
+                    task,
+                    Norm::Inf,
+                    &ropts,
+                    None,
+                )?)
+            }
             _ => None,
         };
         let model = self.prepared.model();

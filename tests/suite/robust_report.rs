@@ -10,7 +10,7 @@ use margincert::data::{Dataset, embedded};
 use margincert::import;
 use margincert::report::Summary;
 use margincert::robust::{
-    self, AttackKind, AttackOptions, Norm, RadiusMethod, Relaxation, RobustOptions, RobustReport,
+    self, AttackKind, AttackOptions, Method, Norm, RadiusMethod, RobustOptions, RobustReport,
     RobustSetup,
 };
 
@@ -29,7 +29,7 @@ fn data(n: usize) -> Dataset {
 }
 
 /// A quick L∞ report of the PyTorch MLP on 16 examples.
-fn linf_report(relax: Relaxation, attack: AttackKind) -> RobustReport {
+fn linf_report(relax: Method, attack: AttackKind) -> RobustReport {
     let ck = torch_mlp();
     let d = data(16);
     let opts = RobustOptions {
@@ -53,7 +53,7 @@ fn linf_report(relax: Relaxation, attack: AttackKind) -> RobustReport {
 /// so on a PyTorch MLP the certified accuracy was 0 where CROWN certified most examples.
 #[test]
 fn the_curve_table_and_median_use_the_best_radius() {
-    let rep = linf_report(Relaxation::Crown, AttackKind::Pgd);
+    let rep = linf_report(Method::Crown, AttackKind::Pgd);
     assert_eq!(rep.violations, 0);
     let mut crown_better = 0;
     for e in &rep.examples {
@@ -92,7 +92,7 @@ fn the_curve_table_and_median_use_the_best_radius() {
     assert!(s.contains("proved by: ibp") && s.contains("crown"), "{s}");
     println!("{s}");
     // `--method ibp` reports IBP alone, and says so.
-    let ibp_only = linf_report(Relaxation::Ibp, AttackKind::None);
+    let ibp_only = linf_report(Method::Ibp, AttackKind::None);
     for (a, b) in ibp_only.examples.iter().zip(&rep.examples) {
         assert_eq!((a.crown, a.method), (None, RadiusMethod::Ibp));
         assert_eq!(a.certified, b.ibp.unwrap());
@@ -104,7 +104,7 @@ fn the_curve_table_and_median_use_the_best_radius() {
 /// reads back and verifies.
 #[test]
 fn unknown_radii_are_null_never_strings() {
-    let rep = linf_report(Relaxation::Ibp, AttackKind::None);
+    let rep = linf_report(Method::Ibp, AttackKind::None);
     let json = serde_json::to_string_pretty(&rep).unwrap();
     // (`"norm": "inf"` names the norm.)
     let radii = json.replace("\"norm\": \"inf\"", "");
@@ -150,7 +150,7 @@ fn medians_count_every_example() {
 /// every radius (to three digits), and the table shows quantiles of it.
 #[test]
 fn the_curve_grid_follows_the_radii() {
-    let rep = linf_report(Relaxation::Crown, AttackKind::Pgd);
+    let rep = linf_report(Method::Crown, AttackKind::Pgd);
     let g = &rep.curve.eps;
     assert_eq!((g[0], *g.last().unwrap()), (0.0, 0.3));
     assert!(g.windows(2).all(|w| w[0] < w[1]), "{g:?}");
@@ -219,7 +219,7 @@ fn verify_checks_the_method_and_the_unknown_attack() {
 /// step curve per method, the best one and the attack's, each in the legend.
 #[test]
 fn the_plot_has_axes_ticks_and_a_legend() {
-    let rep = linf_report(Relaxation::Crown, AttackKind::Pgd);
+    let rep = linf_report(Method::Crown, AttackKind::Pgd);
     let svg = margincert::report::svg::robust_curves(&rep).unwrap();
     for needle in [
         "eps (Inf radius)",
@@ -232,7 +232,7 @@ fn the_plot_has_axes_ticks_and_a_legend() {
     ] {
         assert!(svg.contains(needle), "no {needle:?} in the SVG");
     }
-    let none = linf_report(Relaxation::Ibp, AttackKind::None);
+    let none = linf_report(Method::Ibp, AttackKind::None);
     let svg = margincert::report::svg::robust_curves(&none).unwrap();
     assert!(svg.contains("certified by ibp)") && !svg.contains("attack:"));
 }
