@@ -3,7 +3,7 @@
 //! For a straddling unit (`l < 0 < u`) whose back-substitution coefficient is positive,
 //! every line `y ≥ α z` with `α ∈ [a, 1]` (`a` the LeakyReLU slope, 0 for ReLU) is a valid
 //! lower bound of the activation, so any choice of slopes gives a sound bound once the
-//! bound is computed by [`Crown::lower_at`] with its rounding charges. This module only
+//! bound is computed by `Crown::lower_at` with its rounding charges. This module only
 //! CHOOSES the slopes: projected gradient ascent (Adam steps, clamped into `[a, 1]`) on the
 //! bound of every gap row separately, evaluated in plain binary64 without any rounding
 //! control (a wrong digit here costs tightness, never soundness).

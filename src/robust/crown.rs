@@ -289,7 +289,7 @@ impl Crown {
     }
 
     /// [`Crown::gap_lowers`] over `input`, with the lower ReLU slopes `alphas` when given
-    /// (per activation layer `[gaps, units]`, see [`Crown::lower_at`]).
+    /// (per activation layer `[gaps, units]`, see `Crown::lower_at`).
     pub fn gap_lowers_over(
         &self,
         encl: &[BallVec],
