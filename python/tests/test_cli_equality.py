@@ -100,8 +100,10 @@ def test_verify_refuses_another_model() -> None:
 def test_robust_equals_the_cli(cli: Path, tmp_path: Path) -> None:
     ck = EXPECTED / "linear-last.safetensors"
     out = tmp_path / "rob"
-    r = run_cli(cli, "robust", str(ck), "--norm", "2", "--subset", "12", "--steps", "4",
-                "--restarts", "1", "--out", str(out))
+    # The CLI's robust defaults to the training split and 100 attack steps; the call below
+    # gives the test split and the library's 20 steps.
+    r = run_cli(cli, "robust", str(ck), "--norm", "2", "--split", "test", "--subset", "12",
+                "--steps", "4", "--attack-steps", "20", "--restarts", "1", "--out", str(out))
     assert r.returncode == 0, r.stderr
     model = mc.Model.from_safetensors(ck)
     data = mc.load_data(split="test", binary=(0, 1), subset=12)
