@@ -20,7 +20,7 @@ use crate::certify::margin::Task;
 use crate::error::Result;
 use crate::linalg::{Accum, MatMut, MatRef, Par, matmul};
 
-use super::crown::{BackSub, Crown, InputSet};
+use super::crown::{BackSub, Crown, InputSet, conv_transpose};
 
 /// Default number of projected-gradient iterations per bound.
 pub const DEFAULT_STEPS: usize = 20;
@@ -175,35 +175,7 @@ fn eval(
                         }
                     }
                 }
-                let sp = ns * pp;
-                let mut lc = vec![0.0; out * sp];
-                for s in 0..ns {
-                    for o in 0..out {
-                        let src = &lam[s * out * pp + o * pp..][..pp];
-                        lc[o * sp + s * pp..][..pp].copy_from_slice(src);
-                    }
-                }
-                let mut cols = vec![0.0; fan * sp];
-                matmul(
-                    MatMut::row_major(&mut cols, fan, sp),
-                    Accum::Replace,
-                    MatRef::row_major(&affine.w, out, fan).transpose(),
-                    MatRef::row_major(&lc, out, sp),
-                    Par::Seq,
-                );
-                let mut next = vec![0.0; ns * in_len];
-                for r in 0..fan {
-                    let trow = &table[r * pp..(r + 1) * pp];
-                    for s in 0..ns {
-                        let c = &cols[r * sp + s * pp..][..pp];
-                        let nx = &mut next[s * in_len..(s + 1) * in_len];
-                        for (&t, &v) in trow.iter().zip(c) {
-                            if t != u32::MAX {
-                                nx[t as usize] += v;
-                            }
-                        }
-                    }
-                }
+                let next = conv_transpose(&lam, &affine.w, (out, fan, pp), ns, *in_len, table);
                 lam = next;
                 Record::None
             }

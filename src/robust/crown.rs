@@ -417,40 +417,9 @@ impl Crown {
                     if let Some(b) = &affine.bias {
                         add_bias(&lam, &mut beta, b, pp);
                     }
-                    // Λ as [out, ns·P] (column block s = spec s).
-                    let sp = ns * pp;
-                    let mut lc = vec![0.0; out * sp];
-                    for s in 0..ns {
-                        for o in 0..out {
-                            let src = &lam[s * out * pp + o * pp..][..pp];
-                            let dst = o * sp + s * pp;
-                            lc[dst..dst + pp].copy_from_slice(src);
-                        }
-                    }
-                    let mut cols = vec![0.0; fan * sp];
-                    // Wᵀ·Λ for row-major W: [out, fan].
-                    matmul(
-                        MatMut::row_major(&mut cols, fan, sp),
-                        Accum::Replace,
-                        MatRef::row_major(w, out, fan).transpose(),
-                        MatRef::row_major(&lc, out, sp),
-                        Par::Seq,
-                    );
-                    // col2im: scatter-add (part of the same summation tree of ≤ `terms`
-                    // products per input entry).
-                    let mut next = vec![0.0; ns * in_len];
-                    for r in 0..fan {
-                        let trow = &table[r * pp..(r + 1) * pp];
-                        for s in 0..ns {
-                            let c = &cols[r * sp + s * pp..][..pp];
-                            let nx = &mut next[s * in_len..(s + 1) * in_len];
-                            for (&t, &v) in trow.iter().zip(c) {
-                                if t != u32::MAX {
-                                    nx[t as usize] += v;
-                                }
-                            }
-                        }
-                    }
+                    // The col2im scatter-add is part of the same summation tree of ≤ `terms`
+                    // products per input entry.
+                    let next = conv_transpose(&lam, w, (out, fan, pp), ns, *in_len, table);
                     product_charge(&lam, &mut beta, colsum, &amax, *terms)?;
                     lam = next;
                 }
@@ -528,6 +497,50 @@ impl InputSet<'_> {
 }
 
 /// `β_s += Σ_{o,p} λ_s[o·P + p]·b[o]`, every product and sum rounded down.
+/// `Wᵀλ` of a convolution for `ns` specs at once, in f64 (the caller charges the rounding):
+/// `lam` is `[ns, out, P]`, `w` row-major `[out, fan]`, `table` the im2col gather (input index
+/// per `(fan, P)` entry, `u32::MAX` for padding); returns `[ns, in_len]` (Λ as `[out, ns·P]`,
+/// one product `Wᵀ·Λ`, then the col2im scatter-add).
+pub(super) fn conv_transpose(
+    lam: &[f64],
+    w: &[f64],
+    (out, fan, pp): (usize, usize, usize),
+    ns: usize,
+    in_len: usize,
+    table: &[u32],
+) -> Vec<f64> {
+    let sp = ns * pp;
+    let mut lc = vec![0.0; out * sp];
+    for s in 0..ns {
+        for o in 0..out {
+            let src = &lam[s * out * pp + o * pp..][..pp];
+            lc[o * sp + s * pp..][..pp].copy_from_slice(src);
+        }
+    }
+    let mut cols = vec![0.0; fan * sp];
+    matmul(
+        MatMut::row_major(&mut cols, fan, sp),
+        Accum::Replace,
+        MatRef::row_major(w, out, fan).transpose(),
+        MatRef::row_major(&lc, out, sp),
+        Par::Seq,
+    );
+    let mut next = vec![0.0; ns * in_len];
+    for r in 0..fan {
+        let trow = &table[r * pp..(r + 1) * pp];
+        for s in 0..ns {
+            let c = &cols[r * sp + s * pp..][..pp];
+            let nx = &mut next[s * in_len..(s + 1) * in_len];
+            for (&t, &v) in trow.iter().zip(c) {
+                if t != u32::MAX {
+                    nx[t as usize] += v;
+                }
+            }
+        }
+    }
+    next
+}
+
 fn add_bias(lam: &[f64], beta: &mut [f64], b: &[f64], pixels: usize) {
     let per = b.len() * pixels;
     for (s, bs) in beta.iter_mut().enumerate() {

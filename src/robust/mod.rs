@@ -34,6 +34,7 @@ use crate::error::{Error, Result};
 use crate::model::{ModelSpec, Params};
 use crate::nn::Network;
 pub use attack::{AttackKind, AttackOptions, AttackResult};
+pub use ibp::ibp_radius;
 pub use lipschitz::{Lipschitz, lipschitz};
 pub use method::Method;
 
@@ -73,19 +74,6 @@ pub fn linf_box(pixels: &[u8], eps: &[f64], input_len: usize) -> BallVec {
         rad.push(r);
     }
     BallVec { mid, rad }
-}
-
-/// Certified L∞ radii by IBP with bisection (`steps` halvings of `[0, eps_max]`): for every
-/// returned `r_n > 0`, the certified margin lower bound is `> 0` on the whole box of radius
-/// `r_n` clipped to `[0,1]^d`. 0 when not even the clean point is certified ([`ibp`]).
-pub fn ibp_radius(
-    net: &CertifiedNet,
-    data: &Dataset,
-    task: Task,
-    eps_max: f64,
-    steps: usize,
-) -> Result<Vec<f64>> {
-    ibp::ibp_radius(net, data, task, eps_max, steps)
 }
 
 /// Certified L2 radii from the margin: `r_n = min_{j≠y} down(lo(s_nj) / Lip_j)` (0 when some

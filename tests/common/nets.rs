@@ -390,3 +390,20 @@ pub fn random_deep_spec(cnn: bool, rng: &mut ChaCha8Rng) -> ModelSpec {
     spec.validate().expect("valid random spec");
     spec
 }
+
+/// A robustness test case on `spec` (which has 3 outputs): He-normal parameters with biases
+/// redrawn in `[-0.3, 0.3)`, a random image, a box half-width `k/255` (`k` in 1..=40) and a
+/// label — the common tail of the random CNN / MLP builders of the robustness tests.
+pub fn robust_case(spec: ModelSpec, rng: &mut ChaCha8Rng) -> (ModelSpec, Params, Vec<u8>, u8, u8) {
+    let mut params = Params::he_normal(&spec, rng.random()).unwrap();
+    for l in &mut params.layers {
+        if let Some(b) = &mut l.bias {
+            b.iter_mut()
+                .for_each(|v| *v = rng.random_range(-0.3f32..0.3));
+        }
+    }
+    let image: Vec<u8> = (0..spec.input.len()).map(|_| rng.random()).collect();
+    let k = rng.random_range(1..=40u8);
+    let label = rng.random_range(0..3u8);
+    (spec, params, image, k, label)
+}

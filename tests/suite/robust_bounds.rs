@@ -297,17 +297,7 @@ fn random_net(seed: u64) -> (ModelSpec, Params, Vec<u8>, u8, u8) {
         input,
         layers,
     };
-    let mut params = Params::he_normal(&spec, rng.random()).unwrap();
-    for l in &mut params.layers {
-        if let Some(b) = &mut l.bias {
-            b.iter_mut()
-                .for_each(|v| *v = rng.random_range(-0.3f32..0.3));
-        }
-    }
-    let image: Vec<u8> = (0..input.len()).map(|_| rng.random()).collect();
-    let k = rng.random_range(1..=40u8);
-    let label = rng.random_range(0..3u8);
-    (spec, params, image, k, label)
+    crate::common::nets::robust_case(spec, &mut rng)
 }
 
 /// Pixel points of the perturbation set of radius `k` pixels around `image` (the centre, then
