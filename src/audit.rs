@@ -49,8 +49,8 @@ impl Default for RobustAudit {
     fn default() -> Self {
         Self {
             examples: 16,
-            eps_max_l2: 3.0,
-            eps_max_linf: 0.3,
+            eps_max_l2: crate::robust::Norm::L2.default_eps_max(),
+            eps_max_linf: crate::robust::Norm::Inf.default_eps_max(),
             steps: 10,
             restarts: 3,
         }

@@ -31,6 +31,9 @@ pub struct Bundle {
     pub about: &'static str,
     /// The run configs (TOML text, embedded in the binary).
     pub configs: Vec<NamedConfig>,
+    /// Examples per split of Figure 8 (0: no Figure 8; the VGG bundles have none, an attack
+    /// on the 14-layer net costs hours per checkpoint on a workstation).
+    pub figure8_examples: usize,
 }
 
 /// All bundles. `full` selects the paper-size configs where a bundle has them.
@@ -63,11 +66,13 @@ pub fn bundles(full: bool) -> Vec<Bundle> {
             name: "mnist-small",
             about: "Figure 1 / Table 1 at small size: bias-free MNIST CNN on 50 embedded images, \
                     constant vs loss-based step (with --full: the paper-size configs, needs data)",
+            figure8_examples: FIGURE8_EXAMPLES,
             configs: mnist.clone(),
         },
         Bundle {
             name: "mnist",
             about: "Figure 1 / Table 1 at the paper's size (all of MNIST; needs `margincert fetch`)",
+            figure8_examples: FIGURE8_EXAMPLES,
             configs: vec![
                 (
                     "constant",
@@ -84,6 +89,7 @@ pub fn bundles(full: bool) -> Vec<Bundle> {
             about: "Figure 1 at small size for the MNIST CNN with biases (not homogeneous: loss \
                     and q_min are certified, the normalized margin and KKT are not; with --full: \
                     the paper-size configs, needs data)",
+            figure8_examples: FIGURE8_EXAMPLES,
             configs: if full {
                 vec![
                     (
@@ -112,6 +118,7 @@ pub fn bundles(full: bool) -> Vec<Bundle> {
             name: "two-layer-relu",
             about: "two-layer bias-free ReLU net (784-100-1), logistic loss, MNIST 0 vs 1 (40 \
                     embedded images): normalized margin increases, KKT bounds decrease",
+            figure8_examples: FIGURE8_EXAMPLES,
             configs: vec![(
                 "two-layer",
                 include_str!("../fixtures/configs/two-layer-relu.toml"),
@@ -121,6 +128,7 @@ pub fn bundles(full: bool) -> Vec<Bundle> {
             name: "linear-svm",
             about: "linear model, logistic loss, MNIST 0 vs 1 (40 embedded images): normalized \
                     margin increases towards the hard-margin SVM value",
+            figure8_examples: FIGURE8_EXAMPLES,
             configs: vec![(
                 "linear",
                 include_str!("../fixtures/configs/linear-svm.toml"),
@@ -131,6 +139,7 @@ pub fn bundles(full: bool) -> Vec<Bundle> {
             about: "the paper's MNIST CNN (first-layer bias) on 1,000 MNIST training images, \
                     batch 100, constant vs loss-based step, Table 1's thresholds (needs the \
                     MNIST files: `margincert fetch mnist` or --data DIR; about 25 minutes on 2 cores)",
+            figure8_examples: FIGURE8_EXAMPLES,
             configs: vec![
                 (
                     "constant",
@@ -147,6 +156,7 @@ pub fn bundles(full: bool) -> Vec<Bundle> {
             about: "bias control for mnist-1k: the paper's MNIST CNN with a bias in every layer \
                     (not homogeneous: loss and q_min certified, normalized margins logged) on the \
                     same 1,000 images, constant vs loss-based step (needs the MNIST files)",
+            figure8_examples: FIGURE8_EXAMPLES,
             configs: vec![
                 (
                     "constant",
@@ -163,6 +173,7 @@ pub fn bundles(full: bool) -> Vec<Bundle> {
             about: "the paper's headline at small size: the bias-free MLP 784-100-10 on 100 \
                     embedded MNIST images, loss-based step, trained until the loss passes \
                     1e-800 and certified there (minutes on 2 cores)",
+            figure8_examples: FIGURE8_EXAMPLES,
             configs: vec![(
                 "loss-based",
                 include_str!("../fixtures/configs/mlp-1e-800.toml"),
@@ -173,6 +184,7 @@ pub fn bundles(full: bool) -> Vec<Bundle> {
             about: "the paper's bias-free VGG-16 variant on 20 CIFAR-10 training images, \
                     loss-based step, until 1e-20 (needs the CIFAR-10 files; the certified pass \
                     runs in double-double where binary64 is too wide)",
+            figure8_examples: 0,
             configs: vec![(
                 "loss-based",
                 include_str!("../fixtures/configs/cifar-vgg-small.toml"),
@@ -182,6 +194,7 @@ pub fn bundles(full: bool) -> Vec<Bundle> {
             name: "cifar",
             about: "the paper's CIFAR-10 experiment at full size (VGG-16 variant, all 50,000 \
                     images; needs the CIFAR-10 files and far more CPU than a workstation)",
+            figure8_examples: 0,
             configs: vec![(
                 "loss-based",
                 include_str!("../fixtures/configs/cifar-vgg-paper.toml"),
@@ -291,18 +304,6 @@ pub const FIGURE8_LINF_EPS_MAX: f64 = 0.3;
 pub const FIGURE8_CW_STEPS: usize = 200;
 /// Binary-search steps on the constant of Figure 8's Carlini–Wagner L2 attack.
 pub const FIGURE8_CW_SEARCHES: usize = 8;
-
-impl Bundle {
-    /// Examples per split of Figure 8 (0: no Figure 8). The VGG bundles have none: an attack
-    /// on the 14-layer net costs hours per checkpoint on a workstation.
-    pub fn figure8_examples(&self) -> usize {
-        if self.name.starts_with("cifar") {
-            0
-        } else {
-            FIGURE8_EXAMPLES
-        }
-    }
-}
 
 /// Figure 8 for one checkpoint and norm: robust accuracy against the radius on the first
 /// [`Bundle::figure8_examples`] training or test examples, certified (the best proven radius:
@@ -438,19 +439,18 @@ pub fn markdown_table(rows: &[Row]) -> String {
 /// can be 1e-4 rad or less; 256 bits resolve far below that, see proofs/direction.md).
 const DIRECTION_PREC: u32 = 256;
 
-/// Fills the certified angles between consecutive checkpoints and to the last one of a run;
-/// `rows` and `params` are in the same (epoch) order.
-fn add_direction_changes(rows: &mut [Row], params: &[(usize, crate::model::Params)]) -> Result<()> {
+/// Fills the certified angles between consecutive checkpoints and to the last one of a run
+/// (`certified` in epoch order: each row with the parameters it was certified on).
+fn add_direction_changes(certified: &mut [(Row, crate::model::Params)]) -> Result<()> {
     let angle = |a, b| direction_change(a, b, DIRECTION_PREC).map(|d| [d.angle.lo, d.angle.hi]);
-    let Some((_, last)) = params.last() else {
+    let Some(last) = certified.last().map(|(_, p)| p.clone()) else {
         return Ok(());
     };
-    for (i, row) in rows.iter_mut().enumerate() {
-        let (_, p) = &params[i];
+    for i in 0..certified.len() {
         if i > 0 {
-            row.angle_to_previous = Some(angle(&params[i - 1].1, p)?);
+            certified[i].0.angle_to_previous = Some(angle(&certified[i - 1].1, &certified[i].1)?);
         }
-        row.angle_to_last = Some(angle(p, last)?);
+        certified[i].0.angle_to_last = Some(angle(&certified[i].1, &last)?);
     }
     Ok(())
 }
@@ -500,17 +500,17 @@ pub fn reused_run(
     {
         return differs("data selection");
     }
-    let mut kept = Vec::new();
+    // The kept checkpoints in name order (the rows are sorted by epoch once certified);
+    // `last` comes after them, so a last checkpoint equal to a kept one is certified once.
+    let mut all = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let p = entry.map_err(|e| Error::io(dir, e))?.path();
         let name = file_name(&p);
         if name.starts_with("loss-1e") && name.ends_with(".safetensors") {
-            let epoch = epoch_of(&Checkpoint::load(&p)?);
-            kept.push((epoch, p));
+            all.push(p);
         }
     }
-    kept.sort();
-    let mut all: Vec<PathBuf> = kept.into_iter().map(|(_, p)| p).collect();
+    all.sort();
     all.push(last);
     Ok(Some(all))
 }
@@ -584,27 +584,26 @@ pub fn reproduce(
                 all
             }
         };
-        let mut run_rows: Vec<Row> = Vec::new();
-        let mut run_params = Vec::new();
+        // Each certified row with the parameters it was certified on (for the direction
+        // changes between them).
+        let mut certified: Vec<(Row, crate::model::Params)> = Vec::new();
         for p in &checkpoints {
             let ck = Checkpoint::load(p)?;
             // A run that stops at a threshold ends on the checkpoint it kept there: the last
             // one is the same network, certified once (under the threshold's name).
             if file_name(p) == "last.safetensors"
-                && run_rows.iter().any(|r| r.epoch == epoch_of(&ck))
+                && certified.iter().any(|(r, _)| r.epoch == epoch_of(&ck))
             {
                 continue;
             }
             let r = row_of(run_name, p, &ck, cfg.train.loss, &split.train)?;
-            run_params.push((r.epoch, ck.params.clone()));
             println!(
                 "  {} epoch {}: normalized margin {}",
                 r.checkpoint,
                 r.epoch,
                 r.normalized.map_or("-".into(), fmt_pair)
             );
-            run_rows.push(r);
-            let n = bundle.figure8_examples();
+            let n = bundle.figure8_examples;
             for (name, examples) in [("train", &split.train), ("test", &split.test)] {
                 if examples.is_empty() || n == 0 {
                     continue;
@@ -621,10 +620,11 @@ pub fn reproduce(
                     robust.push(rc);
                 }
             }
+            certified.push((r, ck.params));
         }
-        run_rows.sort_by_key(|r| r.epoch);
-        run_params.sort_by_key(|(e, _)| *e);
-        add_direction_changes(&mut run_rows, &run_params)?;
+        certified.sort_by_key(|(r, _)| r.epoch);
+        add_direction_changes(&mut certified)?;
+        let run_rows: Vec<Row> = certified.into_iter().map(|(r, _)| r).collect();
         let metrics = read_metrics(&dir.join("metrics.jsonl"))?;
         loss_series.push(Series {
             label: run_name.to_string(),

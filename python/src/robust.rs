@@ -51,10 +51,7 @@ pub fn robust(
     }
     let opts = RobustOptions {
         norm,
-        eps_max: eps_max.unwrap_or(match norm {
-            Norm::L2 => 3.0,
-            Norm::Inf => 0.3,
-        }),
+        eps_max: eps_max.unwrap_or(norm.default_eps_max()),
         steps,
         attack: AttackOptions {
             restarts,

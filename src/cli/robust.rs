@@ -117,10 +117,7 @@ fn parse_steps(t: &str) -> std::result::Result<usize, String> {
 impl RobustArgs {
     /// The library options these flags select.
     pub fn options(&self) -> Result<RobustOptions> {
-        let eps_max = self.eps_max.unwrap_or(match self.norm {
-            Norm::L2 => 3.0,
-            Norm::Inf => 0.3,
-        });
+        let eps_max = self.eps_max.unwrap_or(self.norm.default_eps_max());
         let kind = match (self.no_attack, self.attack) {
             (true, _) => AttackKind::None,
             (false, AttackArg::Pgd) => AttackKind::Pgd,

@@ -4,7 +4,7 @@
 //! windows included), ReLU, LeakyReLU with slope `≤ 1`, flatten.
 //!
 //! This is the "CROWN-IBP" variant: the pre-activation bounds of the intermediate layers are
-//! the IBP enclosures of [`CertifiedNet::forward_of_ball`]; back-substitution runs only from
+//! the IBP enclosures of [`super::ibp::forward_box`]; back-substitution runs only from
 //! the output gap specifications (`k − 1` rows for `k` classes, all at once).
 //!
 //! The bound is kept as `s_j(x) ≥ Σ_k λ_k a_k + β` with `λ` EXACT f64 numbers and `β` a
@@ -273,7 +273,7 @@ impl Crown {
 
     /// Certified lower bound of every gap `Φ_y − Φ_j` (`j ≠ y`, increasing; binary: `[q]`)
     /// over the box `x` (one example), whose layer enclosures `encl` come from
-    /// [`CertifiedNet::forward_of_ball`]. Returns the minimum (a lower bound of the margin);
+    /// [`super::ibp::forward_box`]. Returns the minimum (a lower bound of the margin);
     /// `−∞` when the bound overflowed. Errors when `encl` does not fit the network.
     pub fn margin_lower(&self, encl: &[BallVec], label: u8, task: Task) -> Result<f64> {
         Ok(self

@@ -16,7 +16,7 @@ use crate::certify::forward::prepare::{PreparedNet, PreparedOp};
 use crate::certify::margin::{Task, gaps};
 use crate::certify::round::{down, interval_to_ball, up};
 use crate::data::Dataset;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::Op;
 
 use super::Lipschitz;
@@ -37,14 +37,7 @@ fn apply_layer(net: &PreparedNet, i: usize, x: BallVec, batch: usize) -> Result<
 /// output over it (index `i + 1` = output of layer `i`), sequentially; max-pool takes the
 /// interval maximum. Errors on a shape mismatch, an invalid box or an overflow.
 pub fn forward_box(net: &PreparedNet, x: &BallVec, batch: usize) -> Result<Vec<BallVec>> {
-    if x.len() != batch * net.input_len() || !x.is_valid() {
-        return Err(Error::Shape(format!(
-            "an input box of {} values for a batch of {batch} inputs of {} values (or a \
-             non-finite box)",
-            x.len(),
-            net.input_len()
-        )));
-    }
+    net.check_box(x, batch)?;
     let mut out = vec![x.clone()];
     for i in 0..net.plan().len() {
         let next = apply_layer(net, i, out[i].clone(), batch)?;

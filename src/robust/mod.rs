@@ -48,6 +48,17 @@ pub enum Norm {
     Inf,
 }
 
+impl Norm {
+    /// The largest radius searched when none is given: 3.0 in L2 (pixels `p/255`: about
+    /// the distance of a clearly different digit), 0.3 in L∞.
+    pub fn default_eps_max(self) -> f64 {
+        match self {
+            Norm::L2 => 3.0,
+            Norm::Inf => 0.3,
+        }
+    }
+}
+
 impl std::str::FromStr for Norm {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {

@@ -283,14 +283,7 @@ impl CertifiedNet {
     /// any reals, not only pixels `p / 255`): used for interval bound propagation by
     /// `robust`. Errors on a shape mismatch, an invalid box or an overflow.
     pub fn logits_of_ball(&self, x: &BallVec, batch: usize) -> Result<BallVec> {
-        if x.len() != batch * self.input_len() || !x.is_valid() {
-            return Err(Error::Shape(format!(
-                "an input box of {} values for a batch of {batch} inputs of {} values (or a \
-                 non-finite box)",
-                x.len(),
-                self.input_len()
-            )));
-        }
+        self.prepared().check_box(x, batch)?;
         let mut x = x.clone();
         for (p, op) in self.net.layers() {
             x = binary64::apply(p, op, self.radius, x, batch)?;
@@ -301,13 +294,7 @@ impl CertifiedNet {
     /// Like [`CertifiedNet::logits_of_ball`] but returns the box and every layer's output
     /// enclosure (index `i + 1` = output of layer `i`), sequentially.
     pub fn forward_of_ball(&self, x: &BallVec, batch: usize) -> Result<Vec<BallVec>> {
-        if x.len() != batch * self.input_len() || !x.is_valid() {
-            return Err(Error::Shape(format!(
-                "an input box of {} values for a batch of {batch} inputs of {} values",
-                x.len(),
-                self.input_len()
-            )));
-        }
+        self.prepared().check_box(x, batch)?;
         let mut out = vec![x.clone()];
         for (p, op) in self.net.layers() {
             let next = self.apply(p, op, out.last().expect("non-empty"), batch)?;

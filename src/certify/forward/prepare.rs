@@ -9,8 +9,9 @@
 
 use std::sync::Arc;
 
+use crate::certify::ball::BallVec;
 use crate::certify::round::{ETA, ONE_PLUS_4U, U, down, exact, gamma_up, up};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::{CheckedModel, LayerParams, LayerPlan, ModelSpec, Op, Params, Window};
 
 /// A weight layer prepared for certified products: `W` and `|W|` as f64 (exact copies of
@@ -321,6 +322,20 @@ impl PreparedNet {
     /// Length of one input example.
     pub fn input_len(&self) -> usize {
         self.model.spec().input.len()
+    }
+
+    /// Checks an input box (any reals, not only pixels) for `batch` inputs: `batch ·
+    /// input_len` entries, every midpoint and radius finite.
+    pub fn check_box(&self, x: &BallVec, batch: usize) -> Result<()> {
+        if x.len() != batch * self.input_len() || !x.is_valid() {
+            return Err(Error::Shape(format!(
+                "an input box of {} values for a batch of {batch} inputs of {} values (or a \
+                 non-finite box)",
+                x.len(),
+                self.input_len()
+            )));
+        }
+        Ok(())
     }
 
     /// Number of network outputs.
