@@ -9,8 +9,9 @@ the same number of steps on both sides), prints and writes (Markdown + JSON):
 - the number certified at fixed eps (0.01, 0.03 by default),
 - the CPU time per radius (user + system of the process and its threads/children),
 
-for margincert's IBP, its CROWN (with IBP intermediate bounds) and the best-of-methods radius
-it reports, its verified PGD attack radius (the paper's 100 steps x 10 restarts; every
+for margincert's IBP, its CROWN (full CROWN: intermediate bounds by back-substitution), its
+alpha mode (optimized ReLU slopes) and the best-of-methods radius it reports (with CROWN),
+its verified PGD attack radius (the paper's 100 steps x 10 restarts; every
 certified radius must be at most it), and auto_LiRPA's IBP, CROWN and alpha-CROWN when
 auto_LiRPA is importable (through ../shared/anchors/lirpa_shims.py; skipped without it).
 
@@ -250,15 +251,18 @@ def main():
         res = {}
         ibp_rep, t_ibp = margincert_robust(args, margs, args.out / name / "ibp", "ibp", False)
         crown_rep, t_crown = margincert_robust(args, margs, args.out / name / "crown", "crown", False)
+        alpha_rep, t_alpha = margincert_robust(args, margs, args.out / name / "alpha", "alpha", False)
         att_rep, t_att = margincert_robust(args, margs, args.out / name / "attack", "crown", True)
         n = len(crown_rep["examples"])
         ibp = [e["ibp"] for e in ibp_rep["examples"]]
         crown = [e["crown"] for e in crown_rep["examples"]]
+        alpha = [e["crown"] for e in alpha_rep["examples"]]
         best = [e["certified"] for e in crown_rep["examples"]]
         attack = [np.inf if e["attack"] is None else e["attack"] for e in att_rep["examples"]]
-        above = sum(1 for b, a in zip(best, attack) if b > a)
+        above = sum(1 for b, a in zip(best + alpha, attack + attack) if b > a)
         res["margincert IBP"] = {**summary(ibp, eps_list), "cpu_per_radius": t_ibp / n}
         res["margincert CROWN"] = {**summary(crown, eps_list), "cpu_per_radius": t_crown / n}
+        res["margincert alpha"] = {**summary(alpha, eps_list), "cpu_per_radius": t_alpha / n}
         res["margincert best"] = summary(best, eps_list)
         res["margincert PGD attack"] = {**summary(attack, eps_list), "cpu_per_radius": t_att / n,
                                         "certified_above_attack": above}

@@ -171,15 +171,18 @@ def robust(
     *,
     norm: str = "inf",
     eps_max: Optional[float] = None,
-    steps: int = 10,
+    steps: int = 14,
     restarts: int = 3,
+    method: str = "crown",
     classes: Optional[int] = None,
     name: Optional[str] = None,
 ) -> RobustReport:
-    """Certified robustness radii (L2: margin / Lipschitz bound; L-inf: IBP and CROWN) and
-    verified PGD attack radii of every example, as ``margincert robust``. ``norm``: ``"2"``
-    or ``"inf"``; ``eps_max``: largest radius searched (3.0 for L2, 0.3 for L-inf);
-    ``steps``: bisection steps; ``restarts``: PGD restarts."""
+    """Certified robustness radii and verified PGD attack radii of every example, as
+    ``margincert robust``. ``norm``: ``"2"`` or ``"inf"``; ``eps_max``: largest radius
+    searched (3.0 for L2, 0.3 for L-inf); ``steps``: bisection steps (14, the CLI's default);
+    ``restarts``: PGD restarts; ``method``: ``"ibp"`` (L-inf: IBP; L2: the margin over the
+    Lipschitz bounds), ``"crown"`` (then full CROWN over the box or ball, the default) or
+    ``"alpha"`` (then optimized ReLU slopes)."""
     x, y, classes, name = _data(images, labels, classes, name)
     return _native.robust(
         model,
@@ -189,6 +192,7 @@ def robust(
         eps_max=eps_max,
         steps=steps,
         restarts=restarts,
+        method=method,
         classes=classes,
         name=name,
     )

@@ -193,8 +193,9 @@ def robust(
     *,
     norm: str = "inf",
     eps_max: Optional[float] = None,
-    steps: int = 10,
+    steps: int = 14,
     restarts: int = 3,
+    method: str = "crown",
     classes: Optional[int] = None,
     name: str = "arrays",
 ) -> RobustReport: ...

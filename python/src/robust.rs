@@ -28,8 +28,8 @@ pub struct RobustReport {
 
 /// Certified robustness radii of every example (see the stubs for the arguments).
 #[pyfunction]
-#[pyo3(signature = (model, images, labels, *, norm="inf", eps_max=None, steps=10, restarts=3,
-    classes=None, name="arrays"))]
+#[pyo3(signature = (model, images, labels, *, norm="inf", eps_max=None,
+    steps=mr::DEFAULT_STEPS, restarts=3, method="crown", classes=None, name="arrays"))]
 #[allow(clippy::too_many_arguments)]
 pub fn robust(
     py: Python<'_>,
@@ -40,14 +40,17 @@ pub fn robust(
     eps_max: Option<f64>,
     steps: usize,
     restarts: usize,
+    method: &str,
     classes: Option<usize>,
     name: &str,
 ) -> PyResult<RobustReport> {
     let norm: Norm = norm.parse().map_err(to_py)?;
+    let method: mr::Method = method.parse().map_err(to_py)?;
     if steps == 0 {
-        return Err(invalid(
-            "steps=0: the bisection needs at least 1 step (10 by default)",
-        ));
+        return Err(invalid(format!(
+            "steps=0: the bisection needs at least 1 step ({} by default)",
+            mr::DEFAULT_STEPS
+        )));
     }
     let opts = RobustOptions {
         norm,
@@ -65,7 +68,9 @@ pub fn robust(
     };
     let data = dataset(images, labels, spec.input, classes, name)?;
     let ckpt = model.ckpt.clone();
-    let mut rep = interrupt::run(py, move || mr::run(&ckpt.spec, &ckpt.params, &data, &opts))?;
+    let mut rep = interrupt::run(py, move || {
+        mr::RobustSetup::new(&ckpt.spec, &ckpt.params, &data)?.run_with(&opts, method)
+    })?;
     rep.checkpoint_sha256 = Some(model.sha256.clone());
     Ok(RobustReport { rep })
 }

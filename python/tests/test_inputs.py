@@ -85,6 +85,19 @@ def test_bad_options_are_refused(linear: mc.Model, data: mc.Data) -> None:
         mc.robust(linear, data, norm="1")
     with pytest.raises(mc.MargincertError, match="steps=0"):
         mc.robust(linear, data, steps=0)
+    with pytest.raises(mc.MargincertError, match="unknown bound method"):
+        mc.robust(linear, data, method="beta")
+
+
+def test_robust_method_picks_the_bounds(linear: mc.Model, data: mc.Data) -> None:
+    # L2: `ibp` gives the Lipschitz radii only; `crown` adds the bound over the ball, which
+    # is never below them.
+    cheap = mc.robust(linear, data, norm="2", steps=6, restarts=1, method="ibp").to_dict()
+    full = mc.robust(linear, data, norm="2", steps=6, restarts=1).to_dict()
+    assert cheap["relaxation"] == "ibp" and full["relaxation"] == "crown"
+    for a, b in zip(cheap["examples"], full["examples"]):
+        assert a["crown"] is None and b["crown"] is not None
+        assert b["certified"] >= a["certified"]
 
 
 def test_model_files_errors_carry_the_cli_message(tmp_path) -> None:

@@ -13,9 +13,7 @@ use margincert::robust::{AttackKind, AttackOptions, Method, Norm, RobustOptions,
 use super::args::ModelArgs;
 use super::data::{OptDataArgs, SplitName};
 
-/// The default bisection steps: resolution `eps_max / 2^14` (1.8e-5 at the L∞ default 0.3,
-/// 1.8e-4 at the L2 default 3.0), finer than the radii people ask about (1e-4 and up).
-pub const DEFAULT_STEPS: usize = 14;
+pub use margincert::robust::DEFAULT_STEPS;
 
 /// `--method` values: which certified L∞ bounds run (the time/tightness knob).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -76,7 +74,9 @@ pub struct RobustArgs {
     /// at least 1.
     #[arg(long, default_value_t = DEFAULT_STEPS, value_parser = parse_steps)]
     pub steps: usize,
-    /// Certified L-inf bounds: ibp, or crown (IBP, then CROWN with IBP intermediate bounds).
+    /// Certified bounds on top of the cheap ones (L-inf: IBP; L2: the global Lipschitz and
+    /// margin-only radii): ibp adds nothing more, crown adds CROWN (full, intermediate
+    /// bounds by back-substitution), alpha adds optimized ReLU slopes.
     #[arg(long, value_enum, default_value = "crown")]
     pub method: MethodArg,
     /// The attack: pgd (L-inf or L2) or cw (Carlini-Wagner, L2 only).
