@@ -337,12 +337,16 @@ fn curve_of(
     split: &str,
     (norm, n): (crate::robust::Norm, usize),
 ) -> Result<RobustCurve> {
-    use crate::robust::{AttackOptions, Norm, RobustOptions};
+    use crate::robust::{AttackOptions, Method, Norm, RobustOptions, RobustSetup};
     let data = examples.take(n.min(examples.len()));
-    let rep = crate::robust::run(
-        &ck.spec,
-        &ck.params,
-        &data,
+    // L∞: full CROWN. L2: the Lipschitz radii only — CROWN over the ball costs ~45 CPU-s per
+    // example on the paper CNN (docs/BENCHMARKS.md), hours per bundle at Figure 8's size;
+    // `margincert robust --norm 2` computes it for a checkpoint.
+    let relax = match norm {
+        Norm::L2 => Method::Ibp,
+        Norm::Inf => Method::Crown,
+    };
+    let rep = RobustSetup::new(&ck.spec, &ck.params, &data)?.run_with(
         &RobustOptions {
             norm,
             eps_max: match norm {
@@ -359,6 +363,7 @@ fn curve_of(
                 },
             },
         },
+        relax,
     )?;
     Ok(RobustCurve {
         run: run_name.to_string(),
