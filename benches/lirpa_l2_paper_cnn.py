@@ -16,7 +16,6 @@ Needs torch, numpy, safetensors and auto_LiRPA (../shared/anchors/README.md) and
 files (../shared/data/mnist or --data).
 """
 import argparse
-import gzip
 import json
 import sys
 import time
@@ -27,15 +26,9 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from robust_compare import read_idx  # the bench beside this script
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def read_idx(path):
-    with gzip.open(path, "rb") as f:
-        d = f.read()
-    k = d[3]
-    shape = [int.from_bytes(d[4 + 4 * i: 8 + 4 * i], "big") for i in range(k)]
-    return np.frombuffer(d, np.uint8, offset=4 + 4 * k).reshape(shape)
 
 
 def paper_cnn():

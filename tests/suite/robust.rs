@@ -751,21 +751,32 @@ mod crown_cnn {
         }
     }
 
+    /// The checkpoint of a measurement (`MARGINCERT_CNN_CKPT`) and its example count
+    /// (`MARGINCERT_CROWN_N`, else `default_n`); `None`, saying so, when no checkpoint is set.
+    fn measured_checkpoint(
+        default_n: usize,
+    ) -> Option<(margincert::checkpoint::Checkpoint, usize)> {
+        let Ok(path) = std::env::var("MARGINCERT_CNN_CKPT") else {
+            println!("skipped: MARGINCERT_CNN_CKPT is not set");
+            return None;
+        };
+        let ck = margincert::checkpoint::Checkpoint::load(std::path::Path::new(&path)).unwrap();
+        let n = std::env::var("MARGINCERT_CROWN_N")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default_n);
+        Some((ck, n))
+    }
+
     /// Measurement (not a default test): median certified L∞ radius of IBP and CROWN(+IBP)
     /// and the verified attack radius on a paper-CNN checkpoint, on the first
     /// `MARGINCERT_CROWN_N` (default 32) embedded test images, with CROWN radii per second.
     #[test]
     #[ignore = "measurement; MARGINCERT_CNN_CKPT=path/to/mnist-cnn.safetensors cargo test --release --test suite robust::crown_cnn::paper_cnn_crown_figures -- --ignored --nocapture"]
     fn paper_cnn_crown_figures() {
-        let Ok(path) = std::env::var("MARGINCERT_CNN_CKPT") else {
-            println!("skipped: MARGINCERT_CNN_CKPT is not set");
+        let Some((ck, n)) = measured_checkpoint(32) else {
             return;
         };
-        let ck = margincert::checkpoint::Checkpoint::load(std::path::Path::new(&path)).unwrap();
-        let n: usize = std::env::var("MARGINCERT_CROWN_N")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(32);
         let split = "embedded".parse::<DataSource>().unwrap().load().unwrap();
         let data = split.test.take(n);
         let net = CertifiedNet::new(&ck.spec, &ck.params).unwrap();
@@ -831,15 +842,9 @@ mod crown_cnn {
         use margincert::certify::forward::PreparedNet;
         use margincert::robust::RobustSetup;
         use margincert::robust::method::{Bounder, RadiusOptions, radii};
-        let Ok(path) = std::env::var("MARGINCERT_CNN_CKPT") else {
-            println!("skipped: MARGINCERT_CNN_CKPT is not set");
+        let Some((ck, n)) = measured_checkpoint(4) else {
             return;
         };
-        let ck = margincert::checkpoint::Checkpoint::load(std::path::Path::new(&path)).unwrap();
-        let n: usize = std::env::var("MARGINCERT_CROWN_N")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(4);
         let data = embedded_train(n);
         let (eps_max, steps) = (3.0, 14);
         let opts = RobustOptions {
