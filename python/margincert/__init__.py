@@ -174,6 +174,7 @@ def robust(
     steps: int = 14,
     restarts: int = 3,
     method: str = "crown",
+    max_unstable: int = 1024,
     classes: Optional[int] = None,
     name: Optional[str] = None,
 ) -> RobustReport:
@@ -182,7 +183,8 @@ def robust(
     searched (3.0 for L2, 0.3 for L-inf); ``steps``: bisection steps (14, the CLI's default);
     ``restarts``: PGD restarts; ``method``: ``"ibp"`` (L-inf: IBP; L2: the margin over the
     Lipschitz bounds), ``"crown"`` (then full CROWN over the box or ball, the default) or
-    ``"alpha"`` (then optimized ReLU slopes)."""
+    ``"alpha"`` (then optimized ReLU slopes); ``max_unstable``: crown/alpha refine only
+    layers with at most this many unstable units (larger is tighter and slower)."""
     x, y, classes, name = _data(images, labels, classes, name)
     return _native.robust(
         model,
@@ -193,6 +195,7 @@ def robust(
         steps=steps,
         restarts=restarts,
         method=method,
+        max_unstable=max_unstable,
         classes=classes,
         name=name,
     )

@@ -196,6 +196,7 @@ def robust(
     steps: int = 14,
     restarts: int = 3,
     method: str = "crown",
+    max_unstable: int = 1024,
     classes: Optional[int] = None,
     name: str = "arrays",
 ) -> RobustReport: ...

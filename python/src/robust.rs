@@ -29,7 +29,8 @@ pub struct RobustReport {
 /// Certified robustness radii of every example (see the stubs for the arguments).
 #[pyfunction]
 #[pyo3(signature = (model, images, labels, *, norm="inf", eps_max=None,
-    steps=mr::DEFAULT_STEPS, restarts=3, method="crown", classes=None, name="arrays"))]
+    steps=mr::DEFAULT_STEPS, restarts=3, method="crown",
+    max_unstable=mr::method::DEFAULT_MAX_UNSTABLE, classes=None, name="arrays"))]
 #[allow(clippy::too_many_arguments)]
 pub fn robust(
     py: Python<'_>,
@@ -41,6 +42,7 @@ pub fn robust(
     steps: usize,
     restarts: usize,
     method: &str,
+    max_unstable: usize,
     classes: Option<usize>,
     name: &str,
 ) -> PyResult<RobustReport> {
@@ -69,7 +71,11 @@ pub fn robust(
     let data = dataset(images, labels, spec.input, classes, name)?;
     let ckpt = model.ckpt.clone();
     let mut rep = interrupt::run(py, move || {
-        mr::RobustSetup::new(&ckpt.spec, &ckpt.params, &data)?.run_with(&opts, method)
+        mr::RobustSetup::new(&ckpt.spec, &ckpt.params, &data)?.run_capped(
+            &opts,
+            method,
+            max_unstable,
+        )
     })?;
     rep.checkpoint_sha256 = Some(model.sha256.clone());
     Ok(RobustReport { rep })

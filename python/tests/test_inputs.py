@@ -98,6 +98,8 @@ def test_robust_method_picks_the_bounds(linear: mc.Model, data: mc.Data) -> None
     for a, b in zip(cheap["examples"], full["examples"]):
         assert a["crown"] is None and b["crown"] is not None
         assert b["certified"] >= a["certified"]
+    capped = mc.robust(linear, data, norm="2", steps=6, restarts=1, max_unstable=0).to_dict()
+    assert capped["max_unstable"] == 0 and full["max_unstable"] == 1024
 
 
 def test_model_files_errors_carry_the_cli_message(tmp_path) -> None:

@@ -257,9 +257,12 @@ pub struct RobustReport {
     pub steps: usize,
     /// The attack's settings (for PGD its `bisection` is `steps`).
     pub attack: AttackOptions,
-    /// The certified L∞ bounds run (`robust --method`, [`Method`]; L2 radii do not depend
-    /// on it).
+    /// The certified bounds run on top of the cheap ones (`robust --method`, [`Method`]).
     pub relaxation: Method,
+    /// Full CROWN refines a layer's pre-activations only when it has at most this many
+    /// unstable units (`robust --max-unstable`; [`method::DEFAULT_MAX_UNSTABLE`]): the cost
+    /// knob of `crown` and `alpha`, a setting `verify` recomputes with.
+    pub max_unstable: usize,
     /// The arithmetic of the clean margins' certified pass (an audit reuses its
     /// certificate's, `auto` by default; `robust` uses binary64).
     pub forward: ForwardMode,
@@ -388,6 +391,17 @@ impl<'a> RobustSetup<'a> {
     /// [`RobustSetup::run`] with the L∞ bounds of `relax` only (IBP alone is faster and
     /// looser). Every example's `certified` radius is the best of the methods run.
     pub fn run_with(&self, opts: &RobustOptions, relax: Method) -> Result<RobustReport> {
+        self.run_capped(opts, relax, method::DEFAULT_MAX_UNSTABLE)
+    }
+
+    /// [`RobustSetup::run_with`] refining only layers with at most `max_unstable` unstable
+    /// units ([`RobustReport::max_unstable`]; larger is tighter and slower).
+    pub fn run_capped(
+        &self,
+        opts: &RobustOptions,
+        relax: Method,
+        max_unstable: usize,
+    ) -> Result<RobustReport> {
         use rayon::prelude::*;
         if !(opts.eps_max.is_finite() && opts.eps_max > 0.0) {
             return Err(Error::Invalid(format!(
@@ -432,7 +446,8 @@ impl<'a> RobustSetup<'a> {
         // radius (the bounds over the ball, proofs/robust-crown-full.md).
         let crown_r = match (relax, crown::Crown::from_prepared(&self.prepared)) {
             (Method::Crown | Method::Alpha, Ok(c)) => {
-                let bounder = method::Bounder::with_crown(Arc::clone(&self.prepared), c);
+                let mut bounder = method::Bounder::with_crown(Arc::clone(&self.prepared), c);
+                bounder.max_unstable = max_unstable;
                 let ropts = method::RadiusOptions {
                     method: relax,
                     eps_max: opts.eps_max,
@@ -500,6 +515,7 @@ impl<'a> RobustSetup<'a> {
             steps: opts.steps,
             attack: aopts,
             relaxation: relax,
+            max_unstable,
             forward: self.forward,
             lipschitz: lip.network,
             examples,

@@ -50,8 +50,11 @@ pub fn recompute(
     data: &Dataset,
 ) -> Result<RobustReport> {
     rep.dataset.check(data)?;
-    RobustSetup::with_forward_mode(spec, params, data, rep.forward)?
-        .run_with(&rep.options(), rep.relaxation)
+    RobustSetup::with_forward_mode(spec, params, data, rep.forward)?.run_capped(
+        &rep.options(),
+        rep.relaxation,
+        rep.max_unstable,
+    )
 }
 
 /// Recomputes the radii of `rep` and checks each claim ([`recompute`], [`compare`]).
@@ -97,6 +100,7 @@ pub fn compare(rep: &RobustReport, re: &RobustReport) -> Result<VerifyReport> {
         || rep.options() != re.options()
         || rep.forward != re.forward
         || rep.relaxation != re.relaxation
+        || rep.max_unstable != re.max_unstable
     {
         return Err(Error::Certify(
             "the recomputation is about other data or options than the report".into(),

@@ -243,8 +243,10 @@ fn is_setting(doc: Doc, path: &str) -> bool {
     match doc {
         Doc::Certificate => path.starts_with("/options/") && path != "/options/kkt/loss",
         Doc::Robust => {
-            matches!(path, "/norm" | "/eps_max" | "/steps" | "/forward")
-                || path.starts_with("/attack/")
+            matches!(
+                path,
+                "/norm" | "/eps_max" | "/steps" | "/forward" | "/max_unstable"
+            ) || path.starts_with("/attack/")
         }
     }
 }

@@ -670,6 +670,24 @@ mod crown_cnn {
             rep.examples.len()
         );
         assert!(above > 0);
+        // The cost knob: with no layer refined (cap 0) every radius is at most the default
+        // one (the cascade keeps the best bound of each stage); the report records the cap
+        // and verifies with it, and a recomputation with another cap is refused.
+        let setup = robust::RobustSetup::new(&spec, &params, &eval).unwrap();
+        let cheap = setup.run_capped(&opts, Method::Crown, 0).unwrap();
+        assert_eq!(cheap.max_unstable, 0);
+        let mut raised = 0;
+        for (a, b) in cheap.examples.iter().zip(&rep.examples) {
+            assert!(a.crown <= b.crown, "example {}", a.index);
+            raised += (a.crown < b.crown) as usize;
+        }
+        println!(
+            "refining raised {raised} of {} CROWN radii",
+            rep.examples.len()
+        );
+        let v = robust::verify::verify(&cheap, &spec, &params, &eval).unwrap();
+        assert!(v.ok(), "{v:?}");
+        assert!(robust::verify::compare(&cheap, &rep).is_err());
     }
 
     /// Rounding charges are necessary: nets whose gap is `−x/1024` on the input `x = p/255`,
