@@ -234,8 +234,8 @@ pub struct Curve {
 /// The version of the robustness report schema this margincert writes and reads
 /// ([`RobustReport::from_json`]): 1 was the first verifiable one; 2 reports the best certified
 /// radius with its method, the per-method radii, `null` for unknown attack radii and a
-/// curve grid that follows the radii; 3 adds the L2 CROWN/alpha radius (`crown` for L2)
-/// and names the cheaper method on ties.
+/// curve grid that follows the radii; 3 adds the L2 CROWN/alpha radius (`crown` for L2),
+/// the recorded `max_unstable` cap, and names the cheaper method on ties.
 pub const ROBUST_SCHEMA_VERSION: u32 = 3;
 
 /// The report of one robustness run: a certificate of robustness radii that
@@ -388,8 +388,9 @@ impl<'a> RobustSetup<'a> {
         self.run_with(opts, Method::Crown)
     }
 
-    /// [`RobustSetup::run`] with the L∞ bounds of `relax` only (IBP alone is faster and
-    /// looser). Every example's `certified` radius is the best of the methods run.
+    /// [`RobustSetup::run`] with the bounds of `relax` on top of the cheap ones (`Ibp`
+    /// alone is faster and looser). Every example's `certified` radius is the best of the
+    /// methods run.
     pub fn run_with(&self, opts: &RobustOptions, relax: Method) -> Result<RobustReport> {
         self.run_capped(opts, relax, method::DEFAULT_MAX_UNSTABLE)
     }
