@@ -13,7 +13,7 @@ use margincert::certify::verify::{Check, Status, VerifyReport as Report, check_b
 use margincert::certify::{Enclosure, ForwardMode};
 use margincert::report::Summary;
 
-use crate::data::{dataset, default_classes, unpack};
+use crate::data::{dataset, model_dataset, unpack};
 use crate::errors::{invalid, to_py};
 use crate::interrupt;
 use crate::model::{Model, json_value, loss_name, parse_loss};
@@ -90,12 +90,7 @@ pub fn certify(
         kkt,
         forward: parse_mode(precision_mode)?,
     };
-    let spec = &model.ckpt.spec;
-    let classes = match classes {
-        Some(c) => c,
-        None => default_classes(spec.outputs().map_err(to_py)?),
-    };
-    let data = dataset(images, labels, spec.input, classes, name)?;
+    let data = model_dataset(&model.ckpt.spec, images, labels, classes, name)?;
     let ckpt = model.ckpt.clone();
     let mut cert = interrupt::run(py, move || {
         let run = certify_run(&ckpt.spec, &ckpt.params, &data, &opts)?;

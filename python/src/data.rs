@@ -10,7 +10,7 @@ use numpy::{PyArrayDyn, PyUntypedArray};
 use pyo3::prelude::*;
 
 use margincert::data::Dataset;
-use margincert::model::Shape;
+use margincert::model::{ModelSpec, Shape};
 
 use crate::errors::{invalid, to_py};
 
@@ -136,7 +136,7 @@ fn labels(obj: &Bound<'_, PyAny>, n: usize, classes: usize) -> PyResult<Vec<u8>>
 
 /// The number of classes of a model with `outputs` outputs when not given: one class per
 /// output, or 2 (labels 1 / 0) for a one-output model.
-pub fn default_classes(outputs: usize) -> usize {
+fn default_classes(outputs: usize) -> usize {
     if outputs == 1 { 2 } else { outputs }
 }
 
@@ -158,6 +158,22 @@ pub fn dataset(
     let px = pixels(&arr)?;
     let lb = labels(label_obj, n, classes)?;
     Dataset::new(name, shape, px, lb, classes).map_err(to_py)
+}
+
+/// [`dataset`] for the input of `spec`, with `classes` defaulting to the model's
+/// ([`default_classes`]).
+pub fn model_dataset(
+    spec: &ModelSpec,
+    images: &Bound<'_, PyAny>,
+    labels: &Bound<'_, PyAny>,
+    classes: Option<usize>,
+    name: &str,
+) -> PyResult<Dataset> {
+    let classes = match classes {
+        Some(c) => c,
+        None => default_classes(spec.outputs().map_err(to_py)?),
+    };
+    dataset(images, labels, spec.input, classes, name)
 }
 
 /// `(images, labels)` from the two arguments, or from a `margincert.Data` (anything with

@@ -12,7 +12,7 @@ use margincert::report::Summary;
 use margincert::robust::{self as mr, AttackOptions, Norm, RobustOptions, RobustReport as Report};
 
 use crate::cert::VerifyReport;
-use crate::data::{dataset, default_classes, unpack};
+use crate::data::{dataset, model_dataset, unpack};
 use crate::errors::{invalid, to_py};
 use crate::interrupt;
 use crate::model::{Model, json_value};
@@ -63,12 +63,7 @@ pub fn robust(
             ..Default::default()
         },
     };
-    let spec = &model.ckpt.spec;
-    let classes = match classes {
-        Some(c) => c,
-        None => default_classes(spec.outputs().map_err(to_py)?),
-    };
-    let data = dataset(images, labels, spec.input, classes, name)?;
+    let data = model_dataset(&model.ckpt.spec, images, labels, classes, name)?;
     let ckpt = model.ckpt.clone();
     let mut rep = interrupt::run(py, move || {
         mr::RobustSetup::new(&ckpt.spec, &ckpt.params, &data)?.run_capped(

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 
 use super::crown::{Crown, InputSet};
 use super::ibp::{SpecFold, forward_box, gap_lowers};
-use super::{Lipschitz, Norm, linf_box};
+use super::{Norm, linf_box};
 
 /// Rows back-substituted together by [`Crown::refine`] (bounds the memory of one pass).
 const ROWS_PER_PASS: usize = 64;
@@ -221,24 +221,31 @@ fn check(opts: &RadiusOptions) -> Result<()> {
 
 /// Certified radii of every example of `data` in `norm` by `opts.method`: for each returned
 /// `r_n > 0` the certified margin lower bound is `> 0` over the whole perturbation set of
-/// radius `r_n` (L∞: clipped box, bisection on `[0, eps_max]`; L2: ball, the Lipschitz
-/// radius of `lip` (with the clean `logits`), raised by bisection on `[r_lip, eps_max]`
-/// for CROWN and alpha). 0 when the clean margin is not certified.
+/// radius `r_n` (L∞: clipped box, bisection on `[0, eps_max]`; L2: ball, the radii
+/// `l2_start` already certified — the Lipschitz radii, [`super::lipschitz_radius`] —
+/// raised by bisection on `[r_n, eps_max]` for CROWN and alpha; from 0 without them).
+/// 0 when the clean margin is not certified.
 pub fn radii(
     bounder: &Bounder,
     data: &Dataset,
     task: Task,
     norm: Norm,
     opts: &RadiusOptions,
-    l2_start: Option<(&BallVec, &Lipschitz)>,
+    l2_start: Option<&[f64]>,
 ) -> Result<Vec<f64>> {
     use rayon::prelude::*;
     check(opts)?;
     let start: Vec<f64> = match (norm, l2_start) {
-        (Norm::L2, Some((logits, lip))) => super::ibp::lipschitz_radius(logits, lip, data, task)
-            .into_iter()
-            .map(|r| r.min(opts.eps_max))
-            .collect(),
+        (Norm::L2, Some(r)) => {
+            if r.len() != data.len() {
+                return Err(Error::Shape(format!(
+                    "{} starting radii for {} examples",
+                    r.len(),
+                    data.len()
+                )));
+            }
+            r.iter().map(|r| r.min(opts.eps_max)).collect()
+        }
         (Norm::L2, None) => vec![0.0; data.len()],
         (Norm::Inf, _) => {
             let net = crate::certify::forward::CertifiedNet::from_prepared(bounder.net.clone());

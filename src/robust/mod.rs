@@ -421,6 +421,8 @@ impl<'a> RobustSetup<'a> {
         let cap = |r: f64| r.min(opts.eps_max);
         let n = data.len();
         let (mut ibp, mut global, mut margin_only) = (vec![None; n], vec![None; n], vec![0.0; n]);
+        // L2: the global Lipschitz radii, also where CROWN's bisection starts.
+        let mut l2_start = None;
         match opts.norm {
             Norm::L2 => {
                 let c = lipschitz_radius(&self.logits, lip, data, task);
@@ -434,6 +436,7 @@ impl<'a> RobustSetup<'a> {
                     global[k] = Some(cap(c[k]));
                     margin_only[k] = cap(if q.lo > 0.0 { down(q.lo / l) } else { 0.0 });
                 }
+                l2_start = Some(c);
             }
             Norm::Inf => {
                 let r = ibp_radius(net, data, task, opts.eps_max, opts.steps)?;
@@ -455,9 +458,13 @@ impl<'a> RobustSetup<'a> {
                     steps: opts.steps,
                     ..method::RadiusOptions::default()
                 };
-                let l2_start = (opts.norm == Norm::L2).then_some((&self.logits, lip));
                 Some(method::radii(
-                    &bounder, data, task, opts.norm, &ropts, l2_start,
+                    &bounder,
+                    data,
+                    task,
+                    opts.norm,
+                    &ropts,
+                    l2_start.as_deref(),
                 )?)
             }
             _ => None,

@@ -163,7 +163,9 @@ fn measure_bounds() {
                         task,
                         norm,
                         &opts,
-                        Some((&logits, &lip)),
+                        Some(&margincert::robust::lipschitz_radius(
+                            &logits, &lip, &data, task,
+                        )),
                     )
                     .unwrap()
                 });
